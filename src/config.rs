@@ -1,0 +1,629 @@
+//! Configuration shared by every binary: one TOML file, environment overrides,
+//! command-line flags.
+//!
+//! Layers, later wins:
+//! 1. built-in defaults, which serve the local stack;
+//! 2. the service addresses that `tickfetch stack up` writes to `stack.env`
+//!    (`KAFKA_BOOTSTRAP`, `ETCD_ENDPOINTS`, `MONGODB_URI`);
+//! 3. the TOML file (`--config FILE` or `TICKFETCH_CONFIG`);
+//! 4. `TICKFETCH__SECTION__KEY=value` environment variables (the value is read as a
+//!    TOML value when it parses as one, else as a string);
+//! 5. flags, applied by each binary as `section.key=value` overrides.
+//!
+//! Unknown keys are errors, and every error names the key and where its value
+//! came from (the file path, the environment variable or the flag).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Interval;
+
+/// Prefix of environment overrides: `TICKFETCH__ROLLUP__GRACE_MS=2000`.
+pub const ENV_PREFIX: &str = "TICKFETCH__";
+/// Environment variable naming the config file when no flag does.
+pub const CONFIG_FILE_ENV: &str = "TICKFETCH_CONFIG";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub topics: TopicsConfig,
+    pub etcd: EtcdConfig,
+    pub mongodb: MongoConfig,
+    pub rollup: RollupConfig,
+    pub sink: SinkConfig,
+    pub ingest: IngestConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+/// The Kafka-API broker.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port]`.
+    pub bootstrap: String,
+    /// Extra librdkafka client options, passed through (checked for conflicts with
+    /// the options tickfetch sets itself, see `kafka::client_config`).
+    pub options: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap: "127.0.0.1:9092".into(),
+            options: BTreeMap::new(),
+        }
+    }
+}
+
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let options: BTreeMap<&str, &str> = self
+            .options
+            .iter()
+            .map(|(k, v)| {
+                let secret = k.contains("password") || k.contains("secret") || k.contains("key");
+                (k.as_str(), if secret { "<redacted>" } else { v.as_str() })
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap", &self.bootstrap)
+            .field("options", &options)
+            .finish()
+    }
+}
+
+/// Topic names. Every binary derives its topics from these, so that stages agree.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    /// Prefix of every topic name: `{prefix}.trades`, `{prefix}.candles.1m`, ...
+    pub prefix: String,
+    /// Partitions of the trades and candle topics (all the same, so a symbol's
+    /// key lands on the same partition number at every level).
+    pub partitions: i32,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        Self {
+            prefix: "tickfetch".into(),
+            partitions: 4,
+        }
+    }
+}
+
+impl TopicsConfig {
+    /// Trades and worker watermarks.
+    pub fn trades(&self) -> String {
+        format!("{}.trades", self.prefix)
+    }
+    /// Candles of one interval.
+    pub fn candles(&self, interval: Interval) -> String {
+        format!("{}.candles.{}", self.prefix, interval)
+    }
+    /// Records that could not be processed, with the reason in headers.
+    pub fn dead_letter(&self) -> String {
+        format!("{}.deadletter", self.prefix)
+    }
+    /// Compacted open-window state of one rollup stage.
+    pub fn changelog(&self, interval: Interval) -> String {
+        format!("{}.changelog.{}", self.prefix, interval)
+    }
+    /// The input topic of the stage that produces `interval`.
+    pub fn stage_input(&self, interval: Interval) -> String {
+        match interval.child() {
+            None => self.trades(),
+            Some(child) => self.candles(child),
+        }
+    }
+}
+
+/// etcd, for coordination.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EtcdConfig {
+    pub endpoints: Vec<String>,
+    /// Root key prefix of every record tickfetch stores.
+    pub prefix: String,
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        Self {
+            endpoints: vec!["127.0.0.1:2379".into()],
+            prefix: "/tickfetch".into(),
+        }
+    }
+}
+
+/// MongoDB, for history.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MongoConfig {
+    pub uri: String,
+    pub database: String,
+}
+
+impl Default for MongoConfig {
+    fn default() -> Self {
+        Self {
+            uri: "mongodb://127.0.0.1:27017".into(),
+            database: "tickfetch".into(),
+        }
+    }
+}
+
+impl fmt::Debug for MongoConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MongoConfig")
+            .field("uri", &redact_uri(&self.uri))
+            .field("database", &self.database)
+            .finish()
+    }
+}
+
+/// `scheme://user:password@host` → `scheme://user:<redacted>@host`.
+fn redact_uri(uri: &str) -> String {
+    match (uri.find("://"), uri.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let creds = &uri[scheme_end + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!(
+                    "{}{}:<redacted>{}",
+                    &uri[..scheme_end + 3],
+                    &creds[..colon],
+                    &uri[at..]
+                ),
+                None => uri.to_string(),
+            }
+        }
+        _ => uri.to_string(),
+    }
+}
+
+/// Delivery guarantee of a stage that writes to Kafka.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Guarantee {
+    /// Input offsets, output records and state in one Kafka transaction.
+    ExactlyOnce,
+    /// Idempotent producer, offsets committed after delivery; replays may repeat
+    /// records (downstream dedup by window and revision absorbs them).
+    AtLeastOnce,
+}
+
+/// One rollup stage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RollupConfig {
+    /// Grace after a 1s window's end before it closes (trade stage only; parent
+    /// stages close when their last child arrives).
+    pub grace_ms: i64,
+    /// How far behind the watermark late data still corrects a closed window.
+    pub retention_ms: i64,
+    /// Longest time a transaction stays open.
+    pub commit_interval_ms: u64,
+    /// Most input records in one transaction.
+    pub max_batch: usize,
+    pub guarantee: Guarantee,
+    /// Consumer group prefix; the group is `{group_prefix}.{stage}`.
+    pub group_prefix: String,
+    /// Kafka consumer session timeout.
+    pub session_timeout_ms: u64,
+}
+
+impl Default for RollupConfig {
+    fn default() -> Self {
+        Self {
+            grace_ms: 1_000,
+            retention_ms: 600_000,
+            commit_interval_ms: 100,
+            max_batch: 50_000,
+            guarantee: Guarantee::ExactlyOnce,
+            group_prefix: "tickfetch.rollup".into(),
+            session_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// The MongoDB sink.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkConfig {
+    /// Candle intervals written, one collection each (`candles_1m`, ...).
+    pub intervals: Vec<Interval>,
+    /// Also write the trades topic to the `trades` collection.
+    pub trades: bool,
+    /// Most documents in one bulk write.
+    pub batch_size: usize,
+    /// Longest wait before a partial batch is written.
+    pub batch_ms: u64,
+    /// Consumer group.
+    pub group_id: String,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        Self {
+            intervals: Interval::ALL.to_vec(),
+            trades: false,
+            batch_size: 1_000,
+            batch_ms: 200,
+            group_id: "tickfetch.sink".into(),
+        }
+    }
+}
+
+/// The ingest worker.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Feeds run from config (with coordination, feeds come from etcd instead).
+    pub feeds: Vec<FeedConfig>,
+}
+
+/// One feed: an exchange and its symbols.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedConfig {
+    pub exchange: crate::model::Exchange,
+    pub symbols: Vec<String>,
+    /// Websocket base URL; the exchange's live endpoint when absent.
+    #[serde(default)]
+    pub ws_url: Option<String>,
+    /// REST base URL for backfill; the exchange's live endpoint when absent.
+    #[serde(default)]
+    pub rest_url: Option<String>,
+}
+
+/// Logs and metrics.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Address of the `/metrics` and `/healthz` endpoint; empty disables it.
+    pub http_addr: String,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            http_addr: "127.0.0.1:0".into(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A configuration error: what was wrong and where.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config key `{key}` (from {origin}): {message}")]
+    Invalid {
+        key: String,
+        origin: String,
+        message: String,
+    },
+    #[error("override {0:?} is not of the form section.key=value")]
+    BadOverride(String),
+}
+
+impl ConfigError {
+    /// Configuration errors never go away by retrying.
+    pub fn is_terminal(&self) -> bool {
+        true
+    }
+}
+
+/// Builds a [`Config`] from the layers in the module docs.
+#[derive(Debug, Default)]
+pub struct ConfigLoader {
+    file: Option<PathBuf>,
+    overrides: Vec<(String, String)>,
+    env: Option<Vec<(String, String)>>,
+}
+
+impl ConfigLoader {
+    /// A loader reading the process environment.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads this TOML file (else `TICKFETCH_CONFIG`, else no file).
+    pub fn file(mut self, path: Option<&Path>) -> Self {
+        self.file = path.map(Path::to_path_buf);
+        self
+    }
+
+    /// Uses these variables instead of the process environment (tests).
+    pub fn env(mut self, vars: Vec<(String, String)>) -> Self {
+        self.env = Some(vars);
+        self
+    }
+
+    /// Adds a flag override `section.key=value`.
+    ///
+    /// # Errors
+    /// When the text has no `=` or no dotted key.
+    pub fn set(mut self, assignment: &str) -> Result<Self, ConfigError> {
+        let (key, value) = assignment
+            .split_once('=')
+            .filter(|(k, _)| k.contains('.'))
+            .ok_or_else(|| ConfigError::BadOverride(assignment.to_string()))?;
+        self.overrides
+            .push((key.trim().to_string(), value.trim().to_string()));
+        Ok(self)
+    }
+
+    /// Merges the layers and checks the result.
+    ///
+    /// # Errors
+    /// An unreadable or malformed file, an unknown key, or a value of the wrong
+    /// type; the error names the key and where it came from.
+    pub fn load(self) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = self.env.unwrap_or_else(|| std::env::vars().collect());
+        let lookup = |name: &str| {
+            env.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .filter(|v| !v.is_empty())
+        };
+        let mut root = toml::Table::new();
+        let mut origins: BTreeMap<String, String> = BTreeMap::new();
+
+        // Layer 2: the stack's service addresses.
+        for (var, key) in [
+            ("KAFKA_BOOTSTRAP", "kafka.bootstrap"),
+            ("MONGODB_URI", "mongodb.uri"),
+        ] {
+            if let Some(value) = lookup(var) {
+                insert_path(&mut root, key, toml::Value::String(value));
+                origins.insert(key.into(), format!("environment variable {var}"));
+            }
+        }
+        if let Some(value) = lookup("ETCD_ENDPOINTS") {
+            let endpoints = value
+                .split(',')
+                .map(|s| toml::Value::String(s.trim().to_string()))
+                .collect();
+            insert_path(&mut root, "etcd.endpoints", toml::Value::Array(endpoints));
+            origins.insert(
+                "etcd.endpoints".into(),
+                "environment variable ETCD_ENDPOINTS".into(),
+            );
+        }
+
+        // Layer 3: the file.
+        let file = self
+            .file
+            .or_else(|| lookup(CONFIG_FILE_ENV).map(PathBuf::from));
+        if let Some(path) = &file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+                ConfigError::Syntax {
+                    path: path.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+            let mut keys = Vec::new();
+            collect_keys(&table, "", &mut keys);
+            for key in keys {
+                origins.insert(key, format!("config file {}", path.display()));
+            }
+            merge(&mut root, table);
+        }
+
+        // Layer 4: TICKFETCH__SECTION__KEY.
+        for (name, value) in &env {
+            if let Some(rest) = name.strip_prefix(ENV_PREFIX) {
+                let key = rest.to_ascii_lowercase().replace("__", ".");
+                insert_path(&mut root, &key, scalar(value));
+                origins.insert(key, format!("environment variable {name}"));
+            }
+        }
+
+        // Layer 5: flags.
+        for (key, value) in self.overrides {
+            insert_path(&mut root, &key, scalar(&value));
+            origins.insert(key.clone(), format!("flag --set {key}={value}"));
+        }
+
+        let deserializer = toml::Value::Table(root);
+        serde_path_to_error::deserialize::<_, Config>(deserializer).map_err(|err| {
+            let key = err.path().to_string();
+            let origin = origins
+                .iter()
+                .filter(|(k, _)| {
+                    key == **k
+                        || key.starts_with(&format!("{k}."))
+                        || key.starts_with(&format!("{k}["))
+                })
+                .max_by_key(|(k, _)| k.len())
+                .map(|(_, o)| o.clone())
+                .or_else(|| file.as_ref().map(|p| format!("config file {}", p.display())))
+                .unwrap_or_else(|| "defaults".into());
+            ConfigError::Invalid {
+                key,
+                origin,
+                message: err.into_inner().to_string(),
+            }
+        })
+    }
+}
+
+/// An override's text as TOML (number, bool, array...) or else a plain string.
+fn scalar(text: &str) -> toml::Value {
+    format!("v = {text}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(text.to_string()))
+}
+
+fn insert_path(root: &mut toml::Table, dotted: &str, value: toml::Value) {
+    let mut parts: Vec<&str> = dotted.split('.').collect();
+    let Some(last) = parts.pop() else { return };
+    let mut table = root;
+    for part in parts {
+        let entry = table
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        let toml::Value::Table(next) = entry else {
+            return;
+        };
+        table = next;
+    }
+    table.insert(last.to_string(), value);
+}
+
+fn merge(into: &mut toml::Table, from: toml::Table) {
+    for (key, value) in from {
+        match (into.get_mut(&key), value) {
+            (Some(toml::Value::Table(existing)), toml::Value::Table(incoming)) => {
+                merge(existing, incoming)
+            }
+            (_, value) => {
+                into.insert(key, value);
+            }
+        }
+    }
+}
+
+fn collect_keys(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+    for (key, value) in table {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        if let toml::Value::Table(inner) = value {
+            collect_keys(inner, &path, out);
+        }
+        out.push(path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (tempdir::Dir, PathBuf) {
+        let dir = tempdir::Dir::new();
+        let path = dir.path().join("tickfetch.toml");
+        std::fs::write(&path, text).expect("write config");
+        (dir, path)
+    }
+
+    /// A throwaway directory under the target dir, removed on drop.
+    mod tempdir {
+        pub struct Dir(std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Self {
+                let path = std::env::temp_dir().join(format!(
+                    "tickfetch-config-test-{}-{}",
+                    std::process::id(),
+                    rand::random::<u64>()
+                ));
+                std::fs::create_dir_all(&path).expect("temp dir");
+                Dir(path)
+            }
+            pub fn path(&self) -> &std::path::Path {
+                &self.0
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let (_dir, path) = write("[rollup]\ngrace_ms = 2000\n[kafka]\nbootstrap = \"file:1\"\n");
+        let config = ConfigLoader::new()
+            .file(Some(&path))
+            .env(vec![
+                ("KAFKA_BOOTSTRAP".into(), "stack:1".into()),
+                ("MONGODB_URI".into(), "mongodb://stack:2".into()),
+                ("TICKFETCH__ROLLUP__RETENTION_MS".into(), "5000".into()),
+                ("TICKFETCH__TOPICS__PREFIX".into(), "run42".into()),
+            ])
+            .set("rollup.grace_ms=3000")
+            .expect("override")
+            .load()
+            .expect("valid config");
+        assert_eq!(config.kafka.bootstrap, "file:1", "file beats stack env");
+        assert_eq!(config.mongodb.uri, "mongodb://stack:2");
+        assert_eq!(config.rollup.grace_ms, 3000, "flag beats file");
+        assert_eq!(config.rollup.retention_ms, 5000);
+        assert_eq!(config.topics.trades(), "run42.trades");
+        assert_eq!(config.topics.stage_input(Interval::S5), "run42.candles.1s");
+    }
+
+    #[test]
+    fn errors_name_key_and_origin() {
+        let cases = [
+            ("unknown key in file", "[rollup]\ngrace = 1\n", vec![], "rollup", "config file"),
+            ("wrong type in file", "[rollup]\ngrace_ms = \"soon\"\n", vec![], "rollup.grace_ms", "config file"),
+            (
+                "wrong type in env",
+                "",
+                vec![("TICKFETCH__SINK__BATCH_SIZE".to_string(), "many".to_string())],
+                "sink.batch_size",
+                "TICKFETCH__SINK__BATCH_SIZE",
+            ),
+            ("bad interval", "[sink]\nintervals = [\"1h\"]\n", vec![], "sink.intervals", "config file"),
+        ];
+        for (name, text, env, key, origin) in cases {
+            let (_dir, path) = write(text);
+            let err = ConfigLoader::new()
+                .file(Some(&path))
+                .env(env)
+                .load()
+                .expect_err(name);
+            let message = err.to_string();
+            assert!(message.contains(key), "{name}: {message}");
+            assert!(message.contains(origin), "{name}: {message}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let mut config = Config::default();
+        config.mongodb.uri = "mongodb://user:hunter2@db:27017".into();
+        config
+            .kafka
+            .options
+            .insert("sasl.password".into(), "hunter2".into());
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("user:<redacted>@db"), "{debug}");
+    }
+}

@@ -1,0 +1,125 @@
+//! Kafka plumbing shared by the stages: client configuration with conflict
+//! checks, topic creation, and the error type.
+//!
+//! Each stage sets the librdkafka options its guarantee depends on (idempotence,
+//! transactional ids, isolation level, manual commits); users may pass any other
+//! option through `[kafka.options]`, and an attempt to override one of the
+//! stage's own is an error naming the option instead of a silent downgrade.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
+use rdkafka::ClientConfig;
+
+use crate::config::KafkaConfig;
+
+/// Errors talking to Kafka.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("kafka option `{option}` is set by tickfetch for this stage ({value}); remove it from [kafka.options]")]
+    OptionConflict { option: String, value: String },
+    #[error("kafka client error ({what}): {source}")]
+    Client {
+        what: String,
+        source: RdKafkaError,
+    },
+    #[error("creating topic {topic}: {message}")]
+    CreateTopic { topic: String, message: String },
+    #[error("bad record on {topic}[{partition}]@{offset}: {message}")]
+    BadRecord {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        message: String,
+    },
+}
+
+impl KafkaError {
+    /// Whether retrying (with a fresh client) cannot help.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, KafkaError::OptionConflict { .. })
+    }
+
+    /// Wraps an rdkafka error with what was being done.
+    pub fn client(what: impl Into<String>) -> impl FnOnce(RdKafkaError) -> KafkaError {
+        let what = what.into();
+        move |source| KafkaError::Client { what, source }
+    }
+}
+
+/// A client config: the bootstrap servers, the user's pass-through options, and
+/// the stage's own options, which the user's may not contradict.
+///
+/// # Errors
+/// [`KafkaError::OptionConflict`] when `[kafka.options]` sets one of `owned` to a
+/// different value.
+pub fn client_config(config: &KafkaConfig, owned: &[(&str, &str)]) -> Result<ClientConfig, KafkaError> {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.bootstrap);
+    client.set("log_level", "3");
+    for (key, value) in &config.options {
+        if let Some((_, ours)) = owned.iter().find(|(k, _)| k == key) {
+            if ours != value {
+                return Err(KafkaError::OptionConflict {
+                    option: key.clone(),
+                    value: (*ours).to_string(),
+                });
+            }
+        }
+        client.set(key, value);
+    }
+    for (key, value) in owned {
+        client.set(*key, *value);
+    }
+    Ok(client)
+}
+
+/// A topic tickfetch needs.
+#[derive(Debug, Clone)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    /// Log compaction (changelog topics keep the last state per key).
+    pub compacted: bool,
+}
+
+/// Creates the topics that do not exist yet.
+///
+/// # Errors
+/// When the broker cannot be reached or refuses a topic for another reason than
+/// that it exists.
+pub async fn ensure_topics(config: &KafkaConfig, topics: &[TopicSpec]) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(config, &[])?
+        .create()
+        .map_err(KafkaError::client("creating admin client"))?;
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| {
+            let topic = NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(1));
+            if t.compacted {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(new_topics.iter(), &options)
+        .await
+        .map_err(KafkaError::client("create_topics"))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(KafkaError::CreateTopic {
+                    topic,
+                    message: code.to_string(),
+                })
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,21 @@
+//! tickfetch: exchange trade websockets → Kafka → exactly-once candle rollups →
+//! MongoDB, coordinated through etcd.
+//!
+//! Module map (data flows top to bottom):
+//! - [`model`]: `Trade`, `Candle`, `Watermark`, `Interval`: the wire form of every topic.
+//! - [`config`]: the TOML / environment / flag configuration every binary loads.
+//! - [`stack`]: the local stack (Kafka-API broker, etcd, MongoDB wire server) for
+//!   development, tests and the demo.
+//! - [`kafka`]: client configuration, topic creation.
+//! - [`telemetry`], [`shutdown`]: logs, `/metrics`, `/healthz`, signal handling.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod config;
+pub mod kafka;
+pub mod model;
+pub mod shutdown;
+pub mod stack;
+pub mod telemetry;
+pub mod rollup;
+pub mod sink;

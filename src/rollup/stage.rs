@@ -1,0 +1,806 @@
+//! The Kafka side of one rollup stage: consume the level below, run the candle
+//! engine, produce candles, and commit input offsets in the same transaction.
+//!
+//! Data flow per input partition `p` (each has its own [`PartitionTask`]):
+//! 1. On assignment: a transactional producer with the stable id
+//!    `{group}.p{p}` is created and `init_transactions` fences any older owner
+//!    (a paused or partitioned zombie) and aborts its open transaction. The
+//!    engine state is restored from the compacted changelog topic (partition
+//!    `p`), then the input is replayed from the oldest snapshot to the committed
+//!    offset with output suppressed (those candles were committed already), so
+//!    the state equals what it was at the last commit.
+//! 2. Records are applied to the engine; candles go to the output topic, same
+//!    partition `p`, inside the open transaction.
+//! 3. Every `commit_interval_ms` (or `max_batch` records) the transaction gets
+//!    the next input offset (`send_offsets_to_transaction`) and, every
+//!    `snapshot_every` commits, a snapshot of the symbols touched since the last
+//!    one, tagged with the input offset it covers; then it commits.
+//! 4. An abortable error aborts and rewinds the partition (restore + replay); a
+//!    fenced producer drops the partition (a newer owner has it); another fatal
+//!    error rebuilds the producer and rewinds.
+//!
+//! Why snapshots may lag behind commits: the engine is deterministic, so the
+//! state at input offset `o` is a function of the input before `o`. A snapshot
+//! taken at `o ≤ committed` plus a silent replay of `[o, committed)` rebuilds
+//! the committed state exactly. This also keeps the stage exact on a broker that
+//! shows records of aborted transactions to read_committed readers: a snapshot
+//! from an aborted transaction still describes a real prefix of the input, and
+//! one that runs past the committed offset is ignored.
+//!
+//! The loop runs on a dedicated thread: librdkafka's transaction calls block.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError as RdKafkaError;
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, Guarantee};
+use crate::kafka::{client_config, ensure_topics, KafkaError, TopicSpec};
+use crate::model::{Candle, Interval};
+use crate::rollup::level::{ApplyOutcome, Level};
+use crate::rollup::metrics::StageMetrics;
+use crate::rollup::RollupError;
+use crate::shutdown::CancellationToken;
+
+/// Most records waiting in the producer's queue (librdkafka
+/// `queue.buffering.max.messages`); a full queue makes the loop wait.
+pub const PRODUCER_QUEUE_MESSAGES: usize = 200_000;
+/// Timeout of blocking transaction calls.
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Header carrying the reason a record went to the dead-letter topic.
+pub const DEAD_LETTER_REASON: &str = "tickfetch-reason";
+
+/// Which input partitions this process handles.
+#[derive(Debug, Clone)]
+pub enum Assignment {
+    /// Join the stage's consumer group; partitions are shared among instances.
+    Group,
+    /// A fixed set of partitions, no group membership (no join delay). Two
+    /// processes given the same partition fence each other: the newer wins.
+    Static(Vec<i32>),
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct StageOptions {
+    /// The interval this stage produces.
+    pub interval: Interval,
+    pub assignment: Assignment,
+    /// Snapshot the state every this many commits.
+    pub snapshot_every: u32,
+}
+
+impl StageOptions {
+    /// Group assignment, snapshot every 20 commits.
+    pub fn new(interval: Interval) -> Self {
+        Self {
+            interval,
+            assignment: Assignment::Group,
+            snapshot_every: 20,
+        }
+    }
+}
+
+/// The record on the changelog topic: one symbol's engine state after the
+/// input before `through` was applied.
+#[derive(Debug, Serialize, Deserialize)]
+struct StateRecord {
+    through: i64,
+    state: serde_json::Value,
+}
+
+/// Rebalance events, collected in the consumer's callback and handled after
+/// `poll` returns.
+#[derive(Default)]
+struct RebalanceLog {
+    events: Mutex<Vec<RebalanceEvent>>,
+}
+
+enum RebalanceEvent {
+    Assigned(Vec<i32>),
+    Revoked(Vec<i32>),
+}
+
+struct StageContext {
+    log: Arc<RebalanceLog>,
+    topic: String,
+}
+
+impl ClientContext for StageContext {}
+
+impl ConsumerContext for StageContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let partitions = |tpl: &TopicPartitionList| {
+            tpl.elements()
+                .iter()
+                .filter(|e| e.topic() == self.topic)
+                .map(|e| e.partition())
+                .collect::<Vec<_>>()
+        };
+        let event = match rebalance {
+            Rebalance::Assign(tpl) => RebalanceEvent::Assigned(partitions(tpl)),
+            Rebalance::Revoke(tpl) => RebalanceEvent::Revoked(partitions(tpl)),
+            Rebalance::Error(e) => {
+                tracing::warn!(error = %e, "rebalance error");
+                return;
+            }
+        };
+        if let Ok(mut events) = self.log.events.lock() {
+            events.push(event);
+        }
+    }
+}
+
+type StageConsumer = BaseConsumer<StageContext>;
+type TxnProducer = ThreadedProducer<DefaultProducerContext>;
+
+/// One input partition's engine, producer and transaction bookkeeping.
+struct PartitionTask {
+    partition: i32,
+    level: Box<dyn Level>,
+    producer: TxnProducer,
+    /// Offset after the last record applied (the next to read).
+    next_offset: i64,
+    /// Offset up to which the input was already committed and output published;
+    /// records below it are replayed silently.
+    replay_until: i64,
+    in_txn: bool,
+    txn_started: Instant,
+    txn_records: usize,
+    commits: u32,
+    /// Symbols changed since the last snapshot.
+    touched: BTreeSet<String>,
+    /// During the silent replay: the input offset each restored symbol's
+    /// snapshot already covers (its earlier records are skipped).
+    restored_through: HashMap<String, i64>,
+}
+
+/// Runs one stage until `shutdown`.
+///
+/// # Errors
+/// Configuration conflicts, a broker that cannot be reached at start, or every
+/// partition of a static assignment fenced by a newer owner.
+pub async fn run(
+    config: Config,
+    options: StageOptions,
+    make_level: fn(&Config, Interval) -> Box<dyn Level>,
+    shutdown: CancellationToken,
+) -> Result<(), RollupError> {
+    let topics = &config.topics;
+    let interval = options.interval;
+    let mut specs = vec![
+        TopicSpec {
+            name: topics.stage_input(interval),
+            partitions: topics.partitions,
+            compacted: false,
+        },
+        TopicSpec {
+            name: topics.candles(interval),
+            partitions: topics.partitions,
+            compacted: false,
+        },
+        TopicSpec {
+            name: topics.changelog(interval),
+            partitions: topics.partitions,
+            compacted: true,
+        },
+    ];
+    specs.push(TopicSpec {
+        name: topics.dead_letter(),
+        partitions: 1,
+        compacted: false,
+    });
+    ensure_topics(&config.kafka, &specs).await?;
+    let handle = tokio::task::spawn_blocking(move || {
+        let mut stage = StageLoop::new(config, options, make_level)?;
+        stage.run(&shutdown)
+    });
+    handle
+        .await
+        .map_err(|e| RollupError::Internal(format!("stage thread: {e}")))?
+}
+
+struct StageLoop {
+    config: Config,
+    options: StageOptions,
+    make_level: fn(&Config, Interval) -> Box<dyn Level>,
+    consumer: Arc<StageConsumer>,
+    rebalances: Arc<RebalanceLog>,
+    tasks: HashMap<i32, PartitionTask>,
+    input: String,
+    output: String,
+    changelog: String,
+    dead_letter: String,
+    group: String,
+    metrics: StageMetrics,
+    out: Vec<Candle>,
+    /// Whether any partition was ever assigned (static mode ends when all are fenced).
+    lost_all: bool,
+}
+
+impl StageLoop {
+    fn new(
+        config: Config,
+        options: StageOptions,
+        make_level: fn(&Config, Interval) -> Box<dyn Level>,
+    ) -> Result<Self, RollupError> {
+        let interval = options.interval;
+        let input = config.topics.stage_input(interval);
+        let group = format!("{}.{}", config.rollup.group_prefix, interval);
+        let session = config.rollup.session_timeout_ms.to_string();
+        let isolation = match config.rollup.guarantee {
+            Guarantee::ExactlyOnce => "read_committed",
+            Guarantee::AtLeastOnce => "read_uncommitted",
+        };
+        let rebalances = Arc::new(RebalanceLog::default());
+        let consumer: StageConsumer = client_config(
+            &config.kafka,
+            &[
+                ("group.id", &group),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", "earliest"),
+                ("isolation.level", isolation),
+                ("session.timeout.ms", &session),
+                ("fetch.queue.backoff.ms", "1"),
+            ],
+        )?
+        .create_with_context(StageContext {
+            log: rebalances.clone(),
+            topic: input.clone(),
+        })
+        .map_err(KafkaError::client("creating stage consumer"))?;
+        Ok(Self {
+            output: config.topics.candles(interval),
+            changelog: config.topics.changelog(interval),
+            dead_letter: config.topics.dead_letter(),
+            metrics: StageMetrics::new(interval),
+            config,
+            options,
+            make_level,
+            consumer: Arc::new(consumer),
+            rebalances,
+            tasks: HashMap::new(),
+            input,
+            group,
+            out: Vec::new(),
+            lost_all: false,
+        })
+    }
+
+    fn run(&mut self, shutdown: &CancellationToken) -> Result<(), RollupError> {
+        match self.options.assignment.clone() {
+            Assignment::Group => {
+                self.consumer
+                    .subscribe(&[&self.input])
+                    .map_err(KafkaError::client("subscribe"))?;
+                tracing::info!(group = %self.group, topic = %self.input, "joined consumer group");
+            }
+            Assignment::Static(partitions) => {
+                for p in &partitions {
+                    self.assign(*p)?;
+                }
+                self.reassign_consumer()?;
+            }
+        }
+        let commit_interval = Duration::from_millis(self.config.rollup.commit_interval_ms);
+        while !shutdown.is_cancelled() {
+            let consumer = Arc::clone(&self.consumer);
+            let polled = consumer.poll(Duration::from_millis(20));
+            self.handle_rebalances()?;
+            match polled {
+                Some(Ok(message)) => self.on_message(&message)?,
+                Some(Err(e)) => {
+                    self.metrics.errors.inc();
+                    tracing::warn!(error = %e, "consumer error");
+                }
+                None => {}
+            }
+            let due: Vec<i32> = self
+                .tasks
+                .values()
+                .filter(|t| {
+                    t.in_txn
+                        && (t.txn_started.elapsed() >= commit_interval
+                            || t.txn_records >= self.config.rollup.max_batch)
+                })
+                .map(|t| t.partition)
+                .collect();
+            for p in due {
+                self.commit(p)?;
+            }
+            if self.lost_all {
+                return Err(RollupError::Fenced(format!(
+                    "every partition of stage {} was taken over by a newer instance",
+                    self.options.interval
+                )));
+            }
+        }
+        // Drain: commit what is open.
+        let open: Vec<i32> = self.tasks.keys().copied().collect();
+        for p in open {
+            self.commit(p)?;
+        }
+        tracing::info!(stage = %self.options.interval, "stage stopped");
+        Ok(())
+    }
+
+    fn handle_rebalances(&mut self) -> Result<(), RollupError> {
+        let events: Vec<RebalanceEvent> = match self.rebalances.events.lock() {
+            Ok(mut events) => events.drain(..).collect(),
+            Err(_) => Vec::new(),
+        };
+        for event in events {
+            match event {
+                RebalanceEvent::Revoked(partitions) => {
+                    for p in partitions {
+                        if let Some(task) = self.tasks.remove(&p) {
+                            // The next owner's init_transactions aborts anything open.
+                            if task.in_txn {
+                                let _ = task.producer.abort_transaction(TXN_TIMEOUT);
+                            }
+                            tracing::info!(partition = p, "partition revoked");
+                        }
+                    }
+                }
+                RebalanceEvent::Assigned(partitions) => {
+                    for p in partitions {
+                        self.assign(p)?;
+                        let offset = Offset::Offset(self.tasks.get(&p).map_or(0, |t| t.next_offset));
+                        self.seek(p, offset);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes partition `p`: fence older owners, restore state, set up replay.
+    fn assign(&mut self, p: i32) -> Result<(), RollupError> {
+        let producer = self.new_producer(p)?;
+        let committed = self.committed_offset(p)?;
+        let mut level = (self.make_level)(&self.config, self.options.interval);
+        let restored = restore_state(&self.config, &self.changelog, p, committed, level.as_mut())?;
+        let start = restored.replay_from.min(committed);
+        tracing::info!(
+            partition = p,
+            committed,
+            replay_from = start,
+            "partition assigned; state restored"
+        );
+        self.tasks.insert(
+            p,
+            PartitionTask {
+                partition: p,
+                level,
+                producer,
+                next_offset: start,
+                replay_until: committed,
+                in_txn: false,
+                txn_started: Instant::now(),
+                txn_records: 0,
+                commits: 0,
+                touched: BTreeSet::new(),
+                restored_through: restored.through,
+            },
+        );
+        Ok(())
+    }
+
+    /// Static mode: (re)assigns the consumer to every task's next offset.
+    fn reassign_consumer(&self) -> Result<(), RollupError> {
+        let mut tpl = TopicPartitionList::new();
+        for task in self.tasks.values() {
+            tpl.add_partition_offset(&self.input, task.partition, Offset::Offset(task.next_offset))
+                .map_err(KafkaError::client("building assignment"))?;
+        }
+        self.consumer
+            .assign(&tpl)
+            .map_err(KafkaError::client("assign"))?;
+        Ok(())
+    }
+
+    fn seek(&self, p: i32, offset: Offset) {
+        if let Err(e) = self
+            .consumer
+            .seek(&self.input, p, offset, Duration::from_secs(10))
+        {
+            tracing::warn!(partition = p, error = %e, "seek failed; reassigning");
+            if matches!(self.options.assignment, Assignment::Static(_)) {
+                let _ = self.reassign_consumer();
+            }
+        }
+    }
+
+    fn new_producer(&self, p: i32) -> Result<TxnProducer, RollupError> {
+        let txn_id = format!("{}.p{p}", self.group);
+        let queue = PRODUCER_QUEUE_MESSAGES.to_string();
+        let mut owned = vec![
+            ("enable.idempotence", "true"),
+            ("queue.buffering.max.messages", queue.as_str()),
+            ("linger.ms", "5"),
+        ];
+        if self.config.rollup.guarantee == Guarantee::ExactlyOnce {
+            owned.push(("transactional.id", txn_id.as_str()));
+        }
+        let producer: TxnProducer = client_config(&self.config.kafka, &owned)?
+            .create()
+            .map_err(KafkaError::client("creating producer"))?;
+        if self.config.rollup.guarantee == Guarantee::ExactlyOnce {
+            producer
+                .init_transactions(TXN_TIMEOUT)
+                .map_err(KafkaError::client(format!("init_transactions {txn_id}")))?;
+        }
+        Ok(producer)
+    }
+
+    fn committed_offset(&self, p: i32) -> Result<i64, RollupError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.input, p);
+        let committed = self
+            .consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .map_err(KafkaError::client("reading committed offsets"))?;
+        Ok(match committed.find_partition(&self.input, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o,
+            _ => 0,
+        })
+    }
+
+    fn on_message(&mut self, message: &BorrowedMessage<'_>) -> Result<(), RollupError> {
+        let p = message.partition();
+        let offset = message.offset();
+        let Some(task) = self.tasks.get_mut(&p) else {
+            return Ok(());
+        };
+        if offset < task.next_offset {
+            return Ok(()); // fetched before a rewind
+        }
+        let replaying = offset < task.replay_until;
+        let key = message.key().map(String::from_utf8_lossy);
+        if replaying {
+            if let Some(key) = &key {
+                if task.restored_through.get(key.as_ref()).is_some_and(|&t| offset < t) {
+                    // This symbol's snapshot already includes the record.
+                    task.next_offset = offset + 1;
+                    return Ok(());
+                }
+            }
+        } else if !task.restored_through.is_empty() {
+            task.restored_through.clear();
+        }
+        let kind = message.headers().and_then(|h| {
+            h.iter()
+                .find(|h| h.key == crate::model::KIND_HEADER)
+                .and_then(|h| h.value)
+        });
+        let payload = message.payload().unwrap_or_default();
+        self.out.clear();
+        let outcome = task.level.apply(kind, payload, &mut self.out);
+        task.next_offset = offset + 1;
+        if let Some(key) = key {
+            if !task.touched.contains(key.as_ref()) {
+                task.touched.insert(key.into_owned());
+            }
+        }
+        if replaying {
+            self.metrics.replayed.inc();
+            return Ok(());
+        }
+        if !task.in_txn {
+            if self.config.rollup.guarantee == Guarantee::ExactlyOnce {
+                if let Err(e) = task.producer.begin_transaction() {
+                    return self.recover(p, e, "begin_transaction");
+                }
+            }
+            task.in_txn = true;
+            task.txn_started = Instant::now();
+            task.txn_records = 0;
+        }
+        task.txn_records += 1;
+        self.metrics.records.inc();
+        let mut send_error = None;
+        match outcome {
+            Ok(outcome) => {
+                match outcome {
+                    ApplyOutcome::Duplicate => self.metrics.duplicates.inc(),
+                    ApplyOutcome::Corrected => self.metrics.late_corrected.inc(),
+                    ApplyOutcome::TooLate => {
+                        self.metrics.too_late.inc();
+                        send_error = send_dead_letter(&task.producer, &self.dead_letter, message, "too late: behind the retention horizon").err();
+                    }
+                    ApplyOutcome::Accepted | ApplyOutcome::Progress => {}
+                }
+                for candle in &self.out {
+                    self.metrics.candles.inc();
+                    if candle.revision > 0 {
+                        self.metrics.revisions.inc();
+                    }
+                    if let Err(e) = send_candle(&task.producer, &self.output, p, candle) {
+                        send_error = Some(e);
+                        break;
+                    }
+                }
+            }
+            Err(reason) => {
+                self.metrics.bad_records.inc();
+                tracing::warn!(partition = p, offset, %reason, "bad input record; sent to dead letters");
+                send_error = send_dead_letter(&task.producer, &self.dead_letter, message, &reason).err();
+            }
+        }
+        if let Some(e) = send_error {
+            return self.recover(p, e, "send");
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, p: i32) -> Result<(), RollupError> {
+        let snapshot_every = self.options.snapshot_every.max(1);
+        let Some(task) = self.tasks.get_mut(&p) else {
+            return Ok(());
+        };
+        if !task.in_txn {
+            return Ok(());
+        }
+        let started = Instant::now();
+        task.commits += 1;
+        let snapshot = task.commits % snapshot_every == 0;
+        let metadata = match self.config.rollup.guarantee {
+            Guarantee::ExactlyOnce => Some(self.consumer.group_metadata().ok_or_else(|| {
+                RollupError::Internal("the consumer has no group metadata".into())
+            })?),
+            Guarantee::AtLeastOnce => None,
+        };
+        let result = (|| -> Result<(), RdKafkaError> {
+            if snapshot {
+                for key in std::mem::take(&mut task.touched) {
+                    if let Some(state) = task.level.snapshot(&key) {
+                        let record = StateRecord {
+                            through: task.next_offset,
+                            state,
+                        };
+                        send_state(&task.producer, &self.changelog, p, &key, &record)?;
+                    }
+                }
+                // Every symbol not written above is unchanged since its last snapshot.
+                let marker = StateRecord {
+                    through: task.next_offset,
+                    state: serde_json::Value::Null,
+                };
+                send_state(&task.producer, &self.changelog, p, CHECKPOINT_KEY, &marker)?;
+            }
+            let mut offsets = TopicPartitionList::new();
+            offsets.add_partition_offset(&self.input, p, Offset::Offset(task.next_offset))?;
+            match &metadata {
+                Some(metadata) => {
+                    task.producer
+                        .send_offsets_to_transaction(&offsets, metadata, TXN_TIMEOUT)?;
+                    task.producer.commit_transaction(TXN_TIMEOUT)?;
+                }
+                None => {
+                    task.producer.flush(TXN_TIMEOUT)?;
+                    self.consumer
+                        .commit(&offsets, rdkafka::consumer::CommitMode::Sync)?;
+                }
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                task.in_txn = false;
+                task.replay_until = task.replay_until.max(task.next_offset);
+                self.metrics.commits.inc();
+                self.metrics.record_commit(started.elapsed());
+                Ok(())
+            }
+            Err(e) => self.recover(p, e, "commit"),
+        }
+    }
+
+    /// Handles a transaction error on partition `p`.
+    fn recover(&mut self, p: i32, error: RdKafkaError, during: &str) -> Result<(), RollupError> {
+        self.metrics.aborts.inc();
+        let fenced = matches!(
+            &error,
+            RdKafkaError::Transaction(e) if e.code() == rdkafka::types::RDKafkaErrorCode::ProducerFenced
+                || e.code() == rdkafka::types::RDKafkaErrorCode::InvalidProducerEpoch
+        ) || error.to_string().contains("enced");
+        let Some(task) = self.tasks.remove(&p) else {
+            return Ok(());
+        };
+        if fenced {
+            tracing::error!(partition = p, %error, during, "producer fenced: a newer instance owns this partition; dropping it");
+            self.metrics.fenced.inc();
+            if matches!(self.options.assignment, Assignment::Static(_)) {
+                self.reassign_consumer()?;
+                if self.tasks.is_empty() {
+                    self.lost_all = true;
+                }
+            }
+            return Ok(());
+        }
+        let abortable = matches!(&error, RdKafkaError::Transaction(e) if e.txn_requires_abort());
+        if abortable {
+            tracing::warn!(partition = p, %error, during, "aborting transaction and rewinding");
+            let _ = task.producer.abort_transaction(TXN_TIMEOUT);
+        } else {
+            tracing::warn!(partition = p, %error, during, "rebuilding producer and rewinding");
+        }
+        drop(task);
+        // Rewind: a fresh producer, state from the changelog, input from its snapshot.
+        self.assign(p)?;
+        let offset = self.tasks.get(&p).map_or(0, |t| t.next_offset);
+        self.seek(p, Offset::Offset(offset));
+        Ok(())
+    }
+}
+
+/// Sends one candle to `topic[partition]`, keyed `exchange:symbol`.
+fn send_candle(producer: &TxnProducer, topic: &str, partition: i32, candle: &Candle) -> Result<(), RdKafkaError> {
+    let payload = serde_json::to_vec(candle).unwrap_or_default();
+    let key = candle.key();
+    send_retrying(
+        producer,
+        BaseRecord::<str, [u8]>::to(topic)
+            .partition(partition)
+            .key(&key)
+            .payload(&payload),
+    )
+}
+
+fn send_dead_letter(producer: &TxnProducer, topic: &str, message: &BorrowedMessage<'_>, reason: &str) -> Result<(), RdKafkaError> {
+    let source = format!("{}[{}]@{}", message.topic(), message.partition(), message.offset());
+    let headers = OwnedHeaders::new()
+        .insert(Header { key: DEAD_LETTER_REASON, value: Some(reason) })
+        .insert(Header { key: "tickfetch-source", value: Some(&source) });
+    let mut record = BaseRecord::<[u8], [u8]>::to(topic)
+        .payload(message.payload().unwrap_or_default())
+        .headers(headers);
+    if let Some(key) = message.key() {
+        record = record.key(key);
+    }
+    send_retrying(producer, record)
+}
+
+/// `send`, waiting while the bounded producer queue is full.
+fn send_retrying<K: rdkafka::message::ToBytes + ?Sized, P: rdkafka::message::ToBytes + ?Sized>(
+    producer: &TxnProducer,
+    mut record: BaseRecord<'_, K, P>,
+) -> Result<(), RdKafkaError> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((RdKafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// Key of the checkpoint marker a snapshot ends with.
+const CHECKPOINT_KEY: &str = "__checkpoint__";
+
+fn send_state(
+    producer: &TxnProducer,
+    changelog: &str,
+    p: i32,
+    key: &str,
+    record: &StateRecord,
+) -> Result<(), RdKafkaError> {
+    let bytes = serde_json::to_vec(record).unwrap_or_default();
+    send_retrying(
+        producer,
+        BaseRecord::<str, [u8]>::to(changelog)
+            .partition(p)
+            .key(key)
+            .payload(&bytes),
+    )
+}
+
+/// What [`restore_state`] found.
+struct Restored {
+    /// Where the silent replay starts: the newest checkpoint within the
+    /// committed input.
+    replay_from: i64,
+    /// Per symbol, the input offset its restored state covers.
+    through: HashMap<String, i64>,
+}
+
+/// Reads partition `p` of the changelog and restores into `level`, per symbol,
+/// the snapshot covering the most input without passing the committed offset.
+///
+/// Any snapshot with `through <= committed` is a true state of that symbol (the
+/// engine is deterministic), even one from an aborted transaction; the newest
+/// checkpoint marker within `committed` says every symbol's newest snapshot is
+/// current as of the marker, so the replay starts there.
+fn restore_state(
+    config: &Config,
+    changelog: &str,
+    p: i32,
+    committed: i64,
+    level: &mut dyn Level,
+) -> Result<Restored, RollupError> {
+    let mut restored = Restored {
+        replay_from: 0,
+        through: HashMap::new(),
+    };
+    let consumer: BaseConsumer = client_config(
+        &config.kafka,
+        &[
+            ("group.id", "tickfetch.restore"),
+            ("enable.auto.commit", "false"),
+            ("isolation.level", "read_committed"),
+            ("fetch.queue.backoff.ms", "1"),
+        ],
+    )?
+    .create()
+    .map_err(KafkaError::client("creating restore consumer"))?;
+    let (low, high) = consumer
+        .fetch_watermarks(changelog, p, Duration::from_secs(10))
+        .map_err(KafkaError::client("changelog watermarks"))?;
+    if high <= low {
+        return Ok(restored);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(changelog, p, Offset::Offset(low))
+        .map_err(KafkaError::client("changelog assignment"))?;
+    consumer
+        .assign(&tpl)
+        .map_err(KafkaError::client("changelog assign"))?;
+    let mut best: HashMap<String, StateRecord> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut position = low;
+    let mut idle_polls = 0;
+    while position < high {
+        if Instant::now() > deadline {
+            return Err(RollupError::Restore(format!(
+                "changelog {changelog}[{p}] read stopped at {position} of {high}"
+            )));
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            // Transaction markers take offsets but are never delivered: after the
+            // last data record, polls come back empty.
+            idle_polls += 1;
+            if idle_polls >= 10 {
+                break;
+            }
+            continue;
+        };
+        idle_polls = 0;
+        let message = message.map_err(KafkaError::client("reading changelog"))?;
+        position = message.offset() + 1;
+        let (Some(key), Some(payload)) = (message.key(), message.payload()) else {
+            continue;
+        };
+        let Ok(record) = serde_json::from_slice::<StateRecord>(payload) else {
+            tracing::warn!(partition = p, offset = message.offset(), "unreadable changelog record skipped");
+            continue;
+        };
+        if record.through > committed {
+            continue;
+        }
+        if key == CHECKPOINT_KEY.as_bytes() {
+            restored.replay_from = restored.replay_from.max(record.through);
+            continue;
+        }
+        let key = String::from_utf8_lossy(key).into_owned();
+        if best.get(&key).is_none_or(|b| b.through <= record.through) {
+            best.insert(key, record);
+        }
+    }
+    for (key, record) in best {
+        level
+            .restore(&key, record.state)
+            .map_err(|e| RollupError::Restore(format!("state of {key}: {e}")))?;
+        restored.through.insert(key, record.through);
+    }
+    Ok(restored)
+}

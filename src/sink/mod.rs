@@ -1,0 +1,340 @@
+//! The MongoDB sink: candle topics (and optionally trades) into MongoDB, each
+//! record landing once, at its latest revision.
+//!
+//! Data flow: consume → decode → batch (by count and time) → one guarded,
+//! unordered, durable bulk upsert per collection ([`writer`]) → commit the
+//! offsets after the batch. Records that can never be written (undecodable,
+//! refused by the server for good) go to the dead-letter topic with the reason,
+//! and the rest flows on. While MongoDB is down or failing, the sink retries the
+//! same batch with backoff and does not read further: input waits in Kafka, not
+//! in memory, and the log says what it waits for.
+//!
+//! Replays are harmless: `_id`s are deterministic and the revision guard keeps
+//! the highest revision.
+
+pub mod query;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use crate::config::Config;
+use crate::kafka::{client_config, ensure_topics, KafkaError, TopicSpec};
+use crate::model::{Candle, Interval, Trade, KIND_HEADER, KIND_WATERMARK};
+use crate::shutdown::CancellationToken;
+use crate::telemetry::register;
+use writer::{candle_collection, candle_document, trade_document, PendingWrite, WriteError, TRADES_COLLECTION};
+
+/// Longest wait between retries of a failing write.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Errors of the sink.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("mongodb client: {0}")]
+    Client(#[from] mongodb::error::Error),
+}
+
+impl SinkError {
+    /// Whether restarting the sink cannot help.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, SinkError::Kafka(e) if e.is_terminal())
+    }
+}
+
+/// Which partitions the sink reads.
+#[derive(Debug, Clone)]
+pub enum SinkAssignment {
+    /// Join the sink's consumer group.
+    Group,
+    /// Every partition of every input topic, no group membership (one sink).
+    AllPartitions,
+}
+
+struct SinkMetrics {
+    written: prometheus::IntCounter,
+    stale: prometheus::IntCounter,
+    dead_letters: prometheus::IntCounter,
+    retries: prometheus::IntCounter,
+    batches: prometheus::IntCounter,
+}
+
+impl SinkMetrics {
+    fn new() -> Self {
+        let counter = |name: &str, help: &str| {
+            register(prometheus::IntCounter::new(format!("tickfetch_sink_{name}"), help).expect("static metric definition"))
+        };
+        Self {
+            written: counter("written_total", "documents inserted or replaced"),
+            stale: counter("stale_total", "writes refused by the revision guard"),
+            dead_letters: counter("dead_letters_total", "records sent to the dead-letter topic"),
+            retries: counter("retries_total", "batch writes retried"),
+            batches: counter("batches_total", "batches written and committed"),
+        }
+    }
+}
+
+/// The topics the sink reads under `config`.
+pub fn input_topics(config: &Config) -> Vec<String> {
+    let mut topics: Vec<String> = config.sink.intervals.iter().map(|i| config.topics.candles(*i)).collect();
+    if config.sink.trades {
+        topics.push(config.topics.trades());
+    }
+    topics
+}
+
+/// Runs the sink until `shutdown`.
+///
+/// # Errors
+/// A configuration conflict, or Kafka unreachable at start. MongoDB failures are
+/// retried, not returned.
+pub async fn run(config: Config, assignment: SinkAssignment, shutdown: CancellationToken) -> Result<(), SinkError> {
+    let topics = input_topics(&config);
+    let mut specs: Vec<TopicSpec> = topics
+        .iter()
+        .map(|t| TopicSpec { name: t.clone(), partitions: config.topics.partitions, compacted: false })
+        .collect();
+    specs.push(TopicSpec { name: config.topics.dead_letter(), partitions: 1, compacted: false });
+    ensure_topics(&config.kafka, &specs).await?;
+
+    let client = mongodb::Client::with_uri_str(&config.mongodb.uri).await?;
+    let db = client.database(&config.mongodb.database);
+    let metrics = SinkMetrics::new();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match writer::ensure_indexes(&db, &config.sink.intervals, config.sink.trades).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, uri = %redacted(&config.mongodb.uri), "waiting for MongoDB to create indexes");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+
+    let consumer: StreamConsumer = client_config(
+        &config.kafka,
+        &[
+            ("group.id", &config.sink.group_id),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("isolation.level", "read_committed"),
+            ("fetch.queue.backoff.ms", "1"),
+        ],
+    )?
+    .create()
+    .map_err(KafkaError::client("creating sink consumer"))?;
+    match assignment {
+        SinkAssignment::Group => consumer
+            .subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())
+            .map_err(KafkaError::client("subscribe"))?,
+        SinkAssignment::AllPartitions => {
+            let tpl = committed_assignment(&consumer, &topics, config.topics.partitions)?;
+            consumer.assign(&tpl).map_err(KafkaError::client("assign"))?;
+        }
+    }
+    let producer: FutureProducer = client_config(&config.kafka, &[("enable.idempotence", "true")])?
+        .create()
+        .map_err(KafkaError::client("creating dead-letter producer"))?;
+    let dead_letter = config.topics.dead_letter();
+    let trades_topic = config.topics.trades();
+    let batch_size = config.sink.batch_size.max(1);
+    let batch_wait = Duration::from_millis(config.sink.batch_ms);
+
+    let mut stream = consumer.stream();
+    let mut batch: Vec<PendingWrite> = Vec::with_capacity(batch_size);
+    let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
+    let mut batch_started: Option<Instant> = None;
+    loop {
+        let wait = batch_started.map_or(batch_wait, |t| batch_wait.saturating_sub(t.elapsed()));
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            next = tokio::time::timeout(wait, stream.next()) => Some(next),
+        };
+        let stopping = next.is_none();
+        if let Some(Ok(Some(message))) = &next {
+            match message {
+                Ok(message) => {
+                    offsets.insert((message.topic().to_string(), message.partition()), message.offset() + 1);
+                    match decode(message, &trades_topic) {
+                        Ok(Some(write)) => batch.push(write),
+                        Ok(None) => {}
+                        Err(reason) => {
+                            metrics.dead_letters.inc();
+                            tracing::warn!(topic = message.topic(), partition = message.partition(), offset = message.offset(), %reason, "undecodable record; dead-lettered");
+                            send_dead_letter(&producer, &dead_letter, message.payload().unwrap_or_default(), message.key(), &reason, &source(message)).await?;
+                        }
+                    }
+                    batch_started.get_or_insert_with(Instant::now);
+                }
+                Err(e) => tracing::warn!(error = %e, "consumer error"),
+            }
+        }
+        let full = batch.len() >= batch_size;
+        let due = batch_started.is_some_and(|t| t.elapsed() >= batch_wait);
+        if (full || due || stopping) && !offsets.is_empty() {
+            let writes = std::mem::take(&mut batch);
+            if !flush(&db, &config, writes, &producer, &dead_letter, &metrics, &shutdown).await? {
+                return Ok(()); // shut down while MongoDB was failing: offsets stay uncommitted
+            }
+            let mut tpl = TopicPartitionList::new();
+            for ((topic, partition), offset) in offsets.drain() {
+                tpl.add_partition_offset(&topic, partition, Offset::Offset(offset))
+                    .map_err(KafkaError::client("building offsets"))?;
+            }
+            consumer
+                .commit(&tpl, CommitMode::Sync)
+                .map_err(KafkaError::client("committing offsets"))?;
+            metrics.batches.inc();
+            batch_started = None;
+        }
+        if stopping {
+            tracing::info!("sink stopped");
+            return Ok(());
+        }
+    }
+}
+
+/// Writes one batch, retrying until it is durable. Returns false when shutdown
+/// came first.
+async fn flush(
+    db: &mongodb::Database,
+    config: &Config,
+    writes: Vec<PendingWrite>,
+    producer: &FutureProducer,
+    dead_letter: &str,
+    metrics: &SinkMetrics,
+    shutdown: &CancellationToken,
+) -> Result<bool, SinkError> {
+    if writes.is_empty() {
+        return Ok(true);
+    }
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match writer::write_batch(db, writes.clone()).await {
+            Ok(outcome) => {
+                metrics.written.inc_by(outcome.written);
+                metrics.stale.inc_by(outcome.stale);
+                for (write, reason) in outcome.rejected {
+                    metrics.dead_letters.inc();
+                    let payload = serde_json::to_vec(&write.document).unwrap_or_default();
+                    let source = format!("{}/{}", write.collection, write.id);
+                    send_dead_letter(producer, dead_letter, &payload, Some(write.id.as_bytes()), &reason, &source).await?;
+                }
+                return Ok(true);
+            }
+            Err(e) => {
+                metrics.retries.inc();
+                tracing::warn!(error = %e, uri = %redacted(&config.mongodb.uri), retry_in = ?backoff, "waiting for MongoDB: batch not written yet, input paused");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(false),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// The sink's committed offsets for every partition (earliest where none).
+fn committed_assignment(consumer: &StreamConsumer, topics: &[String], partitions: i32) -> Result<TopicPartitionList, KafkaError> {
+    let mut query = TopicPartitionList::new();
+    for topic in topics {
+        for p in 0..partitions {
+            query.add_partition(topic, p);
+        }
+    }
+    let committed = consumer
+        .committed_offsets(query, Duration::from_secs(10))
+        .map_err(KafkaError::client("reading committed offsets"))?;
+    let mut tpl = TopicPartitionList::new();
+    for element in committed.elements() {
+        let offset = match element.offset() {
+            Offset::Offset(o) => Offset::Offset(o),
+            _ => Offset::Beginning,
+        };
+        tpl.add_partition_offset(element.topic(), element.partition(), offset)
+            .map_err(KafkaError::client("building assignment"))?;
+    }
+    Ok(tpl)
+}
+
+/// Decodes a record into a write; `None` for records the sink skips (watermarks).
+fn decode(message: &BorrowedMessage<'_>, trades_topic: &str) -> Result<Option<PendingWrite>, String> {
+    let payload = message.payload().ok_or("empty payload")?;
+    if message.topic() == trades_topic {
+        let kind = message
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == KIND_HEADER).and_then(|h| h.value));
+        if kind == Some(KIND_WATERMARK.as_bytes()) {
+            return Ok(None);
+        }
+        let trade: Trade = serde_json::from_slice(payload).map_err(|e| format!("not a trade: {e}"))?;
+        let document = trade_document(&trade);
+        let id = document.get_str("_id").unwrap_or_default().to_string();
+        return Ok(Some(PendingWrite { collection: TRADES_COLLECTION.into(), id, revision: None, document }));
+    }
+    let candle: Candle = serde_json::from_slice(payload).map_err(|e| format!("not a candle: {e}"))?;
+    Ok(Some(PendingWrite {
+        collection: candle_collection(candle.interval),
+        id: candle.window_id(),
+        revision: Some(candle.revision),
+        document: candle_document(&candle),
+    }))
+}
+
+fn source(message: &BorrowedMessage<'_>) -> String {
+    format!("{}[{}]@{}", message.topic(), message.partition(), message.offset())
+}
+
+async fn send_dead_letter(
+    producer: &FutureProducer,
+    topic: &str,
+    payload: &[u8],
+    key: Option<&[u8]>,
+    reason: &str,
+    source: &str,
+) -> Result<(), SinkError> {
+    let headers = OwnedHeaders::new()
+        .insert(Header { key: crate::rollup::stage::DEAD_LETTER_REASON, value: Some(reason) })
+        .insert(Header { key: "tickfetch-source", value: Some(source) });
+    let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload).headers(headers);
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    producer
+        .send(record, Duration::from_secs(30))
+        .await
+        .map_err(|(e, _)| KafkaError::Client { what: "dead-letter send".into(), source: e })?;
+    Ok(())
+}
+
+fn redacted(uri: &str) -> String {
+    match (uri.find("://"), uri.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}<credentials>{}", &uri[..s + 3], &uri[at..]),
+        _ => uri.to_string(),
+    }
+}
+
+/// The collections the sink writes for `intervals`.
+pub fn collections(intervals: &[Interval], trades: bool) -> Vec<String> {
+    let mut names: Vec<String> = intervals.iter().map(|i| candle_collection(*i)).collect();
+    if trades {
+        names.push(TRADES_COLLECTION.to_string());
+    }
+    names
+}

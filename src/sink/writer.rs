@@ -1,0 +1,316 @@
+//! MongoDB writes of the sink: documents, indexes, and the guarded bulk upsert.
+//!
+//! Candles go to one collection per interval (`candles_1s` … `candles_5m`),
+//! trades to `trades`. Every document has a deterministic `_id`
+//! (`exchange:symbol:interval:open_time` for candles, `exchange:symbol:trade_id`
+//! for trades), so a replayed record lands on the same document.
+//!
+//! The revision guard: a candle is written with
+//! `update({_id, revision: {$lt: r}}, replacement, upsert)`. When the stored
+//! document already has revision ≥ r the filter matches nothing, the upsert tries
+//! to insert the same `_id` and the server answers duplicate key (11000): the
+//! stale write is dropped and counted. A lower revision never replaces a higher
+//! one. Trades are insert-if-absent (`$setOnInsert`).
+//!
+//! Writes use the plain `update` command with `ordered: false` and write concern
+//! `majority` + journal, which every MongoDB since 3.6 (and SecantusDB) speaks.
+
+use std::collections::HashMap;
+
+use mongodb::bson::{doc, Bson, Document};
+use mongodb::{Database, IndexModel};
+
+use crate::model::{Candle, Interval, Trade};
+
+/// MongoDB's duplicate-key error code.
+const DUPLICATE_KEY: i32 = 11000;
+/// Error codes that retrying cannot fix: the document is refused as it is.
+const PERMANENT_CODES: &[i32] = &[2, 9, 10334, 17419, 17280, 16837, 52, 55, 56, 57];
+
+/// Errors of MongoDB writes.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("mongodb: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+    #[error("mongodb answered an unexpected reply: {0}")]
+    Reply(String),
+}
+
+/// The collection of an interval's candles.
+pub fn candle_collection(interval: Interval) -> String {
+    format!("candles_{interval}")
+}
+
+/// The collection of trades.
+pub const TRADES_COLLECTION: &str = "trades";
+
+/// A document ready to write.
+#[derive(Debug, Clone)]
+pub struct PendingWrite {
+    pub collection: String,
+    pub id: String,
+    /// Candle revision; `None` for trades (insert-if-absent).
+    pub revision: Option<u32>,
+    pub document: Document,
+}
+
+/// The stored form of a candle: the wire fields, decimals as strings (exact),
+/// times as epoch ms, plus `time` as a BSON date for date queries.
+pub fn candle_document(candle: &Candle) -> Document {
+    doc! {
+        "_id": candle.window_id(),
+        "exchange": candle.exchange.as_str(),
+        "symbol": &candle.symbol,
+        "interval": candle.interval.as_str(),
+        "open_time": candle.open_time,
+        "close_time": candle.close_time,
+        "time": mongodb::bson::DateTime::from_millis(candle.open_time),
+        "open": candle.open.to_string(),
+        "high": candle.high.to_string(),
+        "low": candle.low.to_string(),
+        "close": candle.close.to_string(),
+        "volume": candle.volume.to_string(),
+        "quote_volume": candle.quote_volume.to_string(),
+        "trade_count": i64::try_from(candle.trade_count).unwrap_or(i64::MAX),
+        "taker_buy_volume": candle.taker_buy_volume.to_string(),
+        "taker_buy_quote_volume": candle.taker_buy_quote_volume.to_string(),
+        "first_trade_id": candle.first_trade_id.clone().map_or(Bson::Null, Bson::String),
+        "last_trade_id": candle.last_trade_id.clone().map_or(Bson::Null, Bson::String),
+        "status": serde_json::to_value(candle.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+        "revision": i64::from(candle.revision),
+    }
+}
+
+/// Reads a stored candle document back into the wire model.
+///
+/// # Errors
+/// A document that lacks a field or holds a value of the wrong type.
+pub fn candle_from_document(document: &Document) -> Result<Candle, String> {
+    let mut value = serde_json::Map::new();
+    for (key, bson) in document {
+        let json = match key.as_str() {
+            "_id" | "time" => continue,
+            "open_time" | "close_time" | "trade_count" | "revision" => match bson {
+                Bson::Int64(n) => serde_json::Value::from(*n),
+                Bson::Int32(n) => serde_json::Value::from(*n),
+                other => return Err(format!("{key}: expected an integer, found {other}")),
+            },
+            _ => match bson {
+                Bson::String(s) => serde_json::Value::String(s.clone()),
+                Bson::Null => serde_json::Value::Null,
+                other => return Err(format!("{key}: expected a string, found {other}")),
+            },
+        };
+        value.insert(key.clone(), json);
+    }
+    serde_json::from_value(serde_json::Value::Object(value)).map_err(|e| e.to_string())
+}
+
+/// The stored form of a trade.
+pub fn trade_document(trade: &Trade) -> Document {
+    let mut document = doc! {
+        "_id": format!("{}:{}:{}", trade.exchange, trade.symbol, trade.trade_id),
+        "exchange": trade.exchange.as_str(),
+        "symbol": &trade.symbol,
+        "instrument": &trade.instrument,
+        "trade_id": &trade.trade_id,
+        "price": trade.price.to_string(),
+        "quantity": trade.quantity.to_string(),
+        "side": serde_json::to_value(trade.side).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+        "exchange_time": trade.exchange_time,
+        "receive_time": trade.receive_time,
+        "time": mongodb::bson::DateTime::from_millis(trade.exchange_time),
+    };
+    if let (Some(first), Some(last)) = (trade.first_trade_id, trade.last_trade_id) {
+        document.insert("first_trade_id", i64::try_from(first).unwrap_or(i64::MAX));
+        document.insert("last_trade_id", i64::try_from(last).unwrap_or(i64::MAX));
+    }
+    document
+}
+
+/// Creates the query indexes (symbol + time range) of the collections written.
+///
+/// # Errors
+/// When MongoDB refuses or cannot be reached.
+pub async fn ensure_indexes(db: &Database, intervals: &[Interval], trades: bool) -> Result<(), WriteError> {
+    for interval in intervals {
+        db.collection::<Document>(&candle_collection(*interval))
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "exchange": 1, "symbol": 1, "open_time": 1 })
+                    .build(),
+            )
+            .await?;
+    }
+    if trades {
+        db.collection::<Document>(TRADES_COLLECTION)
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "exchange": 1, "symbol": 1, "exchange_time": 1 })
+                    .build(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// What one batch write did.
+#[derive(Debug, Default, Clone)]
+pub struct BatchOutcome {
+    /// Documents inserted or replaced.
+    pub written: u64,
+    /// Writes the guard refused (an equal or higher revision was stored, or the
+    /// trade was there already).
+    pub stale: u64,
+    /// Writes the server refuses for good, with the reason (dead-lettered).
+    pub rejected: Vec<(PendingWrite, String)>,
+}
+
+/// Keeps one write per `_id`: the highest revision (a batch may hold several
+/// revisions of one window, and an unordered write must not race them).
+pub fn collapse(writes: Vec<PendingWrite>) -> Vec<PendingWrite> {
+    let mut by_id: HashMap<(String, String), PendingWrite> = HashMap::with_capacity(writes.len());
+    for write in writes {
+        let key = (write.collection.clone(), write.id.clone());
+        match by_id.get(&key) {
+            Some(held) if held.revision >= write.revision => {}
+            _ => {
+                by_id.insert(key, write);
+            }
+        }
+    }
+    let mut out: Vec<PendingWrite> = by_id.into_values().collect();
+    out.sort_by(|a, b| (&a.collection, &a.id).cmp(&(&b.collection, &b.id)));
+    out
+}
+
+/// Writes a batch, collection by collection, unordered, durable
+/// (`w: majority, j: true`) before returning.
+///
+/// # Errors
+/// A connection or server failure of the whole command (retry the batch: the
+/// writes are idempotent). Per-document refusals come back in
+/// [`BatchOutcome::rejected`] instead.
+pub async fn write_batch(db: &Database, writes: Vec<PendingWrite>) -> Result<BatchOutcome, WriteError> {
+    let mut outcome = BatchOutcome::default();
+    let mut by_collection: HashMap<String, Vec<PendingWrite>> = HashMap::new();
+    for write in collapse(writes) {
+        by_collection.entry(write.collection.clone()).or_default().push(write);
+    }
+    let mut names: Vec<String> = by_collection.keys().cloned().collect();
+    names.sort();
+    for name in names {
+        let writes = by_collection.remove(&name).unwrap_or_default();
+        let updates: Vec<Document> = writes
+            .iter()
+            .map(|w| match w.revision {
+                Some(revision) => doc! {
+                    "q": { "_id": &w.id, "revision": { "$lt": i64::from(revision) } },
+                    "u": w.document.clone(),
+                    "upsert": true,
+                },
+                None => doc! {
+                    "q": { "_id": &w.id },
+                    "u": { "$setOnInsert": w.document.clone() },
+                    "upsert": true,
+                },
+            })
+            .collect();
+        let reply = db
+            .run_command(doc! {
+                "update": &name,
+                "updates": updates,
+                "ordered": false,
+                "writeConcern": { "w": "majority", "j": true },
+            })
+            .await?;
+        let n = number(reply.get("n")).unwrap_or(0);
+        let mut duplicate = 0;
+        let mut transient = None;
+        if let Ok(errors) = reply.get_array("writeErrors") {
+            for error in errors {
+                let Some(error) = error.as_document() else { continue };
+                let index = number(error.get("index")).unwrap_or(-1);
+                let code = number(error.get("code")).unwrap_or(0) as i32;
+                let message = error.get_str("errmsg").unwrap_or("").to_string();
+                let write = usize::try_from(index).ok().and_then(|i| writes.get(i));
+                match (code, write) {
+                    (DUPLICATE_KEY, _) => duplicate += 1,
+                    (code, Some(write)) if PERMANENT_CODES.contains(&code) => outcome
+                        .rejected
+                        .push((write.clone(), format!("mongodb error {code}: {message}"))),
+                    (code, _) => transient = Some(format!("write error {code}: {message}")),
+                }
+            }
+        }
+        if let Some(message) = transient {
+            return Err(WriteError::Reply(message));
+        }
+        if let Ok(concern) = reply.get_document("writeConcernError") {
+            return Err(WriteError::Reply(format!("write concern error: {concern}")));
+        }
+        outcome.written += u64::try_from(n).unwrap_or(0);
+        outcome.stale += duplicate;
+    }
+    Ok(outcome)
+}
+
+fn number(value: Option<&Bson>) -> Option<i64> {
+    match value? {
+        Bson::Int32(n) => Some(i64::from(*n)),
+        Bson::Int64(n) => Some(*n),
+        Bson::Double(f) => Some(*f as i64),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CandleStatus, Exchange};
+    use rust_decimal::Decimal;
+
+    fn candle(revision: u32, close: i64) -> Candle {
+        Candle {
+            exchange: Exchange::Binance,
+            symbol: "XRPETH".into(),
+            interval: Interval::M1,
+            open_time: 60_000,
+            close_time: 119_999,
+            open: Decimal::new(1, 0),
+            high: Decimal::new(2, 0),
+            low: Decimal::new(1, 0),
+            close: Decimal::new(close, 0),
+            volume: Decimal::new(15, 1),
+            quote_volume: Decimal::new(3, 0),
+            trade_count: 2,
+            taker_buy_volume: Decimal::ZERO,
+            taker_buy_quote_volume: Decimal::ZERO,
+            first_trade_id: Some("10".into()),
+            last_trade_id: None,
+            status: CandleStatus::Complete,
+            revision,
+        }
+    }
+
+    #[test]
+    fn candle_document_round_trips() {
+        let original = candle(3, 2);
+        let document = candle_document(&original);
+        assert_eq!(document.get_str("_id").ok(), Some("binance:XRPETH:1m:60000"));
+        assert_eq!(candle_from_document(&document), Ok(original));
+    }
+
+    #[test]
+    fn collapse_keeps_the_highest_revision_per_id() {
+        let write = |revision: u32, close: i64| PendingWrite {
+            collection: "candles_1m".into(),
+            id: "binance:XRPETH:1m:60000".into(),
+            revision: Some(revision),
+            document: candle_document(&candle(revision, close)),
+        };
+        let kept = collapse(vec![write(1, 1), write(2, 2), write(0, 3)]);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].revision, Some(2));
+    }
+}
