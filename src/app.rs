@@ -50,7 +50,12 @@ pub async fn start(args: &CommonArgs) -> Result<Started, Box<dyn std::error::Err
     telemetry::init_logging(config.telemetry.log_format);
     let shutdown = crate::shutdown::on_signals()?;
     let health = Health::new();
-    let http = telemetry::serve_http(&config.telemetry.http_addr, health.clone(), shutdown.child_token()).await?;
+    let http = telemetry::serve_http(
+        &config.telemetry.http_addr,
+        health.clone(),
+        shutdown.child_token(),
+    )
+    .await?;
     Ok(Started {
         config,
         shutdown,

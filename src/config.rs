@@ -422,12 +422,12 @@ impl ConfigLoader {
                 path: path.clone(),
                 source,
             })?;
-            let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-                ConfigError::Syntax {
-                    path: path.clone(),
-                    message: e.to_string(),
-                }
-            })?;
+            let table: toml::Table =
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?;
             let mut keys = Vec::new();
             collect_keys(&table, "", &mut keys);
             for key in keys {
@@ -463,7 +463,10 @@ impl ConfigLoader {
                 })
                 .max_by_key(|(k, _)| k.len())
                 .map(|(_, o)| o.clone())
-                .or_else(|| file.as_ref().map(|p| format!("config file {}", p.display())))
+                .or_else(|| {
+                    file.as_ref()
+                        .map(|p| format!("config file {}", p.display()))
+                })
                 .unwrap_or_else(|| "defaults".into());
             ConfigError::Invalid {
                 key,
@@ -590,16 +593,37 @@ mod tests {
     #[test]
     fn errors_name_key_and_origin() {
         let cases = [
-            ("unknown key in file", "[rollup]\ngrace = 1\n", vec![], "rollup", "config file"),
-            ("wrong type in file", "[rollup]\ngrace_ms = \"soon\"\n", vec![], "rollup.grace_ms", "config file"),
+            (
+                "unknown key in file",
+                "[rollup]\ngrace = 1\n",
+                vec![],
+                "rollup",
+                "config file",
+            ),
+            (
+                "wrong type in file",
+                "[rollup]\ngrace_ms = \"soon\"\n",
+                vec![],
+                "rollup.grace_ms",
+                "config file",
+            ),
             (
                 "wrong type in env",
                 "",
-                vec![("TICKFETCH__SINK__BATCH_SIZE".to_string(), "many".to_string())],
+                vec![(
+                    "TICKFETCH__SINK__BATCH_SIZE".to_string(),
+                    "many".to_string(),
+                )],
                 "sink.batch_size",
                 "TICKFETCH__SINK__BATCH_SIZE",
             ),
-            ("bad interval", "[sink]\nintervals = [\"1h\"]\n", vec![], "sink.intervals", "config file"),
+            (
+                "bad interval",
+                "[sink]\nintervals = [\"1h\"]\n",
+                vec![],
+                "sink.intervals",
+                "config file",
+            ),
         ];
         for (name, text, env, key, origin) in cases {
             let (_dir, path) = write(text);

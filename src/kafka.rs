@@ -21,12 +21,11 @@ pub enum KafkaError {
     #[error("kafka option `{option}` is set by tickfetch for this stage ({value}); remove it from [kafka.options]")]
     OptionConflict { option: String, value: String },
     #[error("kafka client error ({what}): {source}")]
-    Client {
-        what: String,
-        source: RdKafkaError,
-    },
+    Client { what: String, source: RdKafkaError },
     #[error("creating topic {topic}: {message}")]
     CreateTopic { topic: String, message: String },
+    #[error("encoding a record for {topic}: {message}")]
+    Encode { topic: String, message: String },
     #[error("bad record on {topic}[{partition}]@{offset}: {message}")]
     BadRecord {
         topic: String,
@@ -55,7 +54,10 @@ impl KafkaError {
 /// # Errors
 /// [`KafkaError::OptionConflict`] when `[kafka.options]` sets one of `owned` to a
 /// different value.
-pub fn client_config(config: &KafkaConfig, owned: &[(&str, &str)]) -> Result<ClientConfig, KafkaError> {
+pub fn client_config(
+    config: &KafkaConfig,
+    owned: &[(&str, &str)],
+) -> Result<ClientConfig, KafkaError> {
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", &config.bootstrap);
     client.set("log_level", "3");

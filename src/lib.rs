@@ -12,10 +12,13 @@
 
 pub mod app;
 pub mod config;
+pub mod import;
+pub mod ingest;
 pub mod kafka;
+pub mod lag;
 pub mod model;
+pub mod rollup;
 pub mod shutdown;
+pub mod sink;
 pub mod stack;
 pub mod telemetry;
-pub mod rollup;
-pub mod sink;

@@ -345,7 +345,10 @@ mod tests {
             }
         }
         assert!(Interval::from_str("1h").is_err());
-        assert_eq!(Interval::M1.window_start(1_570_752_011_620), 1_570_752_000_000);
+        assert_eq!(
+            Interval::M1.window_start(1_570_752_011_620),
+            1_570_752_000_000
+        );
         assert_eq!(Interval::S1.window_start(-1), -1_000);
     }
 

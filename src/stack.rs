@@ -181,13 +181,13 @@ fn write_state(dir: &Path, state: &StackState) -> Result<(), StackError> {
 /// does not answer in time (with the tail of its log).
 pub async fn up(options: &StackOptions) -> Result<StackEnv, StackError> {
     let dir = absolute(&options.dir)?;
-    fs::create_dir_all(dir.join("logs")).map_err(StackError::io(format!(
-        "creating {}",
-        dir.display()
-    )))?;
+    fs::create_dir_all(dir.join("logs"))
+        .map_err(StackError::io(format!("creating {}", dir.display())))?;
     let mut state = read_state(&dir)?;
     // Forget services that no longer run.
-    state.services.retain(|s| process_matches(s.pid, &s.program));
+    state
+        .services
+        .retain(|s| process_matches(s.pid, &s.program));
     state.memory = options.memory;
 
     let nisshi = ensure_nisshi()?;
@@ -239,14 +239,26 @@ pub async fn up(options: &StackOptions) -> Result<StackEnv, StackError> {
             ]);
         Ok((cmd, "etcd".to_string()))
     })?;
-    let mongo_port = ensure_service(&dir, &mut state, MONGODB, options.mongodb_port, |port, dir| {
-        let data = dir.join("mongodb");
-        fs::create_dir_all(&data).map_err(StackError::io("creating mongodb data dir"))?;
-        let mut cmd = Command::new(&secantus);
-        cmd.args(["--host", "127.0.0.1", "--port", &port.to_string(), "--storage-path"])
+    let mongo_port = ensure_service(
+        &dir,
+        &mut state,
+        MONGODB,
+        options.mongodb_port,
+        |port, dir| {
+            let data = dir.join("mongodb");
+            fs::create_dir_all(&data).map_err(StackError::io("creating mongodb data dir"))?;
+            let mut cmd = Command::new(&secantus);
+            cmd.args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--storage-path",
+            ])
             .arg(&data);
-        Ok((cmd, "secantusd".to_string()))
-    })?;
+            Ok((cmd, "secantusd".to_string()))
+        },
+    )?;
     write_state(&dir, &state)?;
 
     let env = StackEnv {
@@ -272,15 +284,26 @@ fn ensure_service(
     if let Some(existing) = state.services.iter().find(|s| s.name == name) {
         match wanted_port {
             Some(port) if port != existing.port => {
-                return Err(StackError::PortTaken { service: name, port: existing.port })
+                return Err(StackError::PortTaken {
+                    service: name,
+                    port: existing.port,
+                })
             }
             _ => return Ok(existing.port),
         }
     }
     let port = match wanted_port {
         Some(port) => {
-            if TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(200)).is_ok() {
-                return Err(StackError::PortTaken { service: name, port });
+            if TcpStream::connect_timeout(
+                &SocketAddr::from(([127, 0, 0, 1], port)),
+                Duration::from_millis(200),
+            )
+            .is_ok()
+            {
+                return Err(StackError::PortTaken {
+                    service: name,
+                    port,
+                });
             }
             port
         }
@@ -288,7 +311,8 @@ fn ensure_service(
     };
     let (mut cmd, program) = build(port, dir)?;
     let log = dir.join("logs").join(format!("{name}.log"));
-    let out = fs::File::create(&log).map_err(StackError::io(format!("creating {}", log.display())))?;
+    let out =
+        fs::File::create(&log).map_err(StackError::io(format!("creating {}", log.display())))?;
     let err = out
         .try_clone()
         .map_err(StackError::io(format!("opening {}", log.display())))?;
@@ -525,7 +549,11 @@ pub fn process_matches(pid: i32, program: &str) -> bool {
         return false;
     }
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    if stat.is_empty() || stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')) {
+    if stat.is_empty()
+        || stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    {
         return false;
     }
     fs::read(format!("/proc/{pid}/cmdline"))
@@ -534,7 +562,8 @@ pub fn process_matches(pid: i32, program: &str) -> bool {
 }
 
 fn free_port() -> Result<u16, StackError> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(StackError::io("finding a free port"))?;
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(StackError::io("finding a free port"))?;
     listener
         .local_addr()
         .map(|a| a.port())
@@ -567,7 +596,10 @@ fn cargo_bin_dir() -> Vec<PathBuf> {
 }
 
 fn run_install(tool: &'static str, program: &str, args: &[&str]) -> Result<(), StackError> {
-    eprintln!("tickfetch stack: installing {tool}: {program} {}", args.join(" "));
+    eprintln!(
+        "tickfetch stack: installing {tool}: {program} {}",
+        args.join(" ")
+    );
     let status = Command::new(program)
         .args(args)
         .stdin(Stdio::null())

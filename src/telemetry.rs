@@ -79,16 +79,16 @@ pub async fn serve_http(
                 _ = shutdown.cancelled() => return,
                 accepted = listener.accept() => accepted,
             };
-            let Ok((mut stream, _)) = accepted else { continue };
+            let Ok((mut stream, _)) = accepted else {
+                continue;
+            };
             let health = health.clone();
             // One short request per connection; bounded by the read buffer and a timeout.
             tokio::spawn(async move {
                 let mut buf = [0u8; 1024];
-                let read = tokio::time::timeout(
-                    std::time::Duration::from_secs(2),
-                    stream.read(&mut buf),
-                )
-                .await;
+                let read =
+                    tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut buf))
+                        .await;
                 let Ok(Ok(n)) = read else { return };
                 let request = String::from_utf8_lossy(&buf[..n]);
                 let path = request.split_whitespace().nth(1).unwrap_or("/");

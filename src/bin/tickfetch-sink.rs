@@ -19,8 +19,14 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let started = app::start(&args.common).await.map_err(|e| anyhow::anyhow!(e))?;
-    let assignment = if args.all_partitions { SinkAssignment::AllPartitions } else { SinkAssignment::Group };
+    let started = app::start(&args.common)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let assignment = if args.all_partitions {
+        SinkAssignment::AllPartitions
+    } else {
+        SinkAssignment::Group
+    };
     started.health.set(true);
     sink::run(started.config, assignment, started.shutdown).await?;
     Ok(())

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tickfetch::app::CommonArgs;
+use tickfetch::model::{Exchange, Interval};
 
 /// tickfetch operator commands.
 #[derive(Debug, Parser)]
@@ -21,6 +23,64 @@ enum Command {
         #[command(subcommand)]
         action: StackAction,
     },
+    /// Print stored candles from MongoDB: JSON lines (a table on a terminal).
+    Candles(CandlesArgs),
+    /// Load an exchange trade file: straight into candles (`--out -`, JSON
+    /// lines on stdout) or into the trades topic (`--to kafka`) for backfill.
+    Import(ImportArgs),
+    /// How far each rollup stage and the sink are behind their input topics.
+    Lag {
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ImportArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[arg(long)]
+    exchange: Exchange,
+    /// The exchange's own symbol, e.g. XRPETH.
+    #[arg(long)]
+    symbol: String,
+    /// binance-aggtrades-csv, binance-trades-csv or trades-jsonl.
+    #[arg(long)]
+    format: tickfetch::import::ImportFormat,
+    /// The file (`-` for stdin).
+    #[arg(long)]
+    file: PathBuf,
+    /// Candle intervals written with --out.
+    #[arg(long, value_delimiter = ',', default_value = "1s,5s,1m,5m")]
+    intervals: Vec<Interval>,
+    /// Write candles as JSON lines to this file (`-` for stdout).
+    #[arg(long, conflicts_with = "to")]
+    out: Option<PathBuf>,
+    /// Publish the trades to the trades topic instead (`kafka`).
+    #[arg(long, value_parser = ["kafka"])]
+    to: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct CandlesArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[arg(long)]
+    exchange: Exchange,
+    /// Every symbol when absent.
+    #[arg(long)]
+    symbol: Option<String>,
+    #[arg(long, default_value = "1m")]
+    interval: Interval,
+    /// Start of open_time, inclusive: epoch ms or RFC 3339.
+    #[arg(long)]
+    from: String,
+    /// End of open_time, exclusive: epoch ms or RFC 3339.
+    #[arg(long)]
+    to: String,
+    /// JSON lines even on a terminal.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,7 +128,212 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Stack { action } => stack(action).await,
+        Command::Candles(args) => candles(args).await,
+        Command::Import(args) => import(args).await,
+        Command::Lag { common } => {
+            let config = common.load()?;
+            let lags =
+                tokio::task::spawn_blocking(move || tickfetch::lag::stage_lags(&config)).await??;
+            println!(
+                "{:<32} {:<40} {:>10} {:>10} {:>8}",
+                "group", "topic", "end", "committed", "lag"
+            );
+            for l in lags {
+                println!(
+                    "{:<32} {:<40} {:>10} {:>10} {:>8}",
+                    l.group,
+                    l.topic,
+                    l.end,
+                    l.committed,
+                    l.lag()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+fn open_input(path: &std::path::Path) -> anyhow::Result<Box<dyn std::io::BufRead>> {
+    if path.as_os_str() == "-" {
+        return Ok(Box::new(std::io::BufReader::new(std::io::stdin())));
+    }
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    Ok(Box::new(std::io::BufReader::with_capacity(1 << 16, file)))
+}
+
+async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    use tickfetch::import::{self, ImportError, TradeReader};
+    let config = args.common.load()?;
+    let input = open_input(&args.file)?;
+    let file = args.file.display().to_string();
+    let mut bad = 0u64;
+    let mut report_error = |e: &ImportError| {
+        bad += 1;
+        eprintln!("{file}: {e}");
+    };
+    if args.to.is_some() {
+        let mut publisher = tickfetch::ingest::publisher::TradePublisher::connect(&config)
+            .await
+            .context("connecting to Kafka")?;
+        let mut reader = TradeReader::new(input, args.format, args.exchange, &args.symbol)?;
+        let mut last_second = None;
+        let mut last_time = None;
+        let mut sent = 0u64;
+        while let Some(row) = reader.next_row() {
+            match row {
+                Ok(row) => {
+                    let time = row.trade.exchange_time;
+                    let second = Interval::S1.window_start(time);
+                    // The heartbeat a worker would send: nothing before this second follows.
+                    if last_second.is_some_and(|s| second > s) {
+                        publisher.send_watermark(args.exchange, &args.symbol, second)?;
+                    }
+                    last_second = Some(last_second.map_or(second, |s: i64| s.max(second)));
+                    last_time = Some(last_time.map_or(time, |t: i64| t.max(time)));
+                    publisher.send_trade(row.trade)?;
+                    sent += 1;
+                }
+                Err(e) => report_error(&e),
+            }
+        }
+        if let Some(last) = last_time {
+            // Close every window of the file, up to the end of the 5m window
+            // holding the last trade, and no further.
+            let end = Interval::M5.window_start(last) + Interval::M5.millis();
+            publisher.send_watermark(args.exchange, &args.symbol, end + config.rollup.grace_ms)?;
+        }
+        let publisher = tokio::task::spawn_blocking(move || {
+            publisher
+                .flush(std::time::Duration::from_secs(120))
+                .map(|()| publisher)
+        })
+        .await??;
+        drop(publisher);
+        eprintln!(
+            "published {sent} trades to {}; {bad} bad rows",
+            config.topics.trades()
+        );
+    } else {
+        let out_path = args.out.unwrap_or_else(|| PathBuf::from("-"));
+        let mut out: Box<dyn Write> = if out_path.as_os_str() == "-" {
+            Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
+        } else {
+            Box::new(std::io::BufWriter::new(
+                std::fs::File::create(&out_path)
+                    .with_context(|| format!("creating {}", out_path.display()))?,
+            ))
+        };
+        let mut write_error = None;
+        let report = import::candles_from_reader(
+            input,
+            args.format,
+            args.exchange,
+            &args.symbol,
+            &args.intervals,
+            tickfetch::rollup::engine::PipelineConfig {
+                trades: tickfetch::rollup::level::level_config(&config, Interval::S1),
+                candles: tickfetch::rollup::level::level_config(&config, Interval::S5),
+            },
+            |candle| {
+                if write_error.is_none() {
+                    let written = serde_json::to_writer(&mut out, candle)
+                        .map_err(std::io::Error::from)
+                        .and_then(|()| out.write_all(b"\n"));
+                    if let Err(e) = written {
+                        write_error = Some(e);
+                    }
+                }
+            },
+            &mut report_error,
+        )?;
+        if let Some(e) = write_error {
+            return Err(e).context("writing candles");
+        }
+        out.flush()?;
+        eprintln!(
+            "{} rows, {} trades, {} bad rows, {} duplicates, {} late corrections, {} too late, {} candles",
+            report.read.rows, report.read.trades, report.read.bad_rows, report.duplicates, report.corrected, report.too_late, report.candles
+        );
+    }
+    Ok(if bad > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn candles(args: CandlesArgs) -> anyhow::Result<ExitCode> {
+    use std::io::{IsTerminal, Write};
+    use tickfetch::sink::query::{self, CandleQuery};
+    let config = args.common.load()?;
+    let from = query::parse_time(&args.from).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
+    let to = query::parse_time(&args.to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+    let mut options = mongodb::options::ClientOptions::parse(&config.mongodb.uri)
+        .await
+        .with_context(|| "mongodb.uri")?;
+    options.server_selection_timeout = Some(std::time::Duration::from_secs(5));
+    let client = mongodb::Client::with_options(options)?;
+    let db = client.database(&config.mongodb.database);
+    let found = query::candles(
+        &db,
+        &CandleQuery {
+            exchange: args.exchange,
+            symbol: args.symbol,
+            interval: args.interval,
+            from,
+            to,
+        },
+    )
+    .await
+    .with_context(|| format!("reading candles from {}", config.mongodb.database))?;
+    let stdout = std::io::stdout();
+    let table = stdout.is_terminal() && !args.json;
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if table {
+        writeln!(
+            out,
+            "{:<12} {:<6} {:<24} {:>14} {:>14} {:>14} {:>14} {:>16} {:>7} {:<8} rev",
+            "symbol",
+            "ivl",
+            "open_time",
+            "open",
+            "high",
+            "low",
+            "close",
+            "volume",
+            "trades",
+            "status"
+        )?;
+    }
+    for c in &found {
+        if table {
+            let time = chrono::DateTime::from_timestamp_millis(c.open_time)
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "{:<12} {:<6} {:<24} {:>14} {:>14} {:>14} {:>14} {:>16} {:>7} {:<8} {}",
+                c.symbol,
+                c.interval,
+                time,
+                c.open,
+                c.high,
+                c.low,
+                c.close,
+                c.volume,
+                c.trade_count,
+                format!("{:?}", c.status).to_lowercase(),
+                c.revision
+            )?;
+        } else {
+            serde_json::to_writer(&mut out, c)?;
+            writeln!(out)?;
+        }
+    }
+    out.flush()?;
+    eprintln!("{} candles", found.len());
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn stack(action: StackAction) -> anyhow::Result<ExitCode> {
@@ -111,11 +376,22 @@ async fn stack(action: StackAction) -> anyhow::Result<ExitCode> {
                     }
                 );
             }
-            Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if healthy {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         StackAction::Down { dir } => {
             let stopped = stack::down(&dir).context("stack down")?;
-            eprintln!("stopped: {}", if stopped.is_empty() { "nothing".to_string() } else { stopped.join(", ") });
+            eprintln!(
+                "stopped: {}",
+                if stopped.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    stopped.join(", ")
+                }
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

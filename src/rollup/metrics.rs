@@ -42,22 +42,37 @@ impl StageMetrics {
         };
         Self {
             records: counter("records_total", "input records applied"),
-            replayed: counter("replayed_total", "input records replayed silently after a restore"),
+            replayed: counter(
+                "replayed_total",
+                "input records replayed silently after a restore",
+            ),
             candles: counter("candles_total", "candles produced"),
-            revisions: counter("revisions_total", "corrected candles produced (revision > 0)"),
+            revisions: counter(
+                "revisions_total",
+                "corrected candles produced (revision > 0)",
+            ),
             duplicates: counter("duplicates_total", "input records already counted"),
             late_corrected: counter("late_total", "late records merged into closed windows"),
-            too_late: counter("too_late_total", "records behind the retention horizon, dead-lettered"),
-            bad_records: counter("bad_records_total", "undecodable input records, dead-lettered"),
+            too_late: counter(
+                "too_late_total",
+                "records behind the retention horizon, dead-lettered",
+            ),
+            bad_records: counter(
+                "bad_records_total",
+                "undecodable input records, dead-lettered",
+            ),
             commits: counter("commits_total", "transactions committed"),
             aborts: counter("aborts_total", "transactions aborted or rewound"),
             fenced: counter("fenced_total", "partitions lost to a newer instance"),
             errors: counter("consumer_errors_total", "consumer errors"),
             commit_seconds: register(
                 PromHistogram::with_opts(
-                    HistogramOpts::new("tickfetch_rollup_commit_seconds", "transaction commit latency")
-                        .const_label("stage", interval.as_str())
-                        .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+                    HistogramOpts::new(
+                        "tickfetch_rollup_commit_seconds",
+                        "transaction commit latency",
+                    )
+                    .const_label("stage", interval.as_str())
+                    .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
                 )
                 .expect("static metric definition"),
             ),

@@ -6,7 +6,7 @@
 //!   offsets in one transaction; state in a compacted changelog topic.
 //! - [`metrics`]: the stage's Prometheus metrics and commit-latency histogram.
 
-//ENGINE pub mod engine;
+pub mod engine;
 pub mod level;
 pub mod metrics;
 pub mod stage;
@@ -22,6 +22,8 @@ pub enum RollupError {
     Restore(String),
     #[error("fenced: {0}")]
     Fenced(String),
+    #[error("configuration: {0}")]
+    Config(String),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -31,7 +33,7 @@ impl RollupError {
     pub fn is_terminal(&self) -> bool {
         match self {
             RollupError::Kafka(e) => e.is_terminal(),
-            RollupError::Fenced(_) => true,
+            RollupError::Fenced(_) | RollupError::Config(_) => true,
             RollupError::Restore(_) | RollupError::Internal(_) => false,
         }
     }

@@ -42,8 +42,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Guarantee};
 use crate::kafka::{client_config, ensure_topics, KafkaError, TopicSpec};
-use crate::model::{Candle, Interval};
-use crate::rollup::level::{ApplyOutcome, Level};
+use crate::model::{feed_key, Candle, Interval, Watermark, KIND_HEADER, KIND_WATERMARK};
+use crate::rollup::level::{make_level, ApplyOutcome, Level};
 use crate::rollup::metrics::StageMetrics;
 use crate::rollup::RollupError;
 use crate::shutdown::CancellationToken;
@@ -159,6 +159,8 @@ struct PartitionTask {
     /// During the silent replay: the input offset each restored symbol's
     /// snapshot already covers (its earlier records are skipped).
     restored_through: HashMap<String, i64>,
+    /// Per symbol, the parent window the last forwarded watermark reached.
+    forwarded: HashMap<String, i64>,
 }
 
 /// Runs one stage until `shutdown`.
@@ -169,7 +171,6 @@ struct PartitionTask {
 pub async fn run(
     config: Config,
     options: StageOptions,
-    make_level: fn(&Config, Interval) -> Box<dyn Level>,
     shutdown: CancellationToken,
 ) -> Result<(), RollupError> {
     let topics = &config.topics;
@@ -198,7 +199,7 @@ pub async fn run(
     });
     ensure_topics(&config.kafka, &specs).await?;
     let handle = tokio::task::spawn_blocking(move || {
-        let mut stage = StageLoop::new(config, options, make_level)?;
+        let mut stage = StageLoop::new(config, options)?;
         stage.run(&shutdown)
     });
     handle
@@ -209,7 +210,6 @@ pub async fn run(
 struct StageLoop {
     config: Config,
     options: StageOptions,
-    make_level: fn(&Config, Interval) -> Box<dyn Level>,
     consumer: Arc<StageConsumer>,
     rebalances: Arc<RebalanceLog>,
     tasks: HashMap<i32, PartitionTask>,
@@ -225,12 +225,9 @@ struct StageLoop {
 }
 
 impl StageLoop {
-    fn new(
-        config: Config,
-        options: StageOptions,
-        make_level: fn(&Config, Interval) -> Box<dyn Level>,
-    ) -> Result<Self, RollupError> {
+    fn new(config: Config, options: StageOptions) -> Result<Self, RollupError> {
         let interval = options.interval;
+        make_level(&config, interval).map_err(RollupError::Config)?;
         let input = config.topics.stage_input(interval);
         let group = format!("{}.{}", config.rollup.group_prefix, interval);
         let session = config.rollup.session_timeout_ms.to_string();
@@ -263,7 +260,6 @@ impl StageLoop {
             metrics: StageMetrics::new(interval),
             config,
             options,
-            make_level,
             consumer: Arc::new(consumer),
             rebalances,
             tasks: HashMap::new(),
@@ -352,7 +348,8 @@ impl StageLoop {
                 RebalanceEvent::Assigned(partitions) => {
                     for p in partitions {
                         self.assign(p)?;
-                        let offset = Offset::Offset(self.tasks.get(&p).map_or(0, |t| t.next_offset));
+                        let offset =
+                            Offset::Offset(self.tasks.get(&p).map_or(0, |t| t.next_offset));
                         self.seek(p, offset);
                     }
                 }
@@ -365,7 +362,8 @@ impl StageLoop {
     fn assign(&mut self, p: i32) -> Result<(), RollupError> {
         let producer = self.new_producer(p)?;
         let committed = self.committed_offset(p)?;
-        let mut level = (self.make_level)(&self.config, self.options.interval);
+        let mut level =
+            make_level(&self.config, self.options.interval).map_err(RollupError::Config)?;
         let restored = restore_state(&self.config, &self.changelog, p, committed, level.as_mut())?;
         let start = restored.replay_from.min(committed);
         tracing::info!(
@@ -388,6 +386,7 @@ impl StageLoop {
                 commits: 0,
                 touched: BTreeSet::new(),
                 restored_through: restored.through,
+                forwarded: HashMap::new(),
             },
         );
         Ok(())
@@ -397,8 +396,12 @@ impl StageLoop {
     fn reassign_consumer(&self) -> Result<(), RollupError> {
         let mut tpl = TopicPartitionList::new();
         for task in self.tasks.values() {
-            tpl.add_partition_offset(&self.input, task.partition, Offset::Offset(task.next_offset))
-                .map_err(KafkaError::client("building assignment"))?;
+            tpl.add_partition_offset(
+                &self.input,
+                task.partition,
+                Offset::Offset(task.next_offset),
+            )
+            .map_err(KafkaError::client("building assignment"))?;
         }
         self.consumer
             .assign(&tpl)
@@ -447,10 +450,12 @@ impl StageLoop {
             .consumer
             .committed_offsets(tpl, Duration::from_secs(10))
             .map_err(KafkaError::client("reading committed offsets"))?;
-        Ok(match committed.find_partition(&self.input, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => o,
-            _ => 0,
-        })
+        Ok(
+            match committed.find_partition(&self.input, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => 0,
+            },
+        )
     }
 
     fn on_message(&mut self, message: &BorrowedMessage<'_>) -> Result<(), RollupError> {
@@ -466,7 +471,11 @@ impl StageLoop {
         let key = message.key().map(String::from_utf8_lossy);
         if replaying {
             if let Some(key) = &key {
-                if task.restored_through.get(key.as_ref()).is_some_and(|&t| offset < t) {
+                if task
+                    .restored_through
+                    .get(key.as_ref())
+                    .is_some_and(|&t| offset < t)
+                {
                     // This symbol's snapshot already includes the record.
                     task.next_offset = offset + 1;
                     return Ok(());
@@ -506,6 +515,7 @@ impl StageLoop {
         task.txn_records += 1;
         self.metrics.records.inc();
         let mut send_error = None;
+        let mut forward = None;
         match outcome {
             Ok(outcome) => {
                 match outcome {
@@ -513,25 +523,48 @@ impl StageLoop {
                     ApplyOutcome::Corrected => self.metrics.late_corrected.inc(),
                     ApplyOutcome::TooLate => {
                         self.metrics.too_late.inc();
-                        send_error = send_dead_letter(&task.producer, &self.dead_letter, message, "too late: behind the retention horizon").err();
+                        send_error = send_dead_letter(
+                            &task.producer,
+                            &self.dead_letter,
+                            message,
+                            "too late: behind the retention horizon",
+                        )
+                        .err();
                     }
-                    ApplyOutcome::Accepted | ApplyOutcome::Progress => {}
+                    ApplyOutcome::Progress(watermark) => {
+                        // The next level only closes a window when the watermark
+                        // enters a new one of its windows; the last level has no next.
+                        if let Some(parent) = self.options.interval.parent() {
+                            let window = parent.window_start(watermark.time);
+                            let key = feed_key(watermark.exchange, &watermark.symbol);
+                            if task.forwarded.get(&key).is_none_or(|&w| window > w) {
+                                task.forwarded.insert(key, window);
+                                forward = Some(watermark);
+                            }
+                        }
+                    }
+                    ApplyOutcome::Accepted => {}
                 }
                 for candle in &self.out {
+                    if send_error.is_some() {
+                        break;
+                    }
                     self.metrics.candles.inc();
                     if candle.revision > 0 {
                         self.metrics.revisions.inc();
                     }
-                    if let Err(e) = send_candle(&task.producer, &self.output, p, candle) {
-                        send_error = Some(e);
-                        break;
-                    }
+                    send_error = send_candle(&task.producer, &self.output, p, candle).err();
+                }
+                // After the candles it closed, so the next level sees them first.
+                if let (None, Some(watermark)) = (&send_error, forward) {
+                    send_error = send_watermark(&task.producer, &self.output, p, &watermark).err();
                 }
             }
             Err(reason) => {
                 self.metrics.bad_records.inc();
                 tracing::warn!(partition = p, offset, %reason, "bad input record; sent to dead letters");
-                send_error = send_dead_letter(&task.producer, &self.dead_letter, message, &reason).err();
+                send_error =
+                    send_dead_letter(&task.producer, &self.dead_letter, message, &reason).err();
             }
         }
         if let Some(e) = send_error {
@@ -642,7 +675,12 @@ impl StageLoop {
 }
 
 /// Sends one candle to `topic[partition]`, keyed `exchange:symbol`.
-fn send_candle(producer: &TxnProducer, topic: &str, partition: i32, candle: &Candle) -> Result<(), RdKafkaError> {
+fn send_candle(
+    producer: &TxnProducer,
+    topic: &str,
+    partition: i32,
+    candle: &Candle,
+) -> Result<(), RdKafkaError> {
     let payload = serde_json::to_vec(candle).unwrap_or_default();
     let key = candle.key();
     send_retrying(
@@ -654,11 +692,50 @@ fn send_candle(producer: &TxnProducer, topic: &str, partition: i32, candle: &Can
     )
 }
 
-fn send_dead_letter(producer: &TxnProducer, topic: &str, message: &BorrowedMessage<'_>, reason: &str) -> Result<(), RdKafkaError> {
-    let source = format!("{}[{}]@{}", message.topic(), message.partition(), message.offset());
+/// Forwards a watermark to the next level, on the same partition as the symbol's candles.
+fn send_watermark(
+    producer: &TxnProducer,
+    topic: &str,
+    partition: i32,
+    watermark: &Watermark,
+) -> Result<(), RdKafkaError> {
+    let payload = serde_json::to_vec(watermark).unwrap_or_default();
+    let key = feed_key(watermark.exchange, &watermark.symbol);
+    let headers = OwnedHeaders::new().insert(Header {
+        key: KIND_HEADER,
+        value: Some(KIND_WATERMARK),
+    });
+    send_retrying(
+        producer,
+        BaseRecord::<str, [u8]>::to(topic)
+            .partition(partition)
+            .key(&key)
+            .payload(&payload)
+            .headers(headers),
+    )
+}
+
+fn send_dead_letter(
+    producer: &TxnProducer,
+    topic: &str,
+    message: &BorrowedMessage<'_>,
+    reason: &str,
+) -> Result<(), RdKafkaError> {
+    let source = format!(
+        "{}[{}]@{}",
+        message.topic(),
+        message.partition(),
+        message.offset()
+    );
     let headers = OwnedHeaders::new()
-        .insert(Header { key: DEAD_LETTER_REASON, value: Some(reason) })
-        .insert(Header { key: "tickfetch-source", value: Some(&source) });
+        .insert(Header {
+            key: DEAD_LETTER_REASON,
+            value: Some(reason),
+        })
+        .insert(Header {
+            key: "tickfetch-source",
+            value: Some(&source),
+        });
     let mut record = BaseRecord::<[u8], [u8]>::to(topic)
         .payload(message.payload().unwrap_or_default())
         .headers(headers);
@@ -676,7 +753,10 @@ fn send_retrying<K: rdkafka::message::ToBytes + ?Sized, P: rdkafka::message::ToB
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
-            Err((RdKafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) => {
+            Err((
+                RdKafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                back,
+            )) => {
                 record = back;
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -781,7 +861,11 @@ fn restore_state(
             continue;
         };
         let Ok(record) = serde_json::from_slice::<StateRecord>(payload) else {
-            tracing::warn!(partition = p, offset = message.offset(), "unreadable changelog record skipped");
+            tracing::warn!(
+                partition = p,
+                offset = message.offset(),
+                "unreadable changelog record skipped"
+            );
             continue;
         };
         if record.through > committed {

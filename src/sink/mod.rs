@@ -29,7 +29,9 @@ use crate::kafka::{client_config, ensure_topics, KafkaError, TopicSpec};
 use crate::model::{Candle, Interval, Trade, KIND_HEADER, KIND_WATERMARK};
 use crate::shutdown::CancellationToken;
 use crate::telemetry::register;
-use writer::{candle_collection, candle_document, trade_document, PendingWrite, WriteError, TRADES_COLLECTION};
+use writer::{
+    candle_collection, candle_document, trade_document, PendingWrite, WriteError, TRADES_COLLECTION,
+};
 
 /// Longest wait between retries of a failing write.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -72,12 +74,18 @@ struct SinkMetrics {
 impl SinkMetrics {
     fn new() -> Self {
         let counter = |name: &str, help: &str| {
-            register(prometheus::IntCounter::new(format!("tickfetch_sink_{name}"), help).expect("static metric definition"))
+            register(
+                prometheus::IntCounter::new(format!("tickfetch_sink_{name}"), help)
+                    .expect("static metric definition"),
+            )
         };
         Self {
             written: counter("written_total", "documents inserted or replaced"),
             stale: counter("stale_total", "writes refused by the revision guard"),
-            dead_letters: counter("dead_letters_total", "records sent to the dead-letter topic"),
+            dead_letters: counter(
+                "dead_letters_total",
+                "records sent to the dead-letter topic",
+            ),
             retries: counter("retries_total", "batch writes retried"),
             batches: counter("batches_total", "batches written and committed"),
         }
@@ -86,7 +94,12 @@ impl SinkMetrics {
 
 /// The topics the sink reads under `config`.
 pub fn input_topics(config: &Config) -> Vec<String> {
-    let mut topics: Vec<String> = config.sink.intervals.iter().map(|i| config.topics.candles(*i)).collect();
+    let mut topics: Vec<String> = config
+        .sink
+        .intervals
+        .iter()
+        .map(|i| config.topics.candles(*i))
+        .collect();
     if config.sink.trades {
         topics.push(config.topics.trades());
     }
@@ -98,13 +111,25 @@ pub fn input_topics(config: &Config) -> Vec<String> {
 /// # Errors
 /// A configuration conflict, or Kafka unreachable at start. MongoDB failures are
 /// retried, not returned.
-pub async fn run(config: Config, assignment: SinkAssignment, shutdown: CancellationToken) -> Result<(), SinkError> {
+pub async fn run(
+    config: Config,
+    assignment: SinkAssignment,
+    shutdown: CancellationToken,
+) -> Result<(), SinkError> {
     let topics = input_topics(&config);
     let mut specs: Vec<TopicSpec> = topics
         .iter()
-        .map(|t| TopicSpec { name: t.clone(), partitions: config.topics.partitions, compacted: false })
+        .map(|t| TopicSpec {
+            name: t.clone(),
+            partitions: config.topics.partitions,
+            compacted: false,
+        })
         .collect();
-    specs.push(TopicSpec { name: config.topics.dead_letter(), partitions: 1, compacted: false });
+    specs.push(TopicSpec {
+        name: config.topics.dead_letter(),
+        partitions: 1,
+        compacted: false,
+    });
     ensure_topics(&config.kafka, &specs).await?;
 
     let client = mongodb::Client::with_uri_str(&config.mongodb.uri).await?;
@@ -144,7 +169,9 @@ pub async fn run(config: Config, assignment: SinkAssignment, shutdown: Cancellat
             .map_err(KafkaError::client("subscribe"))?,
         SinkAssignment::AllPartitions => {
             let tpl = committed_assignment(&consumer, &topics, config.topics.partitions)?;
-            consumer.assign(&tpl).map_err(KafkaError::client("assign"))?;
+            consumer
+                .assign(&tpl)
+                .map_err(KafkaError::client("assign"))?;
         }
     }
     let producer: FutureProducer = client_config(&config.kafka, &[("enable.idempotence", "true")])?
@@ -169,14 +196,25 @@ pub async fn run(config: Config, assignment: SinkAssignment, shutdown: Cancellat
         if let Some(Ok(Some(message))) = &next {
             match message {
                 Ok(message) => {
-                    offsets.insert((message.topic().to_string(), message.partition()), message.offset() + 1);
+                    offsets.insert(
+                        (message.topic().to_string(), message.partition()),
+                        message.offset() + 1,
+                    );
                     match decode(message, &trades_topic) {
                         Ok(Some(write)) => batch.push(write),
                         Ok(None) => {}
                         Err(reason) => {
                             metrics.dead_letters.inc();
                             tracing::warn!(topic = message.topic(), partition = message.partition(), offset = message.offset(), %reason, "undecodable record; dead-lettered");
-                            send_dead_letter(&producer, &dead_letter, message.payload().unwrap_or_default(), message.key(), &reason, &source(message)).await?;
+                            send_dead_letter(
+                                &producer,
+                                &dead_letter,
+                                message.payload().unwrap_or_default(),
+                                message.key(),
+                                &reason,
+                                &source(message),
+                            )
+                            .await?;
                         }
                     }
                     batch_started.get_or_insert_with(Instant::now);
@@ -188,7 +226,17 @@ pub async fn run(config: Config, assignment: SinkAssignment, shutdown: Cancellat
         let due = batch_started.is_some_and(|t| t.elapsed() >= batch_wait);
         if (full || due || stopping) && !offsets.is_empty() {
             let writes = std::mem::take(&mut batch);
-            if !flush(&db, &config, writes, &producer, &dead_letter, &metrics, &shutdown).await? {
+            if !flush(
+                &db,
+                &config,
+                writes,
+                &producer,
+                &dead_letter,
+                &metrics,
+                &shutdown,
+            )
+            .await?
+            {
                 return Ok(()); // shut down while MongoDB was failing: offsets stay uncommitted
             }
             let mut tpl = TopicPartitionList::new();
@@ -233,7 +281,15 @@ async fn flush(
                     metrics.dead_letters.inc();
                     let payload = serde_json::to_vec(&write.document).unwrap_or_default();
                     let source = format!("{}/{}", write.collection, write.id);
-                    send_dead_letter(producer, dead_letter, &payload, Some(write.id.as_bytes()), &reason, &source).await?;
+                    send_dead_letter(
+                        producer,
+                        dead_letter,
+                        &payload,
+                        Some(write.id.as_bytes()),
+                        &reason,
+                        &source,
+                    )
+                    .await?;
                 }
                 return Ok(true);
             }
@@ -251,7 +307,11 @@ async fn flush(
 }
 
 /// The sink's committed offsets for every partition (earliest where none).
-fn committed_assignment(consumer: &StreamConsumer, topics: &[String], partitions: i32) -> Result<TopicPartitionList, KafkaError> {
+fn committed_assignment(
+    consumer: &StreamConsumer,
+    topics: &[String],
+    partitions: i32,
+) -> Result<TopicPartitionList, KafkaError> {
     let mut query = TopicPartitionList::new();
     for topic in topics {
         for p in 0..partitions {
@@ -274,21 +334,33 @@ fn committed_assignment(consumer: &StreamConsumer, topics: &[String], partitions
 }
 
 /// Decodes a record into a write; `None` for records the sink skips (watermarks).
-fn decode(message: &BorrowedMessage<'_>, trades_topic: &str) -> Result<Option<PendingWrite>, String> {
+fn decode(
+    message: &BorrowedMessage<'_>,
+    trades_topic: &str,
+) -> Result<Option<PendingWrite>, String> {
+    let kind = message.headers().and_then(|h| {
+        h.iter()
+            .find(|h| h.key == KIND_HEADER)
+            .and_then(|h| h.value)
+    });
+    if kind == Some(KIND_WATERMARK.as_bytes()) {
+        return Ok(None);
+    }
     let payload = message.payload().ok_or("empty payload")?;
     if message.topic() == trades_topic {
-        let kind = message
-            .headers()
-            .and_then(|h| h.iter().find(|h| h.key == KIND_HEADER).and_then(|h| h.value));
-        if kind == Some(KIND_WATERMARK.as_bytes()) {
-            return Ok(None);
-        }
-        let trade: Trade = serde_json::from_slice(payload).map_err(|e| format!("not a trade: {e}"))?;
+        let trade: Trade =
+            serde_json::from_slice(payload).map_err(|e| format!("not a trade: {e}"))?;
         let document = trade_document(&trade);
         let id = document.get_str("_id").unwrap_or_default().to_string();
-        return Ok(Some(PendingWrite { collection: TRADES_COLLECTION.into(), id, revision: None, document }));
+        return Ok(Some(PendingWrite {
+            collection: TRADES_COLLECTION.into(),
+            id,
+            revision: None,
+            document,
+        }));
     }
-    let candle: Candle = serde_json::from_slice(payload).map_err(|e| format!("not a candle: {e}"))?;
+    let candle: Candle =
+        serde_json::from_slice(payload).map_err(|e| format!("not a candle: {e}"))?;
     Ok(Some(PendingWrite {
         collection: candle_collection(candle.interval),
         id: candle.window_id(),
@@ -298,7 +370,12 @@ fn decode(message: &BorrowedMessage<'_>, trades_topic: &str) -> Result<Option<Pe
 }
 
 fn source(message: &BorrowedMessage<'_>) -> String {
-    format!("{}[{}]@{}", message.topic(), message.partition(), message.offset())
+    format!(
+        "{}[{}]@{}",
+        message.topic(),
+        message.partition(),
+        message.offset()
+    )
 }
 
 async fn send_dead_letter(
@@ -310,16 +387,27 @@ async fn send_dead_letter(
     source: &str,
 ) -> Result<(), SinkError> {
     let headers = OwnedHeaders::new()
-        .insert(Header { key: crate::rollup::stage::DEAD_LETTER_REASON, value: Some(reason) })
-        .insert(Header { key: "tickfetch-source", value: Some(source) });
-    let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload).headers(headers);
+        .insert(Header {
+            key: crate::rollup::stage::DEAD_LETTER_REASON,
+            value: Some(reason),
+        })
+        .insert(Header {
+            key: "tickfetch-source",
+            value: Some(source),
+        });
+    let mut record = FutureRecord::<[u8], [u8]>::to(topic)
+        .payload(payload)
+        .headers(headers);
     if let Some(key) = key {
         record = record.key(key);
     }
     producer
         .send(record, Duration::from_secs(30))
         .await
-        .map_err(|(e, _)| KafkaError::Client { what: "dead-letter send".into(), source: e })?;
+        .map_err(|(e, _)| KafkaError::Client {
+            what: "dead-letter send".into(),
+            source: e,
+        })?;
     Ok(())
 }
 

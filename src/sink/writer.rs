@@ -132,7 +132,11 @@ pub fn trade_document(trade: &Trade) -> Document {
 ///
 /// # Errors
 /// When MongoDB refuses or cannot be reached.
-pub async fn ensure_indexes(db: &Database, intervals: &[Interval], trades: bool) -> Result<(), WriteError> {
+pub async fn ensure_indexes(
+    db: &Database,
+    intervals: &[Interval],
+    trades: bool,
+) -> Result<(), WriteError> {
     for interval in intervals {
         db.collection::<Document>(&candle_collection(*interval))
             .create_index(
@@ -191,11 +195,17 @@ pub fn collapse(writes: Vec<PendingWrite>) -> Vec<PendingWrite> {
 /// A connection or server failure of the whole command (retry the batch: the
 /// writes are idempotent). Per-document refusals come back in
 /// [`BatchOutcome::rejected`] instead.
-pub async fn write_batch(db: &Database, writes: Vec<PendingWrite>) -> Result<BatchOutcome, WriteError> {
+pub async fn write_batch(
+    db: &Database,
+    writes: Vec<PendingWrite>,
+) -> Result<BatchOutcome, WriteError> {
     let mut outcome = BatchOutcome::default();
     let mut by_collection: HashMap<String, Vec<PendingWrite>> = HashMap::new();
     for write in collapse(writes) {
-        by_collection.entry(write.collection.clone()).or_default().push(write);
+        by_collection
+            .entry(write.collection.clone())
+            .or_default()
+            .push(write);
     }
     let mut names: Vec<String> = by_collection.keys().cloned().collect();
     names.sort();
@@ -229,7 +239,9 @@ pub async fn write_batch(db: &Database, writes: Vec<PendingWrite>) -> Result<Bat
         let mut transient = None;
         if let Ok(errors) = reply.get_array("writeErrors") {
             for error in errors {
-                let Some(error) = error.as_document() else { continue };
+                let Some(error) = error.as_document() else {
+                    continue;
+                };
                 let index = number(error.get("index")).unwrap_or(-1);
                 let code = number(error.get("code")).unwrap_or(0) as i32;
                 let message = error.get_str("errmsg").unwrap_or("").to_string();
@@ -297,7 +309,10 @@ mod tests {
     fn candle_document_round_trips() {
         let original = candle(3, 2);
         let document = candle_document(&original);
-        assert_eq!(document.get_str("_id").ok(), Some("binance:XRPETH:1m:60000"));
+        assert_eq!(
+            document.get_str("_id").ok(),
+            Some("binance:XRPETH:1m:60000")
+        );
         assert_eq!(candle_from_document(&document), Ok(original));
     }
 

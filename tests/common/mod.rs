@@ -87,3 +87,99 @@ pub fn shared_data(relative: &str) -> Option<PathBuf> {
         None
     }
 }
+
+/// One record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Reads every record of `topic` (all `partitions`) up to the end, with
+/// read_committed isolation and no consumer group.
+pub async fn read_all(
+    kafka: &tickfetch::config::KafkaConfig,
+    topic: &str,
+    partitions: i32,
+) -> Vec<Record> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Headers;
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    let kafka = kafka.clone();
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = tickfetch::kafka::client_config(
+            &kafka,
+            &[
+                ("group.id", "tickfetch-test-reader"),
+                ("isolation.level", "read_committed"),
+                ("enable.auto.commit", "false"),
+            ],
+        )
+        .expect("config")
+        .create()
+        .expect("consumer");
+        let mut ends = std::collections::HashMap::new();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(&topic, p, std::time::Duration::from_secs(10))
+                .expect("watermarks");
+            if high > low {
+                ends.insert(p, high);
+                tpl.add_partition_offset(&topic, p, Offset::Offset(low))
+                    .expect("tpl");
+            }
+        }
+        let mut records = Vec::new();
+        if ends.is_empty() {
+            return records;
+        }
+        consumer.assign(&tpl).expect("assign");
+        let mut idle = 0;
+        while idle < 20 {
+            match consumer.poll(std::time::Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    idle = 0;
+                    records.push(Record {
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        payload: m.payload().unwrap_or_default().to_vec(),
+                        headers: m
+                            .headers()
+                            .map(|h| {
+                                h.iter()
+                                    .map(|h| {
+                                        (
+                                            h.key.to_string(),
+                                            String::from_utf8_lossy(h.value.unwrap_or_default())
+                                                .into_owned(),
+                                        )
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    });
+                    let done = ends.iter().all(|(p, high)| {
+                        records
+                            .iter()
+                            .any(|r| r.partition == *p && r.offset >= high - 1)
+                    });
+                    if done {
+                        break;
+                    }
+                }
+                Some(Err(e)) => panic!("reading {topic}: {e}"),
+                None => idle += 1,
+            }
+        }
+        records
+    })
+    .await
+    .expect("reader thread")
+}
+pub mod oracle;

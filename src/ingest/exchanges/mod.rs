@@ -1,0 +1,1081 @@
+//! Exchange wire adapters: the only code that knows what each exchange's
+//! websocket and REST payloads look like.
+//!
+//! Data flows one way through an adapter:
+//!
+//! ```text
+//! websocket frame (bytes) ──parse_frame──▶ Frame::Trades(Vec<Trade>) / ack / error / pong / other
+//! REST body (bytes) ──parse_rest_trades──▶ Vec<Trade>
+//! ```
+//!
+//! and the other way for the exchange simulator and for tests:
+//!
+//! ```text
+//! &[Trade] ──encode_trades──▶ Vec<WireFrame> (the exchange's real frames)
+//! &[Trade] ──encode_rest_trades──▶ REST body
+//! ```
+//!
+//! Every exchange module ([`binance`], [`upbit`], [`coinbase`], [`bybit`],
+//! [`okx`]) has the same shape, so a reader who knows one knows all:
+//!
+//! | item | what it is |
+//! | --- | --- |
+//! | `EXCHANGE`, `WS_URL*`, `REST_BASE_URL*`, `REST_*_PATH` | endpoints, as constants (the worker takes the base URL from config) |
+//! | `IDS_ARE_SEQUENTIAL` | whether trade ids are contiguous per symbol (gap detection) |
+//! | `Feed` | which of the exchange's trade streams (and wire dialect) is spoken |
+//! | `ws_url`, `rest_base_url`, `keep_alive`, `limits` | per-feed connection rules as data |
+//! | `instrument` | exchange symbol → normalised `BASE-QUOTE` |
+//! | `subscribe_requests` | the subscribe messages for a list of symbols, split to the exchange's limits |
+//! | `parse_frame` | one received frame → [`Frame`] |
+//! | `encode_trades` | the inverse of `parse_frame`, for the simulator |
+//! | `rest_trades_path`, `parse_rest_trades`, `encode_rest_trades` | recent-trades REST endpoint, both ways |
+//! | wire types (`…Trade`, `…Event`) | serde structs mirroring the JSON, raw payload in the doc comment |
+//!
+//! [`Feed`] (this module) wraps the per-exchange feeds so that a worker can be
+//! configured with `binance:aggTrade` and dispatch everything from there.
+//!
+//! Decimals are parsed from the exchange's own text (JSON strings, or the exact
+//! text of a JSON number through `serde_json::value::RawValue`), never via
+//! `f64`. Times are epoch milliseconds; finer exchange times (Coinbase µs and
+//! ns ISO-8601) are truncated to the millisecond. Side is always the taker's.
+//! Nothing here reads the wall clock except [`receive_time_now`]; the caller
+//! passes the receive time in.
+
+pub mod binance;
+pub mod bybit;
+pub mod coinbase;
+pub mod okx;
+pub mod upbit;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+
+use crate::model::{Exchange, Millis, Side, Trade};
+
+/// How many bytes of a bad input an error message quotes.
+const EXCERPT_BYTES: usize = 160;
+
+/// One received websocket frame, classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// One or more trades, oldest first.
+    Trades(Vec<Trade>),
+    /// The exchange accepted a subscription. `topics` holds what it named
+    /// (stream names, channels, product ids), when it names anything.
+    SubscribeAck {
+        request_id: Option<String>,
+        topics: Vec<String>,
+    },
+    /// The exchange rejected (part of) a subscription.
+    SubscribeError(SubscribeRejection),
+    /// Reply to a client ping (`pong`, `{"op":"pong"}`, Upbit `{"status":"UP"}`).
+    Pong,
+    /// A keepalive from the exchange, possibly with trade progress.
+    Heartbeat(Heartbeat),
+    /// Anything else that is well formed: klines, depth, tickers, notices.
+    /// The string names the kind (`kline_1m`, `l2update`, `orderbook`, …).
+    Other(String),
+}
+
+impl Frame {
+    /// A short name of the frame's kind, for counters.
+    pub fn kind(&self) -> &str {
+        match self {
+            Frame::Trades(_) => "trades",
+            Frame::SubscribeAck { .. } => "subscribe_ack",
+            Frame::SubscribeError(_) => "subscribe_error",
+            Frame::Pong => "pong",
+            Frame::Heartbeat(_) => "heartbeat",
+            Frame::Other(kind) => kind,
+        }
+    }
+}
+
+/// A subscription the exchange refused. `symbols` lists the exchange symbols
+/// the refusal names, when it names any, so that the worker can drop just
+/// those; otherwise `request_id` ties it to the request that was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeRejection {
+    pub request_id: Option<String>,
+    pub symbols: Vec<String>,
+    pub code: Option<String>,
+    pub message: String,
+}
+
+/// A keepalive message from the exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Heartbeat {
+    /// The symbol it is about (Coinbase Exchange heartbeats are per product).
+    pub symbol: Option<String>,
+    /// The last trade id the exchange published for `symbol`: a gap detector
+    /// can see missed trades on a quiet symbol without waiting for the next one.
+    pub last_trade_id: Option<String>,
+    /// The exchange's clock when it sent the heartbeat.
+    pub exchange_time: Option<Millis>,
+}
+
+/// One websocket message as the exchange sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WireFrame {
+    Text(String),
+    /// Upbit sends UTF-8 JSON in binary frames.
+    Binary(Vec<u8>),
+}
+
+impl WireFrame {
+    /// The payload bytes, whatever the frame type.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            WireFrame::Text(text) => text.as_bytes(),
+            WireFrame::Binary(bytes) => bytes,
+        }
+    }
+}
+
+/// One subscribe message to send, and the symbols it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeRequest {
+    /// The id the exchange echoes in its reply, where it has one.
+    pub request_id: Option<String>,
+    pub symbols: Vec<String>,
+    /// The text frame to send.
+    pub text: String,
+}
+
+/// What the client sends as an application-level ping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PingMessage {
+    /// A text frame with this payload.
+    Text(&'static str),
+    /// A websocket ping control frame.
+    WebSocketPing,
+}
+
+/// A ping the client must send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientPing {
+    /// Send one at least this often (the runtime may send it only after this
+    /// long without any traffic, where the exchange allows).
+    pub interval: Duration,
+    pub message: PingMessage,
+}
+
+/// Websocket pings the server sends and the client must answer (tungstenite
+/// answers them while the stream is being read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerPing {
+    pub interval: Duration,
+    /// The server drops the connection if no pong arrives within this.
+    pub pong_deadline: Duration,
+}
+
+/// Keepalive rules of one feed, as data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepAlive {
+    pub client_ping: Option<ClientPing>,
+    pub server_ping: Option<ServerPing>,
+    /// The server closes a connection that has been silent this long.
+    pub idle_timeout: Option<Duration>,
+    /// The server closes every connection at this age: rotate before it.
+    pub max_connection_age: Option<Duration>,
+}
+
+/// Subscription and request limits of one feed. `None` where the exchange
+/// documents no limit we know of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Topics (streams, channel×symbol pairs) one connection may carry.
+    pub max_topics_per_connection: Option<usize>,
+    /// Topics one subscribe message may carry.
+    pub max_topics_per_request: Option<usize>,
+    /// Messages the client may send per second on one connection.
+    pub max_client_messages_per_second: Option<u32>,
+    /// Most rows the REST recent-trades endpoint returns in one call.
+    pub rest_max_trades: usize,
+}
+
+/// Errors of the exchange adapters.
+///
+/// A malformed frame is not terminal: dead-letter it and keep the connection.
+/// A bad symbol or a request the caller built wrongly is terminal for that
+/// symbol or request: retrying the same thing cannot help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExchangeError {
+    /// Not JSON, or JSON of the wrong shape (serde's message names the field).
+    #[error("{exchange}: malformed frame: {detail}; input: {excerpt}")]
+    Malformed {
+        exchange: Exchange,
+        detail: String,
+        excerpt: String,
+    },
+    /// A field is present but its value is wrong.
+    #[error("{exchange}: field `{field}`: {problem}; input: {excerpt}")]
+    Field {
+        exchange: Exchange,
+        field: &'static str,
+        problem: String,
+        excerpt: String,
+    },
+    /// Well-formed JSON that is none of the frames this exchange sends.
+    #[error("{exchange}: unrecognised frame; input: {excerpt}")]
+    Unrecognised { exchange: Exchange, excerpt: String },
+    /// The exchange's symbol does not split into base and quote.
+    #[error("{exchange}: cannot map symbol {symbol:?} to BASE-QUOTE: {problem}")]
+    UnknownSymbol {
+        exchange: Exchange,
+        symbol: String,
+        problem: String,
+    },
+    /// A REST endpoint answered with an error body.
+    #[error("{exchange}: REST error {code:?}: {message}")]
+    Rejected {
+        exchange: Exchange,
+        code: Option<String>,
+        message: String,
+    },
+    /// A trade cannot be written in this exchange's wire form.
+    #[error("{exchange}: cannot encode trade {trade_id:?}: {problem}")]
+    Encode {
+        exchange: Exchange,
+        trade_id: String,
+        problem: String,
+    },
+    /// A subscribe request the caller asked for breaks the exchange's rules.
+    #[error("{exchange}: invalid request: {problem}")]
+    Request { exchange: Exchange, problem: String },
+}
+
+impl ExchangeError {
+    /// The exchange the error comes from.
+    pub fn exchange(&self) -> Exchange {
+        match self {
+            ExchangeError::Malformed { exchange, .. }
+            | ExchangeError::Field { exchange, .. }
+            | ExchangeError::Unrecognised { exchange, .. }
+            | ExchangeError::UnknownSymbol { exchange, .. }
+            | ExchangeError::Rejected { exchange, .. }
+            | ExchangeError::Encode { exchange, .. }
+            | ExchangeError::Request { exchange, .. } => *exchange,
+        }
+    }
+
+    /// True when retrying the same thing cannot help (a symbol we cannot map,
+    /// a request that breaks the exchange's limits, a trade we cannot encode).
+    /// False for a bad frame or a REST error body: skip it and go on.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            ExchangeError::UnknownSymbol { .. }
+                | ExchangeError::Encode { .. }
+                | ExchangeError::Request { .. }
+        )
+    }
+
+    /// The one symbol this error is about, when there is one.
+    pub fn symbol(&self) -> Option<&str> {
+        match self {
+            ExchangeError::UnknownSymbol { symbol, .. } => Some(symbol),
+            _ => None,
+        }
+    }
+}
+
+/// A trade stream of some exchange: what a worker is configured with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Feed {
+    Binance(binance::Feed),
+    Upbit(upbit::Feed),
+    Coinbase(coinbase::Feed),
+    Bybit(bybit::Feed),
+    Okx(okx::Feed),
+}
+
+impl Feed {
+    /// Every feed of every exchange.
+    pub const ALL: [Feed; 11] = [
+        Feed::Binance(binance::Feed::Trade),
+        Feed::Binance(binance::Feed::AggTrade),
+        Feed::Upbit(upbit::Feed::Default),
+        Feed::Upbit(upbit::Feed::Simple),
+        Feed::Coinbase(coinbase::Feed::ExchangeMatches),
+        Feed::Coinbase(coinbase::Feed::AdvancedMarketTrades),
+        Feed::Bybit(bybit::Feed::Spot),
+        Feed::Bybit(bybit::Feed::Linear),
+        Feed::Bybit(bybit::Feed::Inverse),
+        Feed::Okx(okx::Feed::Trades),
+        Feed::Okx(okx::Feed::TradesAll),
+    ];
+
+    /// The exchange of this feed.
+    pub fn exchange(self) -> Exchange {
+        match self {
+            Feed::Binance(_) => Exchange::Binance,
+            Feed::Upbit(_) => Exchange::Upbit,
+            Feed::Coinbase(_) => Exchange::Coinbase,
+            Feed::Bybit(_) => Exchange::Bybit,
+            Feed::Okx(_) => Exchange::Okx,
+        }
+    }
+
+    /// The feed's name within its exchange (`aggTrade`, `simple`, `matches`…).
+    pub fn name(self) -> &'static str {
+        match self {
+            Feed::Binance(f) => f.as_str(),
+            Feed::Upbit(f) => f.as_str(),
+            Feed::Coinbase(f) => f.as_str(),
+            Feed::Bybit(f) => f.as_str(),
+            Feed::Okx(f) => f.as_str(),
+        }
+    }
+
+    /// The live websocket URL.
+    pub fn ws_url(self) -> &'static str {
+        match self {
+            Feed::Binance(f) => binance::ws_url(f),
+            Feed::Upbit(f) => upbit::ws_url(f),
+            Feed::Coinbase(f) => coinbase::ws_url(f),
+            Feed::Bybit(f) => bybit::ws_url(f),
+            Feed::Okx(f) => okx::ws_url(f),
+        }
+    }
+
+    /// The live REST base URL (scheme and host) of the recent-trades endpoint.
+    pub fn rest_base_url(self) -> &'static str {
+        match self {
+            Feed::Binance(f) => binance::rest_base_url(f),
+            Feed::Upbit(f) => upbit::rest_base_url(f),
+            Feed::Coinbase(f) => coinbase::rest_base_url(f),
+            Feed::Bybit(f) => bybit::rest_base_url(f),
+            Feed::Okx(f) => okx::rest_base_url(f),
+        }
+    }
+
+    /// Who pings whom, how often, and when the server hangs up.
+    pub fn keep_alive(self) -> KeepAlive {
+        match self {
+            Feed::Binance(f) => binance::keep_alive(f),
+            Feed::Upbit(f) => upbit::keep_alive(f),
+            Feed::Coinbase(f) => coinbase::keep_alive(f),
+            Feed::Bybit(f) => bybit::keep_alive(f),
+            Feed::Okx(f) => okx::keep_alive(f),
+        }
+    }
+
+    /// Subscription and REST limits.
+    pub fn limits(self) -> ConnectionLimits {
+        match self {
+            Feed::Binance(f) => binance::limits(f),
+            Feed::Upbit(f) => upbit::limits(f),
+            Feed::Coinbase(f) => coinbase::limits(f),
+            Feed::Bybit(f) => bybit::limits(f),
+            Feed::Okx(f) => okx::limits(f),
+        }
+    }
+
+    /// The subscribe messages for `symbols` (exchange symbols), split to the
+    /// exchange's per-request limit; request ids count up from `first_request_id`.
+    ///
+    /// # Errors
+    /// [`ExchangeError::Request`] for an empty list, a symbol the exchange's
+    /// syntax rejects, or more symbols than one connection may carry;
+    /// [`ExchangeError::UnknownSymbol`] for a symbol that does not map.
+    pub fn subscribe_requests<S: AsRef<str>>(
+        self,
+        symbols: &[S],
+        first_request_id: u64,
+    ) -> Result<Vec<SubscribeRequest>, ExchangeError> {
+        match self {
+            Feed::Binance(f) => binance::subscribe_requests(f, symbols, first_request_id),
+            Feed::Upbit(f) => upbit::subscribe_requests(f, symbols, first_request_id),
+            Feed::Coinbase(f) => coinbase::subscribe_requests(f, symbols, first_request_id),
+            Feed::Bybit(f) => bybit::subscribe_requests(f, symbols, first_request_id),
+            Feed::Okx(f) => okx::subscribe_requests(f, symbols, first_request_id),
+        }
+    }
+
+    /// The frames this exchange would send for `trades`, in this feed's dialect.
+    ///
+    /// # Errors
+    /// [`ExchangeError::Encode`] when a trade lacks what the wire form needs
+    /// (an unknown side, a non-numeric id where the exchange's is numeric…).
+    pub fn encode_trades(self, trades: &[Trade]) -> Result<Vec<WireFrame>, ExchangeError> {
+        match self {
+            Feed::Binance(f) => binance::encode_trades(f, trades),
+            Feed::Upbit(f) => upbit::encode_trades(f, trades),
+            Feed::Coinbase(f) => coinbase::encode_trades(f, trades),
+            Feed::Bybit(f) => bybit::encode_trades(f, trades),
+            Feed::Okx(f) => okx::encode_trades(f, trades),
+        }
+    }
+
+    /// Path and query of the recent-trades REST call, relative to the base URL.
+    pub fn rest_trades_path(self, symbol: &str, limit: usize) -> String {
+        match self {
+            Feed::Binance(f) => binance::rest_trades_path(f, symbol, limit),
+            Feed::Upbit(f) => upbit::rest_trades_path(f, symbol, limit),
+            Feed::Coinbase(f) => coinbase::rest_trades_path(f, symbol, limit),
+            Feed::Bybit(f) => bybit::rest_trades_path(f, symbol, limit),
+            Feed::Okx(f) => okx::rest_trades_path(f, symbol, limit),
+        }
+    }
+
+    /// Trades of a recent-trades REST response, oldest first.
+    ///
+    /// # Errors
+    /// [`ExchangeError::Rejected`] for an error body, else as `parse_frame`.
+    pub fn parse_rest_trades(
+        self,
+        symbol: &str,
+        body: &[u8],
+        receive_time: Millis,
+    ) -> Result<Vec<Trade>, ExchangeError> {
+        match self {
+            Feed::Binance(f) => binance::parse_rest_trades(f, symbol, body, receive_time),
+            Feed::Upbit(f) => upbit::parse_rest_trades(f, symbol, body, receive_time),
+            Feed::Coinbase(f) => coinbase::parse_rest_trades(f, symbol, body, receive_time),
+            Feed::Bybit(f) => bybit::parse_rest_trades(f, symbol, body, receive_time),
+            Feed::Okx(f) => okx::parse_rest_trades(f, symbol, body, receive_time),
+        }
+    }
+
+    /// The REST body the exchange would return for `trades`.
+    ///
+    /// # Errors
+    /// As [`Feed::encode_trades`].
+    pub fn encode_rest_trades(self, trades: &[Trade]) -> Result<String, ExchangeError> {
+        match self {
+            Feed::Binance(f) => binance::encode_rest_trades(f, trades),
+            Feed::Upbit(f) => upbit::encode_rest_trades(f, trades),
+            Feed::Coinbase(f) => coinbase::encode_rest_trades(f, trades),
+            Feed::Bybit(f) => bybit::encode_rest_trades(f, trades),
+            Feed::Okx(f) => okx::encode_rest_trades(f, trades),
+        }
+    }
+}
+
+impl fmt::Display for Feed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.exchange(), self.name())
+    }
+}
+
+impl FromStr for Feed {
+    type Err = String;
+
+    /// `exchange:feed`, e.g. `binance:aggTrade`, `upbit:simple`,
+    /// `coinbase:matches`, `bybit:linear`, `okx:trades`; a bare exchange name
+    /// picks that exchange's first feed.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (exchange, name) = match s.split_once(':') {
+            Some((exchange, name)) => (exchange, Some(name)),
+            None => (s, None),
+        };
+        let exchange = Exchange::from_str(exchange).map_err(|e| e.to_string())?;
+        let mut feeds = Feed::ALL.into_iter().filter(|f| f.exchange() == exchange);
+        match name {
+            None => feeds
+                .next()
+                .ok_or_else(|| format!("no feed for {exchange}")),
+            Some(name) => {
+                let known: Vec<Feed> = feeds.collect();
+                known
+                    .iter()
+                    .copied()
+                    .find(|f| f.name().eq_ignore_ascii_case(name))
+                    .ok_or_else(|| {
+                        let names: Vec<&str> = known.iter().map(|f| f.name()).collect();
+                        format!(
+                            "unknown {exchange} feed {name:?} (expected one of {})",
+                            names.join(", ")
+                        )
+                    })
+            }
+        }
+    }
+}
+
+/// Classify one received frame of `exchange` (text or binary payload).
+///
+/// # Errors
+/// [`ExchangeError::Malformed`], [`ExchangeError::Field`] or
+/// [`ExchangeError::Unrecognised`] for a frame that is not what the exchange
+/// sends; [`ExchangeError::UnknownSymbol`] for a trade whose symbol does not map.
+pub fn parse_frame(
+    exchange: Exchange,
+    payload: &[u8],
+    receive_time: Millis,
+) -> Result<Frame, ExchangeError> {
+    match exchange {
+        Exchange::Binance => binance::parse_frame(payload, receive_time),
+        Exchange::Upbit => upbit::parse_frame(payload, receive_time),
+        Exchange::Coinbase => coinbase::parse_frame(payload, receive_time),
+        Exchange::Bybit => bybit::parse_frame(payload, receive_time),
+        Exchange::Okx => okx::parse_frame(payload, receive_time),
+    }
+}
+
+/// The normalised `BASE-QUOTE` instrument of an exchange symbol.
+///
+/// # Errors
+/// [`ExchangeError::UnknownSymbol`] when the symbol does not split.
+pub fn instrument(exchange: Exchange, symbol: &str) -> Result<String, ExchangeError> {
+    match exchange {
+        Exchange::Binance => binance::instrument(symbol),
+        Exchange::Upbit => upbit::instrument(symbol),
+        Exchange::Coinbase => coinbase::instrument(symbol),
+        Exchange::Bybit => bybit::instrument(symbol),
+        Exchange::Okx => okx::instrument(symbol),
+    }
+}
+
+/// Whether the exchange's trade ids are contiguous integers per symbol, so
+/// that a jump means missed trades (see [`id_continuity`]).
+pub fn ids_are_sequential(exchange: Exchange) -> bool {
+    match exchange {
+        Exchange::Binance => binance::IDS_ARE_SEQUENTIAL,
+        Exchange::Upbit => upbit::IDS_ARE_SEQUENTIAL,
+        Exchange::Coinbase => coinbase::IDS_ARE_SEQUENTIAL,
+        Exchange::Bybit => bybit::IDS_ARE_SEQUENTIAL,
+        Exchange::Okx => okx::IDS_ARE_SEQUENTIAL,
+    }
+}
+
+/// How a symbol's next trade follows the previous one, by raw trade ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdContinuity {
+    /// `next` starts right after `prev` ends.
+    Contiguous,
+    /// Raw trade ids `first_missing..=last_missing` were not seen.
+    Gap {
+        first_missing: u64,
+        last_missing: u64,
+    },
+    /// `next` starts at or before the end of `prev`: a duplicate or an overlap
+    /// (replica, reconnect, REST backfill).
+    Overlap,
+    /// The exchange's ids are not contiguous, or an id is not a number.
+    Untracked,
+}
+
+/// Compare two trades of one symbol by their raw trade ids: a Binance aggTrade
+/// and an OKX aggregated trade cover `first_trade_id..=last_trade_id`, others
+/// their `trade_id`.
+pub fn id_continuity(prev: &Trade, next: &Trade) -> IdContinuity {
+    if !ids_are_sequential(next.exchange) {
+        return IdContinuity::Untracked;
+    }
+    let prev_last = prev.last_trade_id.or_else(|| prev.sequence());
+    let next_first = next.first_trade_id.or_else(|| next.sequence());
+    match (prev_last, next_first) {
+        (Some(prev_last), Some(next_first)) => {
+            let expected = prev_last.saturating_add(1);
+            if next_first == expected {
+                IdContinuity::Contiguous
+            } else if next_first > expected {
+                IdContinuity::Gap {
+                    first_missing: expected,
+                    last_missing: next_first - 1,
+                }
+            } else {
+                IdContinuity::Overlap
+            }
+        }
+        _ => IdContinuity::Untracked,
+    }
+}
+
+/// The wall clock as epoch milliseconds: the receive time to stamp on a frame
+/// at the moment it is read from the socket.
+pub fn receive_time_now() -> Millis {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Millis::try_from(now.as_millis()).unwrap_or(Millis::MAX)
+}
+
+// ---------------------------------------------------------------------------
+// Helpers shared by the adapters.
+
+/// The start of `input` as text, for error messages.
+fn excerpt(input: &[u8]) -> String {
+    let text = String::from_utf8_lossy(input);
+    let text = text.trim();
+    if text.len() <= EXCERPT_BYTES {
+        return text.to_string();
+    }
+    let mut end = EXCERPT_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+fn malformed(exchange: Exchange, error: &serde_json::Error, input: &[u8]) -> ExchangeError {
+    ExchangeError::Malformed {
+        exchange,
+        detail: error.to_string(),
+        excerpt: excerpt(input),
+    }
+}
+
+fn field_error(
+    exchange: Exchange,
+    field: &'static str,
+    problem: impl Into<String>,
+    input: &[u8],
+) -> ExchangeError {
+    ExchangeError::Field {
+        exchange,
+        field,
+        problem: problem.into(),
+        excerpt: excerpt(input),
+    }
+}
+
+/// Conversions from wire types know the field but not the frame: quote the frame.
+fn with_excerpt(error: ExchangeError, input: &[u8]) -> ExchangeError {
+    match error {
+        ExchangeError::Field {
+            exchange,
+            field,
+            problem,
+            excerpt: quoted,
+        } if quoted.is_empty() => ExchangeError::Field {
+            exchange,
+            field,
+            problem,
+            excerpt: excerpt(input),
+        },
+        other => other,
+    }
+}
+
+fn unrecognised(exchange: Exchange, input: &[u8]) -> ExchangeError {
+    ExchangeError::Unrecognised {
+        exchange,
+        excerpt: excerpt(input),
+    }
+}
+
+fn unknown_symbol(exchange: Exchange, symbol: &str, problem: impl Into<String>) -> ExchangeError {
+    ExchangeError::UnknownSymbol {
+        exchange,
+        symbol: symbol.to_string(),
+        problem: problem.into(),
+    }
+}
+
+fn encode_error(exchange: Exchange, trade: &Trade, problem: impl Into<String>) -> ExchangeError {
+    ExchangeError::Encode {
+        exchange,
+        trade_id: trade.trade_id.clone(),
+        problem: problem.into(),
+    }
+}
+
+fn request_error(exchange: Exchange, problem: impl Into<String>) -> ExchangeError {
+    ExchangeError::Request {
+        exchange,
+        problem: problem.into(),
+    }
+}
+
+/// Deserialize a wire type, mapping serde's error (which names the field).
+fn from_json<'a, T: serde::Deserialize<'a>>(
+    exchange: Exchange,
+    input: &'a [u8],
+) -> Result<T, ExchangeError> {
+    serde_json::from_slice(input).map_err(|e| malformed(exchange, &e, input))
+}
+
+/// A price or quantity from the exchange's decimal text, exactly.
+fn parse_decimal(
+    exchange: Exchange,
+    field: &'static str,
+    text: &str,
+    input: &[u8],
+) -> Result<Decimal, ExchangeError> {
+    let value = if text.contains(['e', 'E']) {
+        Decimal::from_scientific(text)
+    } else {
+        Decimal::from_str_exact(text)
+    }
+    .map_err(|e| field_error(exchange, field, format!("bad decimal {text:?}: {e}"), input))?;
+    if value.is_sign_negative() || value.is_zero() {
+        return Err(field_error(
+            exchange,
+            field,
+            format!("expected a positive decimal, got {text:?}"),
+            input,
+        ));
+    }
+    Ok(value)
+}
+
+/// A decimal sent as a JSON number (or, tolerated, a JSON string): parse the
+/// number's own text, never an `f64`.
+fn parse_json_number_decimal(
+    exchange: Exchange,
+    field: &'static str,
+    raw: &serde_json::value::RawValue,
+    input: &[u8],
+) -> Result<Decimal, ExchangeError> {
+    let text = raw.get().trim();
+    let text = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
+    parse_decimal(exchange, field, text, input)
+}
+
+/// An integer sent as a JSON string, e.g. OKX `"ts":"1652459199958"`.
+fn parse_int_text<T: FromStr>(
+    exchange: Exchange,
+    field: &'static str,
+    text: &str,
+    input: &[u8],
+) -> Result<T, ExchangeError> {
+    text.parse().map_err(|_| {
+        field_error(
+            exchange,
+            field,
+            format!("expected an integer, got {text:?}"),
+            input,
+        )
+    })
+}
+
+/// The JSON-number text of a decimal (`Decimal`'s `Display` keeps its scale).
+fn decimal_raw_value(
+    exchange: Exchange,
+    trade: &Trade,
+    value: Decimal,
+) -> Result<Box<serde_json::value::RawValue>, ExchangeError> {
+    serde_json::value::RawValue::from_string(value.to_string())
+        .map_err(|e| encode_error(exchange, trade, format!("decimal {value} as JSON: {e}")))
+}
+
+fn side_or_err(exchange: Exchange, trade: &Trade) -> Result<Side, ExchangeError> {
+    match trade.side {
+        Side::Unknown => Err(encode_error(exchange, trade, "side is unknown")),
+        side => Ok(side),
+    }
+}
+
+fn numeric_id(exchange: Exchange, trade: &Trade) -> Result<u64, ExchangeError> {
+    trade
+        .trade_id
+        .parse()
+        .map_err(|_| encode_error(exchange, trade, "the exchange's trade ids are integers"))
+}
+
+/// Split `SYMBOL` by the longest known quote suffix.
+fn split_by_quote_suffix(
+    exchange: Exchange,
+    symbol: &str,
+    quotes: &[&str],
+) -> Result<String, ExchangeError> {
+    let best = quotes
+        .iter()
+        .filter(|quote| symbol.len() > quote.len() && symbol.ends_with(*quote))
+        .max_by_key(|quote| quote.len());
+    match best {
+        Some(quote) => {
+            let base = &symbol[..symbol.len() - quote.len()];
+            Ok(format!("{base}-{quote}"))
+        }
+        None => Err(unknown_symbol(
+            exchange,
+            symbol,
+            "it does not end with a known quote asset",
+        )),
+    }
+}
+
+/// Sort REST rows oldest first: exchanges list newest first; ties keep their order.
+fn oldest_first(mut trades: Vec<Trade>) -> Vec<Trade> {
+    let descending = match (trades.first(), trades.last()) {
+        (Some(first), Some(last)) => {
+            first.exchange_time > last.exchange_time
+                || (first.exchange_time == last.exchange_time
+                    && matches!((first.sequence(), last.sequence()), (Some(a), Some(b)) if a > b))
+        }
+        _ => false,
+    };
+    if descending {
+        trades.reverse();
+    }
+    trades.sort_by(|a, b| {
+        a.exchange_time
+            .cmp(&b.exchange_time)
+            .then_with(|| match (a.sequence(), b.sequence()) {
+                (Some(x), Some(y)) => x.cmp(&y),
+                _ => std::cmp::Ordering::Equal,
+            })
+    });
+    trades
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year - era * 400;
+    let month = i64::from(month);
+    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of a day count since 1970-01-01.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// UTC date and time parts of an epoch-millisecond time.
+struct UtcParts {
+    year: i64,
+    month: u32,
+    day: u32,
+    hour: u32,
+    minute: u32,
+    second: u32,
+    millis: u32,
+}
+
+fn utc_parts(time: Millis) -> UtcParts {
+    let days = time.div_euclid(86_400_000);
+    let in_day = time.rem_euclid(86_400_000);
+    let (year, month, day) = civil_from_days(days);
+    UtcParts {
+        year,
+        month,
+        day,
+        hour: (in_day / 3_600_000) as u32,
+        minute: (in_day / 60_000 % 60) as u32,
+        second: (in_day / 1000 % 60) as u32,
+        millis: (in_day % 1000) as u32,
+    }
+}
+
+/// `2021-04-17T16:43:30.244000Z`: ISO-8601 with microseconds, as Coinbase sends.
+fn format_iso8601_micros(time: Millis) -> String {
+    let p = utc_parts(time);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}000Z",
+        p.year, p.month, p.day, p.hour, p.minute, p.second, p.millis
+    )
+}
+
+/// Parse `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+00:00)` to epoch ms, truncating
+/// the fraction (µs, ns) to the millisecond.
+fn parse_iso8601_millis(text: &str) -> Option<Millis> {
+    let bytes = text.as_bytes();
+    if bytes.len() < 20 {
+        return None;
+    }
+    let digits = |range: std::ops::Range<usize>| -> Option<u32> {
+        let part = text.get(range)?;
+        if !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        part.parse().ok()
+    };
+    let separators_ok = bytes[4] == b'-'
+        && bytes[7] == b'-'
+        && (bytes[10] == b'T' || bytes[10] == b' ')
+        && bytes[13] == b':'
+        && bytes[16] == b':';
+    if !separators_ok {
+        return None;
+    }
+    let year = digits(0..4)?;
+    let month = digits(5..7)?;
+    let day = digits(8..10)?;
+    let hour = digits(11..13)?;
+    let minute = digits(14..16)?;
+    let second = digits(17..19)?;
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut rest = &text[19..];
+    let mut millis = 0u32;
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let len = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if len == 0 {
+            return None;
+        }
+        // Position-scaled, so ".2" is 200 ms; digits past the third are truncated.
+        for (i, b) in fraction.bytes().take(len.min(3)).enumerate() {
+            millis += u32::from(b - b'0') * [100, 10, 1][i];
+        }
+        rest = &fraction[len..];
+    }
+    if !(rest == "Z" || rest == "+00:00" || rest == "+0000") {
+        return None;
+    }
+    let days = days_from_civil(i64::from(year), month, day);
+    Some(
+        days * 86_400_000
+            + i64::from(hour) * 3_600_000
+            + i64::from(minute) * 60_000
+            + i64::from(second) * 1000
+            + i64::from(millis),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trade(exchange: Exchange, id: &str, first: Option<u64>, last: Option<u64>) -> Trade {
+        Trade {
+            exchange,
+            symbol: "X".into(),
+            instrument: "X-Y".into(),
+            trade_id: id.into(),
+            price: Decimal::ONE,
+            quantity: Decimal::ONE,
+            side: Side::Buy,
+            exchange_time: 0,
+            receive_time: 0,
+            first_trade_id: first,
+            last_trade_id: last,
+        }
+    }
+
+    #[test]
+    fn iso8601_parses_micro_and_nano_seconds_and_truncates() {
+        for (text, expected) in [
+            ("2021-04-17T16:43:30.244075Z", Some(1_618_677_810_244)),
+            ("2024-10-04T07:13:31.158696693Z", Some(1_728_026_011_158)),
+            ("2024-10-04T07:13:31Z", Some(1_728_026_011_000)),
+            ("2024-10-04T07:13:31.2Z", Some(1_728_026_011_200)),
+            ("2024-10-04T07:13:31.999999+00:00", Some(1_728_026_011_999)),
+            ("1970-01-01T00:00:00.000Z", Some(0)),
+            ("2000-02-29T12:00:00Z", Some(951_825_600_000)),
+            ("2024-10-04T07:13:31.Z", None),
+            ("2024-10-04 07:13:31.5+01:00", None),
+            ("2024-13-04T07:13:31Z", None),
+            ("not a time at all!!", None),
+        ] {
+            assert_eq!(parse_iso8601_millis(text), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn iso8601_round_trips_through_the_formatter() {
+        for ms in [0, 1_618_677_810_244, 951_825_600_000, 4_102_444_799_999] {
+            let text = format_iso8601_micros(ms);
+            assert_eq!(parse_iso8601_millis(&text), Some(ms), "{text}");
+        }
+        assert_eq!(
+            format_iso8601_micros(1_618_677_810_244),
+            "2021-04-17T16:43:30.244000Z"
+        );
+    }
+
+    #[test]
+    fn decimals_are_exact_and_positive() {
+        let ok =
+            |text: &str| parse_decimal(Exchange::Upbit, "tv", text, b"").map(|d| d.to_string());
+        assert_eq!(ok("0.35280000").as_deref(), Ok("0.35280000"));
+        assert_eq!(ok("127.0").as_deref(), Ok("127.0"));
+        assert_eq!(ok("8.428e-05").as_deref(), Ok("0.00008428"));
+        assert_eq!(
+            ok("860743.5307100000000000").as_deref(),
+            Ok("860743.5307100000000000")
+        );
+        for bad in ["", "abc", "-1", "0", "0.000", "1.2.3", "NaN", "1e"] {
+            let err = ok(bad).expect_err(bad);
+            assert!(
+                matches!(err, ExchangeError::Field { field: "tv", .. }),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn id_continuity_follows_raw_ids() {
+        let b = |id, f, l| trade(Exchange::Binance, id, f, l);
+        let cases = [
+            (
+                "trade ids contiguous",
+                b("7", None, None),
+                b("8", None, None),
+                IdContinuity::Contiguous,
+            ),
+            (
+                "trade ids gap",
+                b("7", None, None),
+                b("10", None, None),
+                IdContinuity::Gap {
+                    first_missing: 8,
+                    last_missing: 9,
+                },
+            ),
+            (
+                "duplicate",
+                b("7", None, None),
+                b("7", None, None),
+                IdContinuity::Overlap,
+            ),
+            (
+                "aggTrade by raw ids",
+                b("100", Some(5), Some(9)),
+                b("101", Some(10), Some(10)),
+                IdContinuity::Contiguous,
+            ),
+            (
+                "aggTrade gap",
+                b("100", Some(5), Some(9)),
+                b("101", Some(12), Some(12)),
+                IdContinuity::Gap {
+                    first_missing: 10,
+                    last_missing: 11,
+                },
+            ),
+        ];
+        for (name, prev, next, expected) in cases {
+            assert_eq!(id_continuity(&prev, &next), expected, "{name}");
+        }
+        let u = |id: &str| trade(Exchange::Bybit, id, None, None);
+        assert_eq!(id_continuity(&u("1"), &u("5")), IdContinuity::Untracked);
+    }
+
+    #[test]
+    fn feeds_parse_from_names() {
+        for feed in Feed::ALL {
+            assert_eq!(feed.to_string().parse::<Feed>(), Ok(feed));
+        }
+        assert_eq!("okx".parse::<Feed>(), Ok(Feed::Okx(okx::Feed::Trades)));
+        let err = "binance:depth".parse::<Feed>().expect_err("unknown feed");
+        assert!(err.contains("aggTrade"), "{err}");
+        assert!("kraken:trades".parse::<Feed>().is_err());
+    }
+
+    #[test]
+    fn excerpts_are_short_and_cut_on_char_boundaries() {
+        let long = "é".repeat(200);
+        let text = excerpt(long.as_bytes());
+        assert!(text.len() <= EXCERPT_BYTES + '…'.len_utf8());
+        assert!(text.ends_with('…'));
+    }
+}

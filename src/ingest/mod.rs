@@ -1,0 +1,11 @@
+//! Ingest: exchange websockets in, trades and watermarks out to Kafka.
+//!
+//! - [`exchanges`]: one wire adapter per exchange (endpoints, subscribe
+//!   messages, keep-alive rules, frame parsing into `Trade`s, encoders for the
+//!   simulator).
+//! - [`decode`]: raw frames (recordings, JSON lines) into normalised trades.
+//! - [`publisher`]: the idempotent producer of the trades topic.
+
+pub mod decode;
+pub mod exchanges;
+pub mod publisher;

@@ -1,0 +1,151 @@
+//! Publishing trades and watermarks to the trades topic.
+//!
+//! Records are keyed `exchange:symbol`, so a symbol's trades and watermarks stay
+//! in order on one partition, and sent by an idempotent producer (no duplicates
+//! from producer retries, order kept). Watermarks carry the header
+//! `tickfetch-kind: watermark`, trades `tickfetch-kind: trade`.
+
+use std::time::Duration;
+
+use rdkafka::error::KafkaError as RdKafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::config::Config;
+use crate::kafka::{client_config, ensure_topics, KafkaError, TopicSpec};
+use crate::model::{
+    feed_key, Exchange, Millis, Trade, Watermark, KIND_HEADER, KIND_TRADE, KIND_WATERMARK,
+};
+
+/// Most records waiting in the producer's queue; `send` waits while it is full.
+pub const PUBLISH_QUEUE_MESSAGES: usize = 100_000;
+
+/// An idempotent producer to the trades topic.
+pub struct TradePublisher {
+    producer: ThreadedProducer<DefaultProducerContext>,
+    topic: String,
+    buffer: Vec<u8>,
+}
+
+impl TradePublisher {
+    /// Creates the trades topic if needed and connects.
+    ///
+    /// # Errors
+    /// Kafka unreachable or an option conflict.
+    pub async fn connect(config: &Config) -> Result<Self, KafkaError> {
+        let topic = config.topics.trades();
+        ensure_topics(
+            &config.kafka,
+            &[TopicSpec {
+                name: topic.clone(),
+                partitions: config.topics.partitions,
+                compacted: false,
+            }],
+        )
+        .await?;
+        let queue = PUBLISH_QUEUE_MESSAGES.to_string();
+        let producer = client_config(
+            &config.kafka,
+            &[
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+                ("queue.buffering.max.messages", &queue),
+                ("linger.ms", "5"),
+            ],
+        )?
+        .create()
+        .map_err(KafkaError::client("creating trade producer"))?;
+        Ok(Self {
+            producer,
+            topic,
+            buffer: Vec::with_capacity(512),
+        })
+    }
+
+    /// Queues one trade.
+    ///
+    /// # Errors
+    /// A producer error other than a full queue (on which it waits).
+    pub fn send_trade(&mut self, trade: &Trade) -> Result<(), KafkaError> {
+        self.buffer.clear();
+        serde_json::to_writer(&mut self.buffer, trade).map_err(|e| KafkaError::Encode {
+            topic: self.topic.clone(),
+            message: format!("serialising a trade: {e}"),
+        })?;
+        let key = trade.key();
+        send(&self.producer, &self.topic, &key, &self.buffer, KIND_TRADE)
+    }
+
+    /// Queues a watermark: no trade of `exchange:symbol` before `time` follows.
+    ///
+    /// # Errors
+    /// A producer error other than a full queue.
+    pub fn send_watermark(
+        &mut self,
+        exchange: Exchange,
+        symbol: &str,
+        time: Millis,
+    ) -> Result<(), KafkaError> {
+        let watermark = Watermark {
+            exchange,
+            symbol: symbol.to_string(),
+            time,
+        };
+        self.buffer.clear();
+        serde_json::to_writer(&mut self.buffer, &watermark).map_err(|e| KafkaError::Encode {
+            topic: self.topic.clone(),
+            message: format!("serialising a watermark: {e}"),
+        })?;
+        let key = feed_key(exchange, symbol);
+        send(
+            &self.producer,
+            &self.topic,
+            &key,
+            &self.buffer,
+            KIND_WATERMARK,
+        )
+    }
+
+    /// Waits until everything queued is acknowledged.
+    ///
+    /// # Errors
+    /// A delivery that failed or timed out.
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer
+            .flush(timeout)
+            .map_err(KafkaError::client("flushing trades"))
+    }
+}
+
+fn send(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+    kind: &str,
+) -> Result<(), KafkaError> {
+    let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
+        key: KIND_HEADER,
+        value: Some(kind),
+    });
+    let mut record = BaseRecord::to(topic)
+        .key(key)
+        .payload(payload)
+        .headers(headers);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, _)) => {
+                return Err(KafkaError::Client {
+                    what: format!("producing to {topic}"),
+                    source: e,
+                })
+            }
+        }
+    }
+}
