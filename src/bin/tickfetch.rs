@@ -28,6 +28,15 @@ enum Command {
     /// Load an exchange trade file: straight into candles (`--out -`, JSON
     /// lines on stdout) or into the trades topic (`--to kafka`) for backfill.
     Import(ImportArgs),
+    /// Raw exchange frames in (one per line), normalised trades out as JSON
+    /// lines (the form `import --format trades-jsonl` reads).
+    Decode {
+        #[arg(long)]
+        exchange: Exchange,
+        /// Input file (stdin when absent).
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
     /// How far each rollup stage and the sink are behind their input topics.
     Lag {
         #[command(flatten)]
@@ -130,6 +139,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stack { action } => stack(action).await,
         Command::Candles(args) => candles(args).await,
         Command::Import(args) => import(args).await,
+        Command::Decode { exchange, file } => decode(exchange, file),
         Command::Lag { common } => {
             let config = common.load()?;
             let lags =
@@ -151,6 +161,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn decode(exchange: Exchange, file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let path = file.unwrap_or_else(|| PathBuf::from("-"));
+    let input = open_input(&path)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let clock = tickfetch::ingest::exchanges::receive_time_now();
+    let report = tickfetch::ingest::decode::decode_reader(exchange, input, clock, |trade| {
+        serde_json::to_writer(&mut out, &trade)?;
+        out.write_all(b"\n")
+    })?;
+    out.flush()?;
+    for bad in &report.malformed {
+        eprintln!("{}:{}: {}", path.display(), bad.line, bad.message);
+    }
+    eprintln!("{report}");
+    Ok(if report.malformed_total > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn open_input(path: &std::path::Path) -> anyhow::Result<Box<dyn std::io::BufRead>> {
