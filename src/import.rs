@@ -77,6 +77,9 @@ pub enum ImportError {
     /// The candle engine could not be set up (bad config, no interval).
     #[error("candle engine: {0}")]
     Engine(#[from] EngineError),
+    /// Publishing to Kafka failed; the import stops.
+    #[error("publishing to Kafka: {0}")]
+    Publish(String),
 }
 
 impl ImportError {
@@ -863,4 +866,71 @@ mod tests {
             Err(ImportError::Engine(EngineError::NoIntervals))
         ));
     }
+}
+
+/// Counts of one [`publish_from_reader`] run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PublishReport {
+    /// What the reader saw.
+    pub read: ReadReport,
+    /// Trades queued to the trades topic.
+    pub trades: u64,
+    /// Watermark records queued.
+    pub watermarks: u64,
+}
+
+/// Reads a whole file into the trades topic, as a worker would publish it: each
+/// trade keyed `exchange:symbol`, a watermark each time the trades enter a new
+/// second (nothing earlier follows), and, when `close_with_grace` is given, a
+/// last watermark at the end of the 5m window of the last trade plus that grace,
+/// so that every window of the file closes at every level and no later one
+/// opens (leave it out when more of the same symbol follows). Bad rows go to
+/// `on_error`. The caller flushes the publisher.
+///
+/// # Errors
+/// Terminal errors only: an unknown symbol, I/O, or a Kafka producer error
+/// (wrapped as [`ImportError::Publish`]).
+pub fn publish_from_reader<R: BufRead>(
+    reader: R,
+    format: ImportFormat,
+    exchange: Exchange,
+    symbol: &str,
+    close_with_grace: Option<Millis>,
+    publisher: &mut crate::ingest::publisher::TradePublisher,
+    mut on_error: impl FnMut(&ImportError),
+) -> Result<PublishReport, ImportError> {
+    let mut rows = TradeReader::new(reader, format, exchange, symbol)?;
+    let mut report = PublishReport::default();
+    let mut last_second: Option<Millis> = None;
+    let mut last_time: Option<Millis> = None;
+    let publish = |e: crate::kafka::KafkaError| ImportError::Publish(e.to_string());
+    while let Some(row) = rows.next_row() {
+        match row {
+            Ok(row) => {
+                let time = row.trade.exchange_time;
+                let second = Interval::S1.window_start(time);
+                if last_second.is_some_and(|s| second > s) {
+                    publisher
+                        .send_watermark(exchange, symbol, second)
+                        .map_err(publish)?;
+                    report.watermarks += 1;
+                }
+                last_second = Some(last_second.map_or(second, |s| s.max(second)));
+                last_time = Some(last_time.map_or(time, |t| t.max(time)));
+                publisher.send_trade(row.trade).map_err(publish)?;
+                report.trades += 1;
+            }
+            Err(error) if error.is_terminal() => return Err(error),
+            Err(error) => on_error(&error),
+        }
+    }
+    if let (Some(last), Some(grace_ms)) = (last_time, close_with_grace) {
+        let end = Interval::M5.window_start(last) + Interval::M5.millis();
+        publisher
+            .send_watermark(exchange, symbol, end + grace_ms)
+            .map_err(publish)?;
+        report.watermarks += 1;
+    }
+    report.read = rows.report();
+    Ok(report)
 }

@@ -196,7 +196,7 @@ fn open_input(path: &std::path::Path) -> anyhow::Result<Box<dyn std::io::BufRead
 
 async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     use std::io::Write;
-    use tickfetch::import::{self, ImportError, TradeReader};
+    use tickfetch::import::{self, ImportError};
     let config = args.common.load()?;
     let input = open_input(&args.file)?;
     let file = args.file.display().to_string();
@@ -209,33 +209,15 @@ async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         let mut publisher = tickfetch::ingest::publisher::TradePublisher::connect(&config)
             .await
             .context("connecting to Kafka")?;
-        let mut reader = TradeReader::new(input, args.format, args.exchange, &args.symbol)?;
-        let mut last_second = None;
-        let mut last_time = None;
-        let mut sent = 0u64;
-        while let Some(row) = reader.next_row() {
-            match row {
-                Ok(row) => {
-                    let time = row.trade.exchange_time;
-                    let second = Interval::S1.window_start(time);
-                    // The heartbeat a worker would send: nothing before this second follows.
-                    if last_second.is_some_and(|s| second > s) {
-                        publisher.send_watermark(args.exchange, &args.symbol, second)?;
-                    }
-                    last_second = Some(last_second.map_or(second, |s: i64| s.max(second)));
-                    last_time = Some(last_time.map_or(time, |t: i64| t.max(time)));
-                    publisher.send_trade(row.trade)?;
-                    sent += 1;
-                }
-                Err(e) => report_error(&e),
-            }
-        }
-        if let Some(last) = last_time {
-            // Close every window of the file, up to the end of the 5m window
-            // holding the last trade, and no further.
-            let end = Interval::M5.window_start(last) + Interval::M5.millis();
-            publisher.send_watermark(args.exchange, &args.symbol, end + config.rollup.grace_ms)?;
-        }
+        let report = import::publish_from_reader(
+            input,
+            args.format,
+            args.exchange,
+            &args.symbol,
+            Some(config.rollup.grace_ms),
+            &mut publisher,
+            &mut report_error,
+        )?;
         let publisher = tokio::task::spawn_blocking(move || {
             publisher
                 .flush(std::time::Duration::from_secs(120))
@@ -244,7 +226,9 @@ async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         .await??;
         drop(publisher);
         eprintln!(
-            "published {sent} trades to {}; {bad} bad rows",
+            "published {} trades and {} watermarks to {}; {bad} bad rows",
+            report.trades,
+            report.watermarks,
             config.topics.trades()
         );
     } else {

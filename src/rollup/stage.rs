@@ -37,6 +37,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
@@ -220,8 +221,6 @@ struct StageLoop {
     group: String,
     metrics: StageMetrics,
     out: Vec<Candle>,
-    /// Whether any partition was ever assigned (static mode ends when all are fenced).
-    lost_all: bool,
 }
 
 impl StageLoop {
@@ -246,6 +245,8 @@ impl StageLoop {
                 ("isolation.level", isolation),
                 ("session.timeout.ms", &session),
                 ("fetch.queue.backoff.ms", "1"),
+                // Input topics may be created after the consumer starts.
+                ("topic.metadata.refresh.interval.ms", "1000"),
             ],
         )?
         .create_with_context(StageContext {
@@ -266,7 +267,6 @@ impl StageLoop {
             input,
             group,
             out: Vec::new(),
-            lost_all: false,
         })
     }
 
@@ -310,12 +310,6 @@ impl StageLoop {
                 .collect();
             for p in due {
                 self.commit(p)?;
-            }
-            if self.lost_all {
-                return Err(RollupError::Fenced(format!(
-                    "every partition of stage {} was taken over by a newer instance",
-                    self.options.interval
-                )));
             }
         }
         // Drain: commit what is open.
@@ -639,22 +633,36 @@ impl StageLoop {
     /// Handles a transaction error on partition `p`.
     fn recover(&mut self, p: i32, error: RdKafkaError, during: &str) -> Result<(), RollupError> {
         self.metrics.aborts.inc();
-        let fenced = matches!(
-            &error,
-            RdKafkaError::Transaction(e) if e.code() == rdkafka::types::RDKafkaErrorCode::ProducerFenced
-                || e.code() == rdkafka::types::RDKafkaErrorCode::InvalidProducerEpoch
-        ) || error.to_string().contains("enced");
+        let fenced_code = |code: RDKafkaErrorCode| {
+            matches!(
+                code,
+                RDKafkaErrorCode::Fenced
+                    | RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+            )
+        };
+        // A fenced producer reports a generic fatal error on `send`; the
+        // client's fatal-error slot says why.
+        let fenced = matches!(&error, RdKafkaError::Transaction(e) if fenced_code(e.code()))
+            || self.tasks.get(&p).is_some_and(|t| {
+                t.producer
+                    .client()
+                    .fatal_error()
+                    .is_some_and(|(code, _)| fenced_code(code))
+            });
         let Some(task) = self.tasks.remove(&p) else {
             return Ok(());
         };
         if fenced {
-            tracing::error!(partition = p, %error, during, "producer fenced: a newer instance owns this partition; dropping it");
+            tracing::error!(partition = p, %error, during, "producer fenced: a newer instance owns this partition");
             self.metrics.fenced.inc();
             if matches!(self.options.assignment, Assignment::Static(_)) {
-                self.reassign_consumer()?;
-                if self.tasks.is_empty() {
-                    self.lost_all = true;
-                }
+                // A fixed assignment that lost a partition cannot serve its
+                // configuration: stop and let the supervisor decide.
+                return Err(RollupError::Fenced(format!(
+                    "partition {p} of stage {} was taken over by a newer instance",
+                    self.options.interval
+                )));
             }
             return Ok(());
         }
@@ -753,10 +761,7 @@ fn send_retrying<K: rdkafka::message::ToBytes + ?Sized, P: rdkafka::message::ToB
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
-            Err((
-                RdKafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                back,
-            )) => {
+            Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                 record = back;
                 std::thread::sleep(Duration::from_millis(1));
             }

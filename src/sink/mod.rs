@@ -159,6 +159,8 @@ pub async fn run(
             ("auto.offset.reset", "earliest"),
             ("isolation.level", "read_committed"),
             ("fetch.queue.backoff.ms", "1"),
+            // Input topics may be created after the consumer starts.
+            ("topic.metadata.refresh.interval.ms", "1000"),
         ],
     )?
     .create()

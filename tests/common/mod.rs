@@ -183,3 +183,129 @@ pub async fn read_all(
     .expect("reader thread")
 }
 pub mod oracle;
+
+/// Where a test writes its config file and process logs:
+/// `target/test-logs/<topic prefix>/`.
+pub fn work_dir(config: &Config) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/test-logs")
+        .join(&config.topics.prefix);
+    std::fs::create_dir_all(&dir).expect("test work dir");
+    dir
+}
+
+/// Writes `config` as the TOML file the test's processes load.
+pub fn write_config(config: &Config) -> PathBuf {
+    let path = work_dir(config).join("tickfetch.toml");
+    let mut config = config.clone();
+    config.telemetry.http_addr = String::new();
+    let text = toml::to_string(&config).expect("config serialises");
+    // Atomically: a process started earlier may be reading it right now.
+    let temp = path.with_extension(format!("tmp{}", rand::random::<u32>()));
+    std::fs::write(&temp, text).expect("write config");
+    std::fs::rename(&temp, &path).expect("rename config");
+    path
+}
+
+/// A tickfetch binary run as a child process, killed on drop.
+pub struct Proc {
+    pub name: String,
+    pub child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Starts binary `bin` (e.g. `tickfetch-rollup`) with `--config` and `args`,
+    /// output appended to `<work dir>/<name>.log`.
+    pub fn spawn(config: &Config, bin: &str, name: &str, args: &[&str]) -> Proc {
+        let path = write_config(config);
+        let log = work_dir(config).join(format!("{name}.log"));
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let err = out.try_clone().expect("log file");
+        let exe = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("target/debug")
+            .join(bin);
+        let child = std::process::Command::new(&exe)
+            .arg("--config")
+            .arg(&path)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("TICKFETCH_CONFIG")
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", exe.display()));
+        Proc {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.id() as i32)
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGCONT);
+        self.kill9();
+    }
+}
+
+/// Candles read from a topic: per window the highest revision, checking that
+/// every copy of one (window, revision) is identical (a broker may show a
+/// record of an aborted transaction next to its committed twin). Watermark
+/// records are skipped.
+pub fn latest_candles(records: &[Record]) -> Vec<tickfetch::model::Candle> {
+    use tickfetch::model::Candle;
+    let mut windows: std::collections::BTreeMap<(String, i64), Candle> =
+        std::collections::BTreeMap::new();
+    for record in records {
+        if record.headers.iter().any(|(k, v)| {
+            k == tickfetch::model::KIND_HEADER && v == tickfetch::model::KIND_WATERMARK
+        }) {
+            continue;
+        }
+        let candle: Candle = serde_json::from_slice(&record.payload).unwrap_or_else(|e| {
+            panic!(
+                "record {}@{} is not a candle: {e}",
+                record.partition, record.offset
+            )
+        });
+        let id = (
+            format!("{}:{}:{}", candle.exchange, candle.symbol, candle.interval),
+            candle.open_time,
+        );
+        match windows.get(&id) {
+            Some(held) if held.revision == candle.revision => {
+                assert_eq!(
+                    held, &candle,
+                    "two different candles with the same window and revision"
+                );
+            }
+            Some(held) if held.revision > candle.revision => {}
+            _ => {
+                windows.insert(id, candle);
+            }
+        }
+    }
+    windows.into_values().collect()
+}
