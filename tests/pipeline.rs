@@ -247,3 +247,104 @@ async fn kill_9_and_a_paused_zombie_leave_the_candles_exact() {
     assert_oracle_candles(&dir, &m1, &m5);
     drop(stages);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_trade_corrects_its_candle_and_every_parent() {
+    use rust_decimal::Decimal;
+    use tickfetch::model::{Side, Trade};
+    let config = pipeline_config("late");
+    let _stages: Vec<Proc> = STAGES.iter().map(|s| spawn_stage(&config, s, 0)).collect();
+    let base = 1_699_999_800_000; // a 5m boundary
+    let trade = |id: u64, offset: i64, price: i64| Trade {
+        exchange: Exchange::Binance,
+        symbol: "LATEUSDT".into(),
+        instrument: "LATE-USDT".into(),
+        trade_id: id.to_string(),
+        price: Decimal::new(price, 0),
+        quantity: Decimal::ONE,
+        side: Side::Buy,
+        exchange_time: base + offset,
+        receive_time: base + offset,
+        first_trade_id: None,
+        last_trade_id: None,
+    };
+    let mut publisher = TradePublisher::connect(&config).await.expect("publisher");
+    publisher.send_trade(&trade(1, 100, 10)).expect("send");
+    publisher.send_trade(&trade(2, 1_500, 11)).expect("send");
+    // Close the whole 5m window at every level.
+    publisher
+        .send_watermark(
+            Exchange::Binance,
+            "LATEUSDT",
+            base + 300_000 + config.rollup.grace_ms,
+        )
+        .expect("watermark");
+    let publisher = tokio::task::spawn_blocking(move || {
+        publisher.flush(Duration::from_secs(30)).map(|()| publisher)
+    })
+    .await
+    .expect("flush thread")
+    .expect("flush");
+
+    for interval in Interval::ALL {
+        let first = window_at(&config, interval, base + 200).await;
+        assert_eq!(
+            (first.revision, first.high),
+            (
+                0,
+                Decimal::new(if interval == Interval::S1 { 10 } else { 11 }, 0)
+            ),
+            "{interval}"
+        );
+    }
+
+    // Trade 3 belongs to the first second, which closed long ago.
+    let mut publisher = publisher;
+    publisher.send_trade(&trade(3, 200, 20)).expect("send");
+    tokio::task::spawn_blocking(move || publisher.flush(Duration::from_secs(30)))
+        .await
+        .expect("flush thread")
+        .expect("flush");
+    for interval in Interval::ALL {
+        let started = Instant::now();
+        let corrected = loop {
+            let c = window_at(&config, interval, base + 200).await;
+            if c.revision > 0 || started.elapsed() > Duration::from_secs(60) {
+                break c;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        assert_eq!(
+            corrected.revision, 1,
+            "{interval}: revision 1 of the corrected window"
+        );
+        assert_eq!(
+            corrected.high,
+            Decimal::new(20, 0),
+            "{interval}: the late trade is in it"
+        );
+        let expected_count = if interval == Interval::S1 { 2 } else { 3 };
+        assert_eq!(corrected.trade_count, expected_count, "{interval}");
+    }
+}
+
+/// The latest candle of `interval` whose window holds `time`, waiting for it.
+async fn window_at(config: &Config, interval: Interval, time: i64) -> Candle {
+    let started = Instant::now();
+    loop {
+        let candles = common::latest_candles(
+            &common::read_all(&config.kafka, &config.topics.candles(interval), 2).await,
+        );
+        if let Some(c) = candles
+            .iter()
+            .find(|c| c.open_time == interval.window_start(time))
+        {
+            return c.clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no {interval} candle at {time}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -185,3 +185,272 @@ async fn highest_revision_wins_and_replays_change_nothing() {
     );
     db.drop().await.expect("drop");
 }
+
+/// A MongoDB wire-protocol server of this test's own, so that stopping it does
+/// not disturb other tests.
+struct OwnMongo {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl OwnMongo {
+    fn start(dir: std::path::PathBuf) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let mut mongo = OwnMongo {
+            port,
+            dir,
+            child: None,
+        };
+        mongo.restart();
+        mongo
+    }
+
+    fn uri(&self) -> String {
+        format!("mongodb://127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self) {
+        let program = tickfetch::stack::ensure_secantus().expect("SecantusDB installed");
+        std::fs::create_dir_all(&self.dir).expect("mongo dir");
+        let log = std::fs::File::create(self.dir.join("server.log")).expect("log");
+        let child = std::process::Command::new(program)
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--storage-path",
+            ])
+            .arg(self.dir.join("data"))
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start SecantusDB");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "SecantusDB did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnMongo {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The oracle's 1m and 5m candles built in-process, in emission order.
+fn oracle_candles(csv: &std::path::Path) -> Vec<Candle> {
+    let mut candles = Vec::new();
+    tickfetch::import::candles_from_reader(
+        std::io::BufReader::new(std::fs::File::open(csv).expect("csv")),
+        tickfetch::import::ImportFormat::BinanceAggTradesCsv,
+        Exchange::Binance,
+        common::oracle::SYMBOL,
+        &[Interval::M1, Interval::M5],
+        tickfetch::rollup::engine::PipelineConfig::default(),
+        |c| candles.push(c.clone()),
+        |e| panic!("oracle row: {e}"),
+    )
+    .expect("import");
+    candles
+}
+
+async fn publish_candles(
+    producer: &FutureProducer,
+    config: &tickfetch::config::Config,
+    candles: &[Candle],
+) {
+    for candle in candles {
+        let payload = serde_json::to_vec(candle).expect("json");
+        producer
+            .send(
+                FutureRecord::<str, [u8]>::to(&config.topics.candles(candle.interval))
+                    .key(&candle.key())
+                    .payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produce");
+    }
+}
+
+async fn stored(db: &mongodb::Database, interval: Interval) -> Vec<Candle> {
+    sink::query::candles(
+        db,
+        &sink::query::CandleQuery {
+            exchange: Exchange::Binance,
+            symbol: None,
+            interval,
+            from: 0,
+            to: i64::MAX,
+        },
+    )
+    .await
+    .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mongodb_restarts_and_replays_leave_mongodb_equal_to_the_oracle() {
+    use common::oracle::*;
+    use rand::Rng;
+    let Some(dir) =
+        oracle_dir("kill_9_mongodb_restarts_and_replays_leave_mongodb_equal_to_the_oracle")
+    else {
+        return;
+    };
+    let mut config = common::config("sink-chaos");
+    config.topics.partitions = 2;
+    config.sink.intervals = vec![Interval::M1, Interval::M5];
+    config.sink.batch_size = 50;
+    config.sink.batch_ms = 50;
+    let mut mongo = OwnMongo::start(common::work_dir(&config).join("mongo"));
+    config.mongodb.uri = mongo.uri();
+    let topics: Vec<TopicSpec> = [Interval::M1, Interval::M5]
+        .iter()
+        .map(|i| TopicSpec {
+            name: config.topics.candles(*i),
+            partitions: 2,
+            compacted: false,
+        })
+        .collect();
+    ensure_topics(&config.kafka, &topics).await.expect("topics");
+    let producer: FutureProducer = client_config(&config.kafka, &[])
+        .expect("config")
+        .create()
+        .expect("producer");
+    let candles = oracle_candles(&dir.join(TRADES_CSV));
+    publish_candles(&producer, &config, &candles).await;
+
+    // kill -9 the sink at random moments, ten times.
+    let mut rng = rand::thread_rng();
+    for round in 0..10 {
+        let mut proc = common::Proc::spawn(
+            &config,
+            "tickfetch-sink",
+            &format!("sink-{round}"),
+            &["--all-partitions"],
+        );
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(300..1_200))).await;
+        proc.kill9();
+    }
+    // MongoDB goes away under a running sink, then comes back.
+    let sink_proc = common::Proc::spawn(
+        &config,
+        "tickfetch-sink",
+        "sink-final",
+        &["--all-partitions"],
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    mongo.stop();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    mongo.restart();
+
+    let client = mongodb::Client::with_uri_str(&config.mongodb.uri)
+        .await
+        .expect("client");
+    let db = client.database(&config.mongodb.database);
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let done = stored(&db, Interval::M1).await.len() == KLINES_1M
+            && stored(&db, Interval::M5).await.len() == KLINES_5M;
+        if done || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let log = sink_proc.log_text();
+    assert!(
+        log.contains("waiting for MongoDB"),
+        "the sink said what it waited for; log:\n{log}"
+    );
+    let m1 = stored(&db, Interval::M1).await;
+    let m5 = stored(&db, Interval::M5).await;
+    assert_matches_klines(
+        &m1,
+        &read_klines(&dir, Interval::M1),
+        Interval::M1,
+        QUIET_1M,
+    );
+    assert_matches_klines(
+        &m5,
+        &read_klines(&dir, Interval::M5),
+        Interval::M5,
+        QUIET_5M,
+    );
+
+    // Replays: the same candles published again, and the whole topic read again
+    // by a sink with a fresh consumer group. Nothing changes, nothing doubles.
+    drop(sink_proc);
+    publish_candles(&producer, &config, &candles).await;
+    let mut replay = config.clone();
+    replay.sink.group_id = format!("{}.replay", config.sink.group_id);
+    let replay_proc = common::Proc::spawn(
+        &replay,
+        "tickfetch-sink",
+        "sink-replay",
+        &["--all-partitions"],
+    );
+    let lags = || {
+        let replay = replay.clone();
+        async move {
+            tokio::task::spawn_blocking(move || tickfetch::lag::stage_lags(&replay))
+                .await
+                .expect("lag thread")
+                .expect("lag")
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while lags()
+        .await
+        .iter()
+        .any(|l| l.group == replay.sink.group_id && l.lag() > 0)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replay did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(replay_proc);
+    let total: u64 = db
+        .collection::<Document>("candles_1m")
+        .count_documents(doc! {})
+        .await
+        .expect("count");
+    assert_eq!(total as usize, KLINES_1M, "no 1m document twice");
+    assert_eq!(
+        stored(&db, Interval::M1).await,
+        m1,
+        "replays changed nothing"
+    );
+    assert_eq!(
+        stored(&db, Interval::M5).await,
+        m5,
+        "replays changed nothing"
+    );
+}
