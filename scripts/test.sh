@@ -12,7 +12,7 @@ cargo clippy --locked --all-targets -- -D warnings
 cargo build --locked --all-targets
 dir=.tickfetch/test-stack
 target/debug/tickfetch stack down --dir "$dir" >/dev/null 2>&1 || true
-target/debug/tickfetch stack up --dir "$dir"
+target/debug/tickfetch stack up --dir "$dir" --memory
 trap 'target/debug/tickfetch stack down --dir "$dir"' EXIT
 set -a; . "$dir/stack.env"; set +a
 export TICKFETCH_SHARED_DATA="${TICKFETCH_SHARED_DATA:-$PWD/../shared/data}"

@@ -140,7 +140,20 @@ async fn oracle_through_kafka_stages_and_sink() {
         return;
     };
     let config = pipeline_config("pipeline");
-    let _stages: Vec<Proc> = STAGES.iter().map(|s| spawn_stage(&config, s, 0)).collect();
+    // Two instances of every stage, one per input partition.
+    let _stages: Vec<Proc> = STAGES
+        .iter()
+        .flat_map(|s| {
+            (0..config.topics.partitions).map(|p| {
+                Proc::spawn(
+                    &config,
+                    "tickfetch-rollup",
+                    &format!("rollup-{s}-p{p}"),
+                    &["--stage", s, "--partitions", &p.to_string()],
+                )
+            })
+        })
+        .collect();
     let _sink = Proc::spawn(&config, "tickfetch-sink", "sink", &["--all-partitions"]);
     publish_oracle(&config, &dir.join(TRADES_CSV), 1, |_| {}).await;
 

@@ -82,6 +82,24 @@ impl StageMetrics {
         }
     }
 
+    /// What the stage did, for benchmarks and the exit log.
+    pub fn report(&self) -> StageReport {
+        let (p50, p99, max) = self
+            .commit_micros
+            .lock()
+            .map(|h| (h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max()))
+            .unwrap_or_default();
+        StageReport {
+            records: self.records.get(),
+            candles: self.candles.get(),
+            commits: self.commits.get(),
+            aborts: self.aborts.get(),
+            commit_p50_micros: p50,
+            commit_p99_micros: p99,
+            commit_max_micros: max,
+        }
+    }
+
     /// Records one commit's latency.
     pub fn record_commit(&self, elapsed: Duration) {
         self.commit_seconds.observe(elapsed.as_secs_f64());
@@ -89,4 +107,16 @@ impl StageMetrics {
             let _ = h.record(elapsed.as_micros().min(60_000_000) as u64);
         }
     }
+}
+
+/// A stage's totals when it stops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StageReport {
+    pub records: u64,
+    pub candles: u64,
+    pub commits: u64,
+    pub aborts: u64,
+    pub commit_p50_micros: u64,
+    pub commit_p99_micros: u64,
+    pub commit_max_micros: u64,
 }

@@ -45,7 +45,7 @@ use crate::config::{Config, Guarantee};
 use crate::kafka::{client_config, ensure_topics, KafkaError, TopicSpec};
 use crate::model::{feed_key, Candle, Interval, Watermark, KIND_HEADER, KIND_WATERMARK};
 use crate::rollup::level::{make_level, ApplyOutcome, Level};
-use crate::rollup::metrics::StageMetrics;
+use crate::rollup::metrics::{StageMetrics, StageReport};
 use crate::rollup::RollupError;
 use crate::shutdown::CancellationToken;
 
@@ -173,7 +173,7 @@ pub async fn run(
     config: Config,
     options: StageOptions,
     shutdown: CancellationToken,
-) -> Result<(), RollupError> {
+) -> Result<StageReport, RollupError> {
     let topics = &config.topics;
     let interval = options.interval;
     let mut specs = vec![
@@ -201,7 +201,8 @@ pub async fn run(
     ensure_topics(&config.kafka, &specs).await?;
     let handle = tokio::task::spawn_blocking(move || {
         let mut stage = StageLoop::new(config, options)?;
-        stage.run(&shutdown)
+        stage.run(&shutdown)?;
+        Ok(stage.metrics.report())
     });
     handle
         .await

@@ -1,0 +1,302 @@
+//! Rollup benchmark: the 1s stage's throughput with exactly-once and with
+//! at-least-once delivery, against a raw consume → produce passthrough of the
+//! same records, on the same broker, in one run; plus commit-latency
+//! percentiles (hdrhistogram) of each stage run.
+//!
+//! Run: `cargo bench --bench rollup` with a stack up and its `stack.env`
+//! sourced (the README's benchmark section shows the commands). Settings come
+//! from the environment: `BENCH_TRADES` (default 300000), `BENCH_SYMBOLS`
+//! (100), `BENCH_PARTITIONS` (4), `BENCH_OUT` (JSON result path, default
+//! `benchmarks/results/rollup.json`).
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use tickfetch::config::{Config, Guarantee};
+use tickfetch::ingest::publisher::TradePublisher;
+use tickfetch::kafka::{client_config, ensure_topics, TopicSpec};
+use tickfetch::model::{Exchange, Interval, Side, Trade};
+use tickfetch::rollup::metrics::StageReport;
+use tickfetch::rollup::stage::{self, Assignment, StageOptions};
+use tickfetch::shutdown::CancellationToken;
+
+#[derive(Debug, Serialize)]
+struct RunResult {
+    name: &'static str,
+    records: u64,
+    seconds: f64,
+    records_per_second: f64,
+    report: Option<StageReport>,
+}
+
+#[derive(Debug, Serialize)]
+struct BenchResult {
+    machine: String,
+    broker: String,
+    trades: u64,
+    symbols: u64,
+    partitions: i32,
+    runs: Vec<RunResult>,
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn base_config(prefix: &str, partitions: i32) -> Config {
+    let mut config = tickfetch::config::ConfigLoader::new()
+        .load()
+        .expect("config from environment");
+    config.topics.prefix = prefix.to_string();
+    config.topics.partitions = partitions;
+    config.rollup.group_prefix = format!("{prefix}.rollup");
+    config.telemetry.http_addr = String::new();
+    config
+}
+
+/// Publishes `trades` trades over `symbols` symbols, ten per symbol per second
+/// of event time, to the config's trades topic.
+async fn prefill(config: &Config, trades: u64, symbols: u64) {
+    let mut publisher = TradePublisher::connect(config).await.expect("publisher");
+    let start = 1_700_000_000_000i64;
+    for i in 0..trades {
+        let s = i % symbols;
+        let n = i / symbols;
+        let trade = Trade {
+            exchange: Exchange::Binance,
+            symbol: format!("SYM{s}USDT"),
+            instrument: format!("SYM{s}-USDT"),
+            trade_id: n.to_string(),
+            price: Decimal::new(10_000 + (n as i64 % 97), 2),
+            quantity: Decimal::new(1 + (n as i64 % 13), 3),
+            side: if n % 2 == 0 { Side::Buy } else { Side::Sell },
+            exchange_time: start + (n as i64) * 100,
+            receive_time: start + (n as i64) * 100,
+            first_trade_id: None,
+            last_trade_id: None,
+        };
+        publisher.send_trade(&trade).expect("send");
+    }
+    tokio::task::spawn_blocking(move || publisher.flush(Duration::from_secs(300)))
+        .await
+        .expect("flush thread")
+        .expect("flush");
+}
+
+/// Σ of end offsets of `topic`.
+fn end_offsets(config: &Config, topic: &str) -> i64 {
+    let consumer: BaseConsumer = client_config(&config.kafka, &[("group.id", "bench-probe")])
+        .expect("config")
+        .create()
+        .expect("consumer");
+    (0..config.topics.partitions)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .map(|(_, high)| high)
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// Σ of the group's committed offsets on `topic`.
+fn committed(config: &Config, group: &str, topic: &str) -> i64 {
+    let consumer: BaseConsumer = client_config(&config.kafka, &[("group.id", group)])
+        .expect("config")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..config.topics.partitions {
+        tpl.add_partition(topic, p);
+    }
+    consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .map(|c| {
+            c.elements()
+                .iter()
+                .map(|e| match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+async fn run_stage(name: &'static str, slug: &str, config: Config, guarantee: Guarantee, records: u64) -> RunResult {
+    let mut config = config;
+    config.rollup.guarantee = guarantee;
+    config.rollup.group_prefix = format!("{}.{slug}", config.rollup.group_prefix);
+    let group = format!("{}.{}", config.rollup.group_prefix, Interval::S1);
+    let input = config.topics.trades();
+    let end = {
+        let config = config.clone();
+        let input = input.clone();
+        tokio::task::spawn_blocking(move || end_offsets(&config, &input)).await.expect("probe")
+    };
+    let mut options = StageOptions::new(Interval::S1);
+    options.assignment = Assignment::Static((0..config.topics.partitions).collect());
+    let shutdown = CancellationToken::new();
+    let started = Instant::now();
+    let task = tokio::spawn(stage::run(config.clone(), options, shutdown.clone()));
+    // Done when every input record is committed (the last commit may leave one
+    // offset for its own transaction marker).
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (config, group, input) = (config.clone(), group.clone(), input.clone());
+        let done = tokio::task::spawn_blocking(move || committed(&config, &group, &input))
+            .await
+            .expect("probe");
+        if done >= end {
+            break;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    shutdown.cancel();
+    let report = task.await.expect("join").expect("stage ran");
+    RunResult {
+        name,
+        records,
+        seconds,
+        records_per_second: records as f64 / seconds,
+        report: Some(report),
+    }
+}
+
+/// Consume → produce the same bytes, committing offsets every 100 ms: the
+/// floor any stage on this broker can reach.
+fn passthrough(config: &Config, records: u64) -> RunResult {
+    let input = config.topics.trades();
+    let output = format!("{}.passthrough", config.topics.prefix);
+    let consumer: BaseConsumer = client_config(
+        &config.kafka,
+        &[
+            ("group.id", &format!("{}.passthrough", config.topics.prefix)),
+            ("enable.auto.commit", "false"),
+            ("fetch.queue.backoff.ms", "1"),
+        ],
+    )
+    .expect("config")
+    .create()
+    .expect("consumer");
+    let producer: ThreadedProducer<DefaultProducerContext> = client_config(
+        &config.kafka,
+        &[("enable.idempotence", "true"), ("linger.ms", "5"), ("queue.buffering.max.messages", "200000")],
+    )
+    .expect("config")
+    .create()
+    .expect("producer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..config.topics.partitions {
+        tpl.add_partition_offset(&input, p, Offset::Beginning).expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let started = Instant::now();
+    let mut seen = 0u64;
+    let mut last_commit = Instant::now();
+    let mut offsets = TopicPartitionList::new();
+    while seen < records {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let mut record = BaseRecord::<[u8], [u8]>::to(&output)
+                .partition(m.partition())
+                .payload(m.payload().unwrap_or_default());
+            if let Some(key) = m.key() {
+                record = record.key(key);
+            }
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        record = back;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            }
+            let _ = offsets.add_partition_offset(m.topic(), m.partition(), Offset::Offset(m.offset() + 1));
+            seen += 1;
+        }
+        if last_commit.elapsed() >= Duration::from_millis(100) && offsets.count() > 0 {
+            producer.flush(Duration::from_secs(30)).expect("flush");
+            consumer.commit(&offsets, CommitMode::Sync).expect("commit");
+            offsets = TopicPartitionList::new();
+            last_commit = Instant::now();
+        }
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    let seconds = started.elapsed().as_secs_f64();
+    RunResult {
+        name: "raw passthrough",
+        records,
+        seconds,
+        records_per_second: records as f64 / seconds,
+        report: None,
+    }
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| t.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_default();
+    format!("{cores} cores, {cpu}")
+}
+
+#[tokio::main]
+async fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("rollup benchmark: run it with `cargo bench --bench rollup`");
+        return;
+    }
+    let trades: u64 = env_or("BENCH_TRADES", 300_000);
+    let symbols: u64 = env_or("BENCH_SYMBOLS", 100);
+    let partitions: i32 = env_or("BENCH_PARTITIONS", 4);
+    let prefix = format!("bench-rollup-{}", std::process::id());
+    let config = base_config(&prefix, partitions);
+    ensure_topics(
+        &config.kafka,
+        &[TopicSpec { name: config.topics.trades(), partitions, compacted: false }],
+    )
+    .await
+    .expect("topics");
+    eprintln!("prefilling {trades} trades over {symbols} symbols...");
+    prefill(&config, trades, symbols).await;
+    let records = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || end_offsets(&config, &config.topics.trades())).await.expect("probe") as u64
+    };
+
+    let mut runs = Vec::new();
+    let pass_config = config.clone();
+    runs.push(tokio::task::spawn_blocking(move || passthrough(&pass_config, records)).await.expect("passthrough"));
+    runs.push(run_stage("1s stage, at-least-once", "alo", config.clone(), Guarantee::AtLeastOnce, records).await);
+    runs.push(run_stage("1s stage, exactly-once", "eos", config.clone(), Guarantee::ExactlyOnce, records).await);
+
+    let result = BenchResult {
+        machine: machine(),
+        broker: format!("{} (KAFKA_BOOTSTRAP)", config.kafka.bootstrap),
+        trades,
+        symbols,
+        partitions,
+        runs,
+    };
+    println!("{:<28} {:>10} {:>9} {:>12} {:>10} {:>10} {:>10}", "run", "records", "seconds", "records/s", "commit p50", "p99", "max");
+    for r in &result.runs {
+        let (p50, p99, max) = r
+            .report
+            .map(|s| (format!("{:.1}ms", s.commit_p50_micros as f64 / 1e3), format!("{:.1}ms", s.commit_p99_micros as f64 / 1e3), format!("{:.1}ms", s.commit_max_micros as f64 / 1e3)))
+            .unwrap_or_default();
+        println!("{:<28} {:>10} {:>9.2} {:>12.0} {:>10} {:>10} {:>10}", r.name, r.records, r.seconds, r.records_per_second, p50, p99, max);
+    }
+    println!("machine: {}", result.machine);
+    let out = std::env::var("BENCH_OUT").unwrap_or_else(|_| "benchmarks/results/rollup.json".into());
+    if let Some(parent) = std::path::Path::new(&out).parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    std::fs::write(&out, serde_json::to_string_pretty(&result).expect("json")).expect("write result");
+    eprintln!("wrote {out}");
+}

@@ -1,0 +1,182 @@
+//! Sink benchmark: candles per second upserted by the sink (Kafka → guarded
+//! bulk upsert → offsets committed), against a bare driver bulk upsert of the
+//! same documents to the same server, in one run.
+//!
+//! Run: `cargo bench --bench sink` with a stack up and its `stack.env` sourced.
+//! Settings from the environment: `BENCH_CANDLES` (default 20000),
+//! `BENCH_BATCH` (sink batch size, default 1000), `BENCH_OUT` (default
+//! `benchmarks/results/sink.json`).
+
+use std::time::{Duration, Instant};
+
+use mongodb::bson::doc;
+use mongodb::options::UpdateOneModel;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use tickfetch::config::Config;
+use tickfetch::kafka::{client_config, ensure_topics, TopicSpec};
+use tickfetch::model::{Candle, CandleStatus, Exchange, Interval};
+use tickfetch::shutdown::CancellationToken;
+use tickfetch::sink::writer::{candle_collection, candle_document};
+use tickfetch::sink::{self, SinkAssignment};
+
+#[derive(Debug, Serialize)]
+struct RunResult {
+    name: &'static str,
+    candles: u64,
+    seconds: f64,
+    candles_per_second: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct BenchResult {
+    machine: String,
+    mongodb: String,
+    batch: usize,
+    runs: Vec<RunResult>,
+}
+
+fn candles(count: u64) -> Vec<Candle> {
+    let symbols = 20;
+    (0..count)
+        .map(|i| {
+            let minute = (i / symbols) as i64;
+            let price = Decimal::new(100_000 + (i as i64 % 91), 3);
+            Candle {
+                exchange: Exchange::Binance,
+                symbol: format!("SYM{}USDT", i % symbols),
+                interval: Interval::M1,
+                open_time: 1_700_000_040_000 + minute * 60_000,
+                close_time: 1_700_000_040_000 + minute * 60_000 + 59_999,
+                open: price,
+                high: price + Decimal::ONE,
+                low: price - Decimal::ONE,
+                close: price,
+                volume: Decimal::new(12_345, 3),
+                quote_volume: Decimal::new(1_234_567, 3),
+                trade_count: 42,
+                taker_buy_volume: Decimal::new(6_000, 3),
+                taker_buy_quote_volume: Decimal::new(600_000, 3),
+                first_trade_id: Some((i * 42).to_string()),
+                last_trade_id: Some((i * 42 + 41).to_string()),
+                status: CandleStatus::Complete,
+                revision: 0,
+            }
+        })
+        .collect()
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    format!("{cores} cores, {cpu}")
+}
+
+#[tokio::main]
+async fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("sink benchmark: run it with `cargo bench --bench sink`");
+        return;
+    }
+    let count: u64 = std::env::var("BENCH_CANDLES").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let batch: usize = std::env::var("BENCH_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000);
+    let prefix = format!("bench-sink-{}", std::process::id());
+    let mut config: Config = tickfetch::config::ConfigLoader::new().load().expect("config");
+    config.topics.prefix = prefix.clone();
+    config.topics.partitions = 2;
+    config.sink.intervals = vec![Interval::M1];
+    config.sink.batch_size = batch;
+    config.sink.group_id = format!("{prefix}.sink");
+    config.mongodb.database = prefix.replace('-', "_");
+    let data = candles(count);
+
+    // Prefill the candle topic.
+    let topic = config.topics.candles(Interval::M1);
+    ensure_topics(&config.kafka, &[TopicSpec { name: topic.clone(), partitions: 2, compacted: false }])
+        .await
+        .expect("topics");
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        client_config(&config.kafka, &[("enable.idempotence", "true"), ("linger.ms", "5")])
+            .expect("config")
+            .create()
+            .expect("producer");
+    for candle in &data {
+        let payload = serde_json::to_vec(candle).expect("json");
+        let key = candle.key();
+        let mut record = BaseRecord::<str, [u8]>::to(&topic).key(&key).payload(&payload);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).expect("flush");
+
+    let client = mongodb::Client::with_uri_str(&config.mongodb.uri).await.expect("mongo");
+    let db = client.database(&config.mongodb.database);
+    let mut runs = Vec::new();
+
+    // The sink, in-process, until every candle is stored.
+    let shutdown = CancellationToken::new();
+    let started = Instant::now();
+    let task = tokio::spawn(sink::run(config.clone(), SinkAssignment::AllPartitions, shutdown.clone()));
+    let collection = db.collection::<mongodb::bson::Document>(&candle_collection(Interval::M1));
+    loop {
+        if collection.count_documents(doc! {}).await.unwrap_or(0) >= count {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    shutdown.cancel();
+    task.await.expect("join").expect("sink");
+    runs.push(RunResult { name: "tickfetch-sink (Kafka → guarded upsert → commit)", candles: count, seconds, candles_per_second: count as f64 / seconds });
+
+    // The bare driver: the same documents, bulk upserts of the same batch size.
+    let bare = client.database(&format!("{}_bare", config.mongodb.database));
+    let namespace = bare.collection::<mongodb::bson::Document>("candles_1m").namespace();
+    let started = Instant::now();
+    for chunk in data.chunks(batch) {
+        let models: Vec<UpdateOneModel> = chunk
+            .iter()
+            .map(|c| {
+                UpdateOneModel::builder()
+                    .namespace(namespace.clone())
+                    .filter(doc! { "_id": c.window_id() })
+                    .update(doc! { "$set": candle_document(c) })
+                    .upsert(true)
+                    .build()
+            })
+            .collect();
+        client.bulk_write(models).ordered(false).await.expect("bulk_write");
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    runs.push(RunResult { name: "bare driver bulk_write upsert", candles: count, seconds, candles_per_second: count as f64 / seconds });
+
+    let result = BenchResult { machine: machine(), mongodb: config.mongodb.uri.clone(), batch, runs };
+    println!("{:<52} {:>8} {:>9} {:>12}", "run", "candles", "seconds", "candles/s");
+    for r in &result.runs {
+        println!("{:<52} {:>8} {:>9.2} {:>12.0}", r.name, r.candles, r.seconds, r.candles_per_second);
+    }
+    println!("machine: {}", result.machine);
+    let _ = db.drop().await;
+    let _ = bare.drop().await;
+    let out = std::env::var("BENCH_OUT").unwrap_or_else(|_| "benchmarks/results/sink.json".into());
+    if let Some(parent) = std::path::Path::new(&out).parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    std::fs::write(&out, serde_json::to_string_pretty(&result).expect("json")).expect("write result");
+    eprintln!("wrote {out}");
+}
