@@ -5,7 +5,10 @@
 //!   simulator).
 //! - [`decode`]: raw frames (recordings, JSON lines) into normalised trades.
 //! - [`publisher`]: the idempotent producer of the trades topic.
+//! - [`simulator`]: the exchange simulator (websocket + REST + faults) that
+//!   tests, benchmarks and the offline demo point workers at.
 
 pub mod decode;
 pub mod exchanges;
 pub mod publisher;
+pub mod simulator;
