@@ -710,6 +710,34 @@ async fn close_fault_closes_connections_politely_or_abruptly() {
 }
 
 #[tokio::test]
+async fn down_refuses_new_connections_for_a_while() {
+    let sim = manual_sim(calm_rules()).await;
+    let url = sim.ws_url(Exchange::Upbit);
+    let mut open = connect(&url).await;
+    sim.inject(Fault::new(
+        Exchange::Upbit,
+        FaultKind::Down {
+            duration: Duration::from_millis(500),
+        },
+    ))
+    .expect("inject");
+    let refused = tokio::time::timeout(WAIT, connect_async(url.as_str()))
+        .await
+        .expect("answer in time");
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503)
+        }
+        other => panic!("expected HTTP 503, got {:?}", other.map(|_| ())),
+    }
+    sync(&mut open, Exchange::Upbit).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut again = connect(&url).await;
+    sync(&mut again, Exchange::Upbit).await;
+    sim.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
 async fn stall_stops_data_while_pings_are_answered() {
     let sim = manual_sim(calm_rules()).await;
     let feed = feed("okx:trades");

@@ -3,7 +3,7 @@
 //!
 //! | method and path | body / query | answer |
 //! | --- | --- | --- |
-//! | `POST /control/fault` | [`FaultRequest`] JSON | `{"ok":true}` |
+//! | `POST /control/fault` | [`FaultRequest`] JSON, e.g. `{"exchange":"binance","symbol":"BTCUSDT","fault":"drop","count":5}`; faults: `drop`, `gap`, `duplicate` (`count`), `stall`, `down` (`duration_ms`), `no-pong`, `ignore-pongs` (optional `duration_ms`), `malformed`, `close` (`abrupt`), `reject` | `{"ok":true}` |
 //! | `POST /control/clear` | `?exchange=&symbol=` (both optional) | `{"ok":true}` |
 //! | `POST /control/generate` | `{"exchange":"okx","symbol":"BTC-USDT","orders":3}` | the raw trades made, JSON lines |
 //! | `GET /control/history` | `?exchange=&symbol=[&feed=aggTrade]` | the trades recorded, tickfetch trade JSON lines |

@@ -6,10 +6,10 @@
 //! `POST /control/fault` ([`FaultRequest`]), and lands in one of two places:
 //!
 //! - trade faults (`drop`, `gap`, `duplicate`, `stall`) and the connection
-//!   flags (`no-pong`, `ignore-pongs`, `reject`) are remembered in the
-//!   exchange's [`FaultState`], which the publisher consults for every trade
-//!   ([`FaultState::fate`]) and each connection consults for its pings,
-//!   pongs and subscriptions;
+//!   flags (`no-pong`, `ignore-pongs`, `reject`, `down`) are remembered in
+//!   the exchange's [`FaultState`], which the publisher consults for every
+//!   trade ([`FaultState::fate`]) and each connection consults for its pings,
+//!   pongs and subscriptions (the server for new upgrades);
 //! - one-shot faults (`malformed`, `close`) are broadcast at once as events
 //!   to the exchange's connections (see `market::Event`).
 //!
@@ -83,6 +83,10 @@ pub enum FaultKind {
     /// Refuse new subscriptions to the symbol with the exchange's error reply
     /// (on Binance, an error to the request). Needs a symbol.
     Reject,
+    /// The exchange is down: new websocket upgrades get HTTP 503 for
+    /// `duration` (open connections are untouched; add a `close` to drop
+    /// them). Exchange-wide.
+    Down { duration: Duration },
 }
 
 impl FaultKind {
@@ -98,6 +102,7 @@ impl FaultKind {
             FaultKind::NoPong { .. } => "no-pong",
             FaultKind::IgnorePongs { .. } => "ignore-pongs",
             FaultKind::Reject => "reject",
+            FaultKind::Down { .. } => "down",
         }
     }
 }
@@ -113,13 +118,13 @@ pub struct FaultRequest {
     #[serde(default)]
     pub symbol: Option<String>,
     /// `drop`, `gap`, `duplicate`, `stall`, `malformed`, `close`, `no-pong`,
-    /// `ignore-pongs` or `reject`.
+    /// `ignore-pongs`, `reject` or `down`.
     pub fault: String,
     /// Trades affected (`drop`, `gap`, `duplicate`); default 1.
     #[serde(default)]
     pub count: Option<u64>,
-    /// How long (`stall`, required; `no-pong`, `ignore-pongs`: until cleared
-    /// when absent).
+    /// How long (`stall`, `down`: required; `no-pong`, `ignore-pongs`: until
+    /// cleared when absent).
     #[serde(default)]
     pub duration_ms: Option<u64>,
     /// `close` without a close frame.
@@ -148,10 +153,14 @@ impl TryFrom<FaultRequest> for Fault {
             "no-pong" => FaultKind::NoPong { duration },
             "ignore-pongs" => FaultKind::IgnorePongs { duration },
             "reject" => FaultKind::Reject,
+            "down" => FaultKind::Down {
+                duration: duration
+                    .ok_or_else(|| SimError::BadFault("`down` needs `duration_ms`".to_string()))?,
+            },
             other => {
                 return Err(SimError::BadFault(format!(
                     "unknown fault {other:?} (expected drop, gap, duplicate, stall, malformed, \
-                     close, no-pong, ignore-pongs or reject)"
+                     close, no-pong, ignore-pongs, reject or down)"
                 )))
             }
         };
@@ -203,6 +212,7 @@ pub(crate) struct FaultState {
     no_pong: HashMap<Option<String>, Instant>,
     ignore_pongs: HashMap<Option<String>, Instant>,
     rejected: HashSet<String>,
+    down_until: Option<Instant>,
 }
 
 impl FaultState {
@@ -236,8 +246,22 @@ impl FaultState {
                     self.rejected.insert(symbol);
                 }
             }
+            FaultKind::Down { duration } => {
+                self.down_until = Some(deadline(now, Some(*duration)));
+            }
             FaultKind::Malformed | FaultKind::Close { .. } => {}
         }
+    }
+
+    /// Whether any connection-level fault (`no-pong`, `ignore-pongs`) was
+    /// added since the last full clear: sessions skip the lock otherwise.
+    pub(crate) fn has_pong_faults(&self) -> bool {
+        !self.no_pong.is_empty() || !self.ignore_pongs.is_empty()
+    }
+
+    /// Whether new connections are refused now.
+    pub(crate) fn is_down(&self, now: Instant) -> bool {
+        self.down_until.is_some_and(|until| now < until)
     }
 
     /// Forget every fault (of one symbol, or all of them).

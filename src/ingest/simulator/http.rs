@@ -270,6 +270,7 @@ impl Response {
             404 => "Not Found",
             405 => "Method Not Allowed",
             500 => "Internal Server Error",
+            503 => "Service Unavailable",
             _ => "Status",
         }
     }

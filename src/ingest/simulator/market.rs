@@ -28,7 +28,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::sync::{broadcast, Notify};
 
-use super::faults::{Fate, FaultState};
+use super::faults::{Fate, FaultKind, FaultState};
 use super::lock;
 use crate::ingest::exchanges::{binance, okx, Feed, WireFrame};
 use crate::model::{Exchange, Trade};
@@ -254,6 +254,9 @@ pub(crate) struct ExchangeBook {
     history_capacity: usize,
     subscribed: AtomicBool,
     first_subscriber: Notify,
+    /// Mirrors [`FaultState::has_pong_faults`], read without the lock on
+    /// every session step.
+    pong_faults: AtomicBool,
     pub replay_done: AtomicBool,
 }
 
@@ -269,6 +272,7 @@ impl ExchangeBook {
             history_capacity: history_capacity.max(1),
             subscribed: AtomicBool::new(false),
             first_subscriber: Notify::new(),
+            pong_faults: AtomicBool::new(false),
             replay_done: AtomicBool::new(false),
         }
     }
@@ -305,6 +309,45 @@ impl ExchangeBook {
 
     pub(crate) fn faults(&self) -> MutexGuard<'_, FaultState> {
         lock(&self.faults)
+    }
+
+    /// Remember a stateful fault.
+    pub(crate) fn add_fault(&self, symbol: Option<String>, kind: &FaultKind, now: Instant) {
+        let mut faults = self.faults();
+        faults.add(symbol, kind, now);
+        self.pong_faults
+            .store(faults.has_pong_faults(), Ordering::Release);
+    }
+
+    /// Forget the faults of `symbol`, or all of them.
+    pub(crate) fn clear_faults(&self, symbol: Option<&str>) {
+        let mut faults = self.faults();
+        faults.clear(symbol);
+        self.pong_faults
+            .store(faults.has_pong_faults(), Ordering::Release);
+    }
+
+    /// Whether a connection carrying `symbols` must not answer pings now.
+    pub(crate) fn no_pong<'a>(
+        &self,
+        symbols: impl IntoIterator<Item = &'a str>,
+        now: Instant,
+    ) -> bool {
+        self.pong_faults.load(Ordering::Acquire) && self.faults().no_pong(symbols, now)
+    }
+
+    /// Whether a connection carrying `symbols` must ignore pongs now.
+    pub(crate) fn ignore_pongs<'a>(
+        &self,
+        symbols: impl IntoIterator<Item = &'a str>,
+        now: Instant,
+    ) -> bool {
+        self.pong_faults.load(Ordering::Acquire) && self.faults().ignore_pongs(symbols, now)
+    }
+
+    /// Whether new connections are refused now (`down`).
+    pub(crate) fn is_down(&self, now: Instant) -> bool {
+        self.faults().is_down(now)
     }
 
     pub(crate) fn subscribe_events(&self) -> broadcast::Receiver<Event> {
@@ -458,7 +501,6 @@ pub(crate) fn recorded_series(trade: Trade) -> Vec<(Series, Trade)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::simulator::faults::FaultKind;
     use crate::model::Side;
     use rust_decimal::Decimal;
 
@@ -517,10 +559,8 @@ mod tests {
     fn publish_records_and_applies_faults() {
         let book = ExchangeBook::new(Exchange::Bybit, 3);
         let mut events = book.subscribe_events();
-        book.faults()
-            .add(None, &FaultKind::Drop { count: 1 }, Instant::now());
-        book.faults()
-            .add(None, &FaultKind::Gap { count: 1 }, Instant::now());
+        book.add_fault(None, &FaultKind::Drop { count: 1 }, Instant::now());
+        book.add_fault(None, &FaultKind::Gap { count: 1 }, Instant::now());
         let trades: Vec<Trade> = (1..=5).map(|i| trade(Exchange::Bybit, i, None)).collect();
         book.publish("S", Series::Raw, trades);
         // 1 vanished (gap first), 2 withheld, 3..5 sent; capacity 3 keeps 3..5.

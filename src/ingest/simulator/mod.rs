@@ -330,7 +330,7 @@ impl Shared {
                 symbol: fault.symbol,
                 abrupt,
             }),
-            kind => book.faults().add(fault.symbol, &kind, Instant::now()),
+            kind => book.add_fault(fault.symbol, &kind, Instant::now()),
         }
         Ok(())
     }
@@ -338,7 +338,7 @@ impl Shared {
     pub(crate) fn clear_faults(&self, exchange: Option<Exchange>, symbol: Option<&str>) {
         for (e, book) in &self.books {
             if exchange.is_none_or(|x| x == *e) {
-                book.faults().clear(symbol);
+                book.clear_faults(symbol);
             }
         }
     }
@@ -398,8 +398,12 @@ impl Shared {
         for trade in trades {
             by_exchange.entry(trade.exchange).or_default().push(trade);
         }
-        for (exchange, trades) in by_exchange {
-            replay::publish_recorded(&*self.book(exchange)?, trades);
+        let books = by_exchange
+            .keys()
+            .map(|e| self.book(*e))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (book, trades) in books.iter().zip(by_exchange.into_values()) {
+            replay::publish_recorded(book, trades);
         }
         Ok(())
     }

@@ -152,6 +152,12 @@ async fn websocket(
     let Ok(book) = shared.book(exchange) else {
         return;
     };
+    if book.is_down(std::time::Instant::now()) {
+        let _ = Response::error(503, &format!("{exchange} is down (simulated fault)"))
+            .write_to(&mut stream)
+            .await;
+        return;
+    }
     let conn_id = shared.next_connection_id();
     let protocol = match Protocol::open(exchange, path, &request.query, conn_id, &book) {
         Ok(protocol) => protocol,

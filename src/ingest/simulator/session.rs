@@ -190,7 +190,7 @@ impl Session {
             }
             Message::Pong(_) => {
                 self.count_incoming(now)?;
-                let ignore = self.book.faults().ignore_pongs(
+                let ignore = self.book.ignore_pongs(
                     self.protocol.subscriptions().keys().map(String::as_str),
                     now,
                 );
@@ -275,7 +275,7 @@ impl Session {
     }
 
     fn reading_paused(&self, now: Instant) -> bool {
-        self.book.faults().no_pong(
+        self.book.no_pong(
             self.protocol.subscriptions().keys().map(String::as_str),
             now,
         )
