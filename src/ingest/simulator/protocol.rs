@@ -747,3 +747,332 @@ impl Protocol {
 fn text_frame(value: Value) -> WireFrame {
     text(value)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn book(exchange: Exchange, symbols: &[&str]) -> ExchangeBook {
+        let book = ExchangeBook::new(exchange, 10);
+        for symbol in symbols {
+            book.add_symbol(symbol);
+        }
+        book
+    }
+
+    fn replies(frames: Vec<WireFrame>) -> Vec<Value> {
+        frames
+            .iter()
+            .map(|f| {
+                serde_json::from_slice(f.as_bytes())
+                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(f.as_bytes()).into()))
+            })
+            .collect()
+    }
+
+    fn subs(protocol: &Protocol) -> Vec<String> {
+        protocol
+            .subscriptions()
+            .iter()
+            .flat_map(|(symbol, feeds)| feeds.iter().map(move |f| format!("{symbol} {f}")))
+            .collect()
+    }
+
+    /// Each step: the message sent, the replies expected, the subscriptions after.
+    type Step = (&'static str, Vec<Value>, Vec<&'static str>);
+
+    fn run(exchange: Exchange, path: &str, symbols: &[&str], steps: Vec<Step>) {
+        let book = book(exchange, symbols);
+        book.add_fault(
+            Some("REJECTED".into()),
+            &super::super::faults::FaultKind::Reject,
+            std::time::Instant::now(),
+        );
+        let mut protocol =
+            Protocol::open(exchange, path, &BTreeMap::new(), 7, &book).expect("path served");
+        for (input, expected, after) in steps {
+            let got = replies(protocol.on_message(input.as_bytes(), &book, 0));
+            assert_eq!(got, expected, "{exchange} {input}");
+            assert_eq!(subs(&protocol), after, "{exchange} {input}: subscriptions");
+        }
+    }
+
+    #[test]
+    fn binance_requests() {
+        run(
+            Exchange::Binance,
+            "/stream",
+            &["BTCUSDT", "REJECTED"],
+            vec![
+                (
+                    r#"{"method":"SUBSCRIBE","params":["btcusdt@aggTrade","nopeusdt@trade"],"id":1}"#,
+                    vec![json!({"result": null, "id": 1})],
+                    vec!["BTCUSDT binance:aggTrade", "NOPEUSDT binance:trade"],
+                ),
+                (
+                    r#"{"method":"SUBSCRIBE","params":["BTCUSDT@trade","btcusdt@depth"],"id":"a"}"#,
+                    vec![json!({"result": null, "id": "a"})],
+                    vec!["BTCUSDT binance:aggTrade", "NOPEUSDT binance:trade"],
+                ),
+                (
+                    r#"{"method":"UNSUBSCRIBE","params":["nopeusdt@trade"],"id":2}"#,
+                    vec![json!({"result": null, "id": 2})],
+                    vec!["BTCUSDT binance:aggTrade"],
+                ),
+                (
+                    r#"{"method":"LIST_SUBSCRIPTIONS","id":3}"#,
+                    vec![
+                        json!({"result": ["BTCUSDT@trade", "btcusdt@aggTrade", "btcusdt@depth"], "id": 3}),
+                    ],
+                    vec!["BTCUSDT binance:aggTrade"],
+                ),
+                (
+                    r#"{"method":"SUBSCRIBE","params":["rejected@trade"],"id":4}"#,
+                    vec![
+                        json!({"error": {"code": 2, "msg": "Invalid request: stream rejected@trade is not permitted"}, "id": 4}),
+                    ],
+                    vec!["BTCUSDT binance:aggTrade"],
+                ),
+                (
+                    r#"{"method":"SUBSCRIBE","params":["x@trade"],"id":-1}"#,
+                    vec![
+                        json!({"error": {"code": 2, "msg": "Invalid request: request ID must be an unsigned integer"}, "id": -1}),
+                    ],
+                    vec!["BTCUSDT binance:aggTrade"],
+                ),
+            ],
+        );
+        let book = book(Exchange::Binance, &[]);
+        let mut protocol =
+            Protocol::open(Exchange::Binance, "/stream", &BTreeMap::new(), 1, &book).unwrap();
+        let reply = replies(protocol.on_message(b"nope", &book, 0));
+        assert_eq!(reply[0]["code"], 3);
+        assert_eq!(reply[0]["id"], Value::Null);
+    }
+
+    #[test]
+    fn upbit_requests() {
+        let up = || vec![json!({"status": "UP"})];
+        let error =
+            |name: &str, message: &str| vec![json!({"error": {"name": name, "message": message}})];
+        run(
+            Exchange::Upbit,
+            "/websocket/v1",
+            &["KRW-BTC", "KRW-ETH", "REJECTED"],
+            vec![
+                ("PING", up(), vec![]),
+                (
+                    r#"[{"ticket":"t"},{"type":"trade","codes":["KRW-BTC","krw-eth"]},{"format":"SIMPLE"}]"#,
+                    vec![],
+                    vec!["KRW-BTC upbit:simple", "krw-eth upbit:simple"],
+                ),
+                (
+                    r#"[{"ticket":"t"},{"type":"trade","codes":["KRW-ETH"]}]"#,
+                    vec![],
+                    vec!["KRW-ETH upbit:default"],
+                ),
+                (
+                    r#"[{"ticket":"t"},{"type":"trade","codes":["REJECTED"]}]"#,
+                    error("INVALID_PARAM", "REJECTED is not a valid code"),
+                    vec!["KRW-ETH upbit:default"],
+                ),
+                (
+                    r#"[{"type":"trade","codes":[]}]"#,
+                    error("NO_TICKET", "the request has no ticket"),
+                    vec!["KRW-ETH upbit:default"],
+                ),
+                (
+                    "{",
+                    error("WRONG_FORMAT", "the request must be a JSON array"),
+                    vec!["KRW-ETH upbit:default"],
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn coinbase_requests() {
+        run(
+            Exchange::Coinbase,
+            "",
+            &["BTC-USD", "ETH-USD", "REJECTED"],
+            vec![
+                (
+                    r#"{"type":"subscribe","product_ids":["BTC-USD"],"channels":["matches","heartbeat"]}"#,
+                    vec![json!({"type": "subscriptions", "channels": [
+                        {"name": "heartbeat", "product_ids": ["BTC-USD"]},
+                        {"name": "matches", "product_ids": ["BTC-USD"]},
+                    ]})],
+                    vec!["BTC-USD coinbase:matches"],
+                ),
+                (
+                    r#"{"type":"subscribe","product_ids":["ETH-USD","NOPE-USD"],"channels":["matches"]}"#,
+                    vec![
+                        json!({"type": "error", "message": "Failed to subscribe", "reason": "NOPE-USD is not a valid product"}),
+                    ],
+                    vec!["BTC-USD coinbase:matches"],
+                ),
+                (
+                    r#"{"type":"subscribe","product_ids":["ETH-USD"],"channel":"market_trades"}"#,
+                    vec![
+                        json!({"channel": "subscriptions", "client_id": "", "timestamp": "1970-01-01T00:00:00.000000Z",
+                        "sequence_num": 0, "events": [{"subscriptions": {"market_trades": ["ETH-USD"]}}]}),
+                    ],
+                    vec!["BTC-USD coinbase:matches", "ETH-USD coinbase:market_trades"],
+                ),
+                (
+                    r#"{"type":"unsubscribe","product_ids":["BTC-USD"],"channels":["matches"]}"#,
+                    vec![json!({"type": "subscriptions", "channels": [
+                        {"name": "heartbeat", "product_ids": ["BTC-USD"]},
+                    ]})],
+                    vec!["ETH-USD coinbase:market_trades"],
+                ),
+                (
+                    r#"{"type":"hello"}"#,
+                    vec![
+                        json!({"type": "error", "message": "Failed to subscribe", "reason": "Type has to be either subscribe or unsubscribe"}),
+                    ],
+                    vec!["ETH-USD coinbase:market_trades"],
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn bybit_requests() {
+        let reply = |success: bool, ret_msg: &str, op: &str, req_id: Option<&str>| {
+            let mut value =
+                json!({"success": success, "ret_msg": ret_msg, "conn_id": "sim-7", "op": op});
+            if let Some(id) = req_id {
+                value["req_id"] = json!(id);
+            }
+            vec![value]
+        };
+        let eleven: String = (0..11)
+            .map(|i| format!("\"publicTrade.S{i}USDT\""))
+            .collect::<Vec<_>>()
+            .join(",");
+        let too_many =
+            Box::leak(format!(r#"{{"op":"subscribe","args":[{eleven}]}}"#).into_boxed_str());
+        run(
+            Exchange::Bybit,
+            "/v5/public/spot",
+            &["BTCUSDT", "ETHUSDT", "REJECTED"],
+            vec![
+                (
+                    r#"{"op":"ping","req_id":"p"}"#,
+                    reply(true, "pong", "ping", Some("p")),
+                    vec![],
+                ),
+                (
+                    r#"{"op":"subscribe","args":["publicTrade.BTCUSDT","orderbook.1.BTCUSDT"],"req_id":"1"}"#,
+                    reply(true, "", "subscribe", Some("1")),
+                    vec!["BTCUSDT bybit:spot"],
+                ),
+                (
+                    r#"{"op":"subscribe","args":["publicTrade.ETHUSDT","publicTrade.REJECTED","publicTrade.NOPE"]}"#,
+                    reply(
+                        false,
+                        "Invalid topic: publicTrade.REJECTED,publicTrade.NOPE",
+                        "subscribe",
+                        None,
+                    ),
+                    vec!["BTCUSDT bybit:spot", "ETHUSDT bybit:spot"],
+                ),
+                (
+                    too_many,
+                    reply(false, "error:args size >10", "subscribe", None),
+                    vec!["BTCUSDT bybit:spot", "ETHUSDT bybit:spot"],
+                ),
+                (
+                    r#"{"op":"unsubscribe","args":["publicTrade.BTCUSDT"]}"#,
+                    reply(true, "", "unsubscribe", None),
+                    vec!["ETHUSDT bybit:spot"],
+                ),
+            ],
+        );
+        run(
+            Exchange::Bybit,
+            "/v5/public/linear",
+            &["BTCUSDT"],
+            vec![(
+                r#"{"op":"ping"}"#,
+                vec![json!({"op": "pong", "args": ["0"], "conn_id": "sim-7"})],
+                vec![],
+            )],
+        );
+    }
+
+    #[test]
+    fn okx_requests() {
+        let ack = |channel: &str, inst: &str| json!({"id": "1", "event": "subscribe", "arg": {"channel": channel, "instId": inst}, "connId": "sim-7"});
+        let refused = |channel: &str, inst: &str| {
+            json!({"id": "1", "event": "error", "code": "60018", "connId": "sim-7",
+            "msg": format!("Wrong URL or channel:{channel},instId:{inst} doesn't exist. Please use the correct URL, channel and parameters referring to API document.")})
+        };
+        run(
+            Exchange::Okx,
+            "/ws/v5/public",
+            &["BTC-USDT", "REJECTED"],
+            vec![
+                ("ping", vec![json!("pong")], vec![]),
+                (
+                    r#"{"id":"1","op":"subscribe","args":[{"channel":"trades","instId":"BTC-USDT"},{"channel":"trades","instId":"NOPE-USDT"},{"channel":"trades-all","instId":"BTC-USDT"},{"channel":"tickers","instId":"BTC-USDT"}]}"#,
+                    vec![
+                        ack("trades", "BTC-USDT"),
+                        refused("trades", "NOPE-USDT"),
+                        refused("trades-all", "BTC-USDT"),
+                        ack("tickers", "BTC-USDT"),
+                    ],
+                    vec!["BTC-USDT okx:trades"],
+                ),
+                (
+                    r#"{"id":"1","op":"subscribe","args":[{"channel":"trades","instId":"REJECTED"}]}"#,
+                    vec![refused("trades", "REJECTED")],
+                    vec!["BTC-USDT okx:trades"],
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn paths_and_url_subscriptions() {
+        let binance = book(Exchange::Binance, &["BTCUSDT"]);
+        let query: BTreeMap<String, String> = [(
+            "streams".to_string(),
+            "btcusdt@trade/ethusdt@aggTrade".to_string(),
+        )]
+        .into();
+        let combined = Protocol::open(Exchange::Binance, "/stream", &query, 1, &binance).unwrap();
+        assert_eq!(
+            subs(&combined),
+            ["BTCUSDT binance:trade", "ETHUSDT binance:aggTrade"]
+        );
+        assert!(!combined.binance_raw());
+        let raw = Protocol::open(
+            Exchange::Binance,
+            "/ws/btcusdt@aggTrade",
+            &BTreeMap::new(),
+            1,
+            &binance,
+        )
+        .unwrap();
+        assert_eq!(subs(&raw), ["BTCUSDT binance:aggTrade"]);
+        assert!(raw.binance_raw());
+        for (exchange, path, served) in [
+            (Exchange::Binance, "/", false),
+            (Exchange::Binance, "/stream/", true),
+            (Exchange::Bybit, "/v5/public/option", false),
+            (Exchange::Okx, "/ws/v5/private", false),
+            (Exchange::Okx, "/ws/v5/business", true),
+            (Exchange::Upbit, "/anything", true),
+        ] {
+            let book = book(exchange, &[]);
+            assert_eq!(
+                Protocol::open(exchange, path, &BTreeMap::new(), 1, &book).is_ok(),
+                served,
+                "{exchange} {path}"
+            );
+        }
+    }
+}
