@@ -972,6 +972,12 @@ async fn control_endpoint_injects_faults_and_reports() {
         .and_then(|a| a.iter().find(|e| e["exchange"] == "bybit"))
         .expect("bybit stats");
     assert_eq!(bybit["trades_withheld"], 2);
+    let (status, body) = http("GET", &format!("{}/metrics", sim.http_url()), "").await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("tickfetch_exsim_trades_withheld_total{exchange=\"bybit\"} 2\n"),
+        "{body}"
+    );
 
     for (method, path, body, status) in [
         (

@@ -9,9 +9,11 @@
 //! | `GET /control/history` | `?exchange=&symbol=[&feed=aggTrade]` | the trades recorded, tickfetch trade JSON lines |
 //! | `GET /control/symbols` | `?exchange=` | JSON array of symbols |
 //! | `GET /control/stats` | | `{"exchanges":[…]}` per-exchange counters |
+//! | `GET /metrics` | | the same counters in the Prometheus text format |
 //!
 //! Errors are `{"error":"…"}` with status 400 (bad input) or 404.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use serde::Deserialize;
@@ -57,6 +59,54 @@ fn exchange_param(request: &Request) -> Result<Option<Exchange>, SimError> {
         .param("exchange")
         .map(|e| Exchange::from_str(e).map_err(|e| SimError::BadRequest(e.to_string())))
         .transpose()
+}
+
+/// The stats as Prometheus text: `tickfetch_exsim_<counter>{exchange="…"}`.
+pub(crate) fn metrics(shared: &Shared) -> Response {
+    let stats = shared.stats();
+    let mut families: BTreeMap<String, Vec<(Exchange, u64)>> = BTreeMap::new();
+    for snapshot in &stats.exchanges {
+        let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(snapshot) else {
+            continue;
+        };
+        for (name, value) in fields {
+            if let Some(n) = value.as_u64() {
+                families
+                    .entry(name)
+                    .or_default()
+                    .push((snapshot.exchange, n));
+            } else if let Some(b) = value.as_bool() {
+                families
+                    .entry(name)
+                    .or_default()
+                    .push((snapshot.exchange, u64::from(b)));
+            }
+        }
+    }
+    let mut body = String::new();
+    for (name, samples) in families {
+        let gauge = matches!(
+            name.as_str(),
+            "connections_open" | "symbols" | "replay_done"
+        );
+        let metric = if gauge {
+            format!("tickfetch_exsim_{name}")
+        } else {
+            format!("tickfetch_exsim_{name}_total")
+        };
+        body.push_str(&format!(
+            "# TYPE {metric} {}\n",
+            if gauge { "gauge" } else { "counter" }
+        ));
+        for (exchange, value) in samples {
+            body.push_str(&format!("{metric}{{exchange=\"{exchange}\"}} {value}\n"));
+        }
+    }
+    Response {
+        status: 200,
+        content_type: "text/plain; version=0.0.4",
+        body,
+    }
 }
 
 /// Answer a request below `/control`.

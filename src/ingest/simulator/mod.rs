@@ -30,8 +30,8 @@
 //! | Bybit | `ws://H/bybit/v5/public/{spot,linear,inverse}` | `http://H/bybit` |
 //! | OKX | `ws://H/okx/ws/v5/public` (`trades`), `ws://H/okx/ws/v5/business` (`trades-all`) | `http://H/okx` |
 //!
-//! plus `GET /healthz` and the control endpoint under `/control` (see
-//! `control.rs`). A worker's `FeedConfig` takes `ws_url` =
+//! plus `GET /healthz`, `GET /metrics` (Prometheus text) and the control
+//! endpoint under `/control` (see `control.rs`). A worker's `FeedConfig` takes `ws_url` =
 //! [`SimHandle::feed_ws_url`] and `rest_url` = [`SimHandle::rest_url`]; for
 //! Binance's URL-subscribed combined streams, `binance::combined_stream_url`
 //! takes the base [`SimHandle::ws_base`] (`ws://H/binance`).
@@ -649,7 +649,10 @@ impl SimHandle {
     }
 
     /// The raw trades of `symbol` recorded so far, oldest first: every trade
-    /// made, sent or not (but not the `gap`ped ones).
+    /// the exchange made, sent on the websocket or not (`drop`, `stall`), but
+    /// not the `gap`ped ones: what a worker must end up with. Generated
+    /// trades carry `receive_time == exchange_time`; replayed ones keep the
+    /// recorded receive time.
     ///
     /// # Errors
     /// [`SimError::NotSimulated`], [`SimError::UnknownSymbol`].

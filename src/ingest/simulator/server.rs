@@ -2,7 +2,7 @@
 //! REST endpoints and the control endpoint.
 //!
 //! ```text
-//! accept ─▶ read request head ─┬─ /healthz                      → "ok"
+//! accept ─▶ read request head ─┬─ /healthz, /metrics            → "ok", counters
 //!                              ├─ /control/…                    → control.rs
 //!                              ├─ /{exchange}/… + Upgrade       → protocol.rs + session.rs
 //!                              └─ /{exchange}/…                 → rest.rs
@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
+use tracing::Instrument;
 
 use super::http::{self, Request, Response};
 use super::market::ExchangeStats;
@@ -115,6 +116,9 @@ fn route(shared: &Shared, request: &Request) -> Route {
     if path == "/healthz" {
         return Route::Response(Response::text(200, "ok"));
     }
+    if path == "/metrics" {
+        return Route::Response(control::metrics(shared));
+    }
     if path == "/control" || path.starts_with("/control/") {
         return Route::Response(control::handle(shared, request));
     }
@@ -186,7 +190,8 @@ async fn websocket(
     let stats = &book.stats;
     ExchangeStats::add(&stats.connections_total, 1);
     stats.connections_open.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(%exchange, conn_id, path, "websocket opened");
+    let span = tracing::info_span!("ws", %exchange, conn_id, path);
+    tracing::debug!(parent: &span, "websocket opened");
     session::run(
         ws,
         SessionContext {
@@ -196,6 +201,7 @@ async fn websocket(
             cancel,
         },
     )
+    .instrument(span)
     .await;
     stats.connections_open.fetch_sub(1, Ordering::Relaxed);
 }
