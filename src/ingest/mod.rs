@@ -4,11 +4,11 @@
 //!   messages, keep-alive rules, frame parsing into `Trade`s, encoders for the
 //!   simulator).
 //! - [`decode`]: raw frames (recordings, JSON lines) into normalised trades.
-//! - [`publisher`]: the idempotent producer of the trades topic.
 //! - [`simulator`]: the exchange simulator (websocket + REST + faults) that
 //!   tests, benchmarks and the offline demo point workers at.
+//! - [`publisher`]: the idempotent producer of the trades topic.
 
 pub mod decode;
 pub mod exchanges;
-pub mod publisher;
 pub mod simulator;
+pub mod publisher;
