@@ -8,7 +8,9 @@
 //!   tests, benchmarks and the offline demo point workers at.
 //! - [`publisher`]: the idempotent producer of the trades topic.
 
+// Not part of the worker: what tests, benchmarks and the demo connect it to.
+pub mod simulator;
+
 pub mod decode;
 pub mod exchanges;
-pub mod simulator;
 pub mod publisher;
