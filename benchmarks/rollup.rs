@@ -44,7 +44,10 @@ struct BenchResult {
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn base_config(prefix: &str, partitions: i32) -> Config {
@@ -127,7 +130,13 @@ fn committed(config: &Config, group: &str, topic: &str) -> i64 {
         .unwrap_or(0)
 }
 
-async fn run_stage(name: &'static str, slug: &str, config: Config, guarantee: Guarantee, records: u64) -> RunResult {
+async fn run_stage(
+    name: &'static str,
+    slug: &str,
+    config: Config,
+    guarantee: Guarantee,
+    records: u64,
+) -> RunResult {
     let mut config = config;
     config.rollup.guarantee = guarantee;
     config.rollup.group_prefix = format!("{}.{slug}", config.rollup.group_prefix);
@@ -136,7 +145,9 @@ async fn run_stage(name: &'static str, slug: &str, config: Config, guarantee: Gu
     let end = {
         let config = config.clone();
         let input = input.clone();
-        tokio::task::spawn_blocking(move || end_offsets(&config, &input)).await.expect("probe")
+        tokio::task::spawn_blocking(move || end_offsets(&config, &input))
+            .await
+            .expect("probe")
     };
     let mut options = StageOptions::new(Interval::S1);
     options.assignment = Assignment::Static((0..config.topics.partitions).collect());
@@ -185,14 +196,19 @@ fn passthrough(config: &Config, records: u64) -> RunResult {
     .expect("consumer");
     let producer: ThreadedProducer<DefaultProducerContext> = client_config(
         &config.kafka,
-        &[("enable.idempotence", "true"), ("linger.ms", "5"), ("queue.buffering.max.messages", "200000")],
+        &[
+            ("enable.idempotence", "true"),
+            ("linger.ms", "5"),
+            ("queue.buffering.max.messages", "200000"),
+        ],
     )
     .expect("config")
     .create()
     .expect("producer");
     let mut tpl = TopicPartitionList::new();
     for p in 0..config.topics.partitions {
-        tpl.add_partition_offset(&input, p, Offset::Beginning).expect("tpl");
+        tpl.add_partition_offset(&input, p, Offset::Beginning)
+            .expect("tpl");
     }
     consumer.assign(&tpl).expect("assign");
     let started = Instant::now();
@@ -216,7 +232,11 @@ fn passthrough(config: &Config, records: u64) -> RunResult {
                     }
                 }
             }
-            let _ = offsets.add_partition_offset(m.topic(), m.partition(), Offset::Offset(m.offset() + 1));
+            let _ = offsets.add_partition_offset(
+                m.topic(),
+                m.partition(),
+                Offset::Offset(m.offset() + 1),
+            );
             seen += 1;
         }
         if last_commit.elapsed() >= Duration::from_millis(100) && offsets.count() > 0 {
@@ -238,10 +258,16 @@ fn passthrough(config: &Config, records: u64) -> RunResult {
 }
 
 fn machine() -> String {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|t| t.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     format!("{cores} cores, {cpu}")
 }
@@ -259,7 +285,11 @@ async fn main() {
     let config = base_config(&prefix, partitions);
     ensure_topics(
         &config.kafka,
-        &[TopicSpec { name: config.topics.trades(), partitions, compacted: false }],
+        &[TopicSpec {
+            name: config.topics.trades(),
+            partitions,
+            compacted: false,
+        }],
     )
     .await
     .expect("topics");
@@ -267,14 +297,38 @@ async fn main() {
     prefill(&config, trades, symbols).await;
     let records = {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || end_offsets(&config, &config.topics.trades())).await.expect("probe") as u64
+        tokio::task::spawn_blocking(move || end_offsets(&config, &config.topics.trades()))
+            .await
+            .expect("probe") as u64
     };
 
     let mut runs = Vec::new();
     let pass_config = config.clone();
-    runs.push(tokio::task::spawn_blocking(move || passthrough(&pass_config, records)).await.expect("passthrough"));
-    runs.push(run_stage("1s stage, at-least-once", "alo", config.clone(), Guarantee::AtLeastOnce, records).await);
-    runs.push(run_stage("1s stage, exactly-once", "eos", config.clone(), Guarantee::ExactlyOnce, records).await);
+    runs.push(
+        tokio::task::spawn_blocking(move || passthrough(&pass_config, records))
+            .await
+            .expect("passthrough"),
+    );
+    runs.push(
+        run_stage(
+            "1s stage, at-least-once",
+            "alo",
+            config.clone(),
+            Guarantee::AtLeastOnce,
+            records,
+        )
+        .await,
+    );
+    runs.push(
+        run_stage(
+            "1s stage, exactly-once",
+            "eos",
+            config.clone(),
+            Guarantee::ExactlyOnce,
+            records,
+        )
+        .await,
+    );
 
     let result = BenchResult {
         machine: machine(),
@@ -284,19 +338,33 @@ async fn main() {
         partitions,
         runs,
     };
-    println!("{:<28} {:>10} {:>9} {:>12} {:>10} {:>10} {:>10}", "run", "records", "seconds", "records/s", "commit p50", "p99", "max");
+    println!(
+        "{:<28} {:>10} {:>9} {:>12} {:>10} {:>10} {:>10}",
+        "run", "records", "seconds", "records/s", "commit p50", "p99", "max"
+    );
     for r in &result.runs {
         let (p50, p99, max) = r
             .report
-            .map(|s| (format!("{:.1}ms", s.commit_p50_micros as f64 / 1e3), format!("{:.1}ms", s.commit_p99_micros as f64 / 1e3), format!("{:.1}ms", s.commit_max_micros as f64 / 1e3)))
+            .map(|s| {
+                (
+                    format!("{:.1}ms", s.commit_p50_micros as f64 / 1e3),
+                    format!("{:.1}ms", s.commit_p99_micros as f64 / 1e3),
+                    format!("{:.1}ms", s.commit_max_micros as f64 / 1e3),
+                )
+            })
             .unwrap_or_default();
-        println!("{:<28} {:>10} {:>9.2} {:>12.0} {:>10} {:>10} {:>10}", r.name, r.records, r.seconds, r.records_per_second, p50, p99, max);
+        println!(
+            "{:<28} {:>10} {:>9.2} {:>12.0} {:>10} {:>10} {:>10}",
+            r.name, r.records, r.seconds, r.records_per_second, p50, p99, max
+        );
     }
     println!("machine: {}", result.machine);
-    let out = std::env::var("BENCH_OUT").unwrap_or_else(|_| "benchmarks/results/rollup.json".into());
+    let out =
+        std::env::var("BENCH_OUT").unwrap_or_else(|_| "benchmarks/results/rollup.json".into());
     if let Some(parent) = std::path::Path::new(&out).parent() {
         let _ = std::fs::create_dir_all(parent);
     }
-    std::fs::write(&out, serde_json::to_string_pretty(&result).expect("json")).expect("write result");
+    std::fs::write(&out, serde_json::to_string_pretty(&result).expect("json"))
+        .expect("write result");
     eprintln!("wrote {out}");
 }

@@ -68,7 +68,9 @@ fn candles(count: u64) -> Vec<Candle> {
 }
 
 fn machine() -> String {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {
@@ -86,10 +88,18 @@ async fn main() {
         eprintln!("sink benchmark: run it with `cargo bench --bench sink`");
         return;
     }
-    let count: u64 = std::env::var("BENCH_CANDLES").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
-    let batch: usize = std::env::var("BENCH_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000);
+    let count: u64 = std::env::var("BENCH_CANDLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let batch: usize = std::env::var("BENCH_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000);
     let prefix = format!("bench-sink-{}", std::process::id());
-    let mut config: Config = tickfetch::config::ConfigLoader::new().load().expect("config");
+    let mut config: Config = tickfetch::config::ConfigLoader::new()
+        .load()
+        .expect("config");
     config.topics.prefix = prefix.clone();
     config.topics.partitions = 2;
     config.sink.intervals = vec![Interval::M1];
@@ -100,18 +110,29 @@ async fn main() {
 
     // Prefill the candle topic.
     let topic = config.topics.candles(Interval::M1);
-    ensure_topics(&config.kafka, &[TopicSpec { name: topic.clone(), partitions: 2, compacted: false }])
-        .await
-        .expect("topics");
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        client_config(&config.kafka, &[("enable.idempotence", "true"), ("linger.ms", "5")])
-            .expect("config")
-            .create()
-            .expect("producer");
+    ensure_topics(
+        &config.kafka,
+        &[TopicSpec {
+            name: topic.clone(),
+            partitions: 2,
+            compacted: false,
+        }],
+    )
+    .await
+    .expect("topics");
+    let producer: ThreadedProducer<DefaultProducerContext> = client_config(
+        &config.kafka,
+        &[("enable.idempotence", "true"), ("linger.ms", "5")],
+    )
+    .expect("config")
+    .create()
+    .expect("producer");
     for candle in &data {
         let payload = serde_json::to_vec(candle).expect("json");
         let key = candle.key();
-        let mut record = BaseRecord::<str, [u8]>::to(&topic).key(&key).payload(&payload);
+        let mut record = BaseRecord::<str, [u8]>::to(&topic)
+            .key(&key)
+            .payload(&payload);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -124,14 +145,20 @@ async fn main() {
     }
     producer.flush(Duration::from_secs(60)).expect("flush");
 
-    let client = mongodb::Client::with_uri_str(&config.mongodb.uri).await.expect("mongo");
+    let client = mongodb::Client::with_uri_str(&config.mongodb.uri)
+        .await
+        .expect("mongo");
     let db = client.database(&config.mongodb.database);
     let mut runs = Vec::new();
 
     // The sink, in-process, until every candle is stored.
     let shutdown = CancellationToken::new();
     let started = Instant::now();
-    let task = tokio::spawn(sink::run(config.clone(), SinkAssignment::AllPartitions, shutdown.clone()));
+    let task = tokio::spawn(sink::run(
+        config.clone(),
+        SinkAssignment::AllPartitions,
+        shutdown.clone(),
+    ));
     let collection = db.collection::<mongodb::bson::Document>(&candle_collection(Interval::M1));
     loop {
         if collection.count_documents(doc! {}).await.unwrap_or(0) >= count {
@@ -142,11 +169,18 @@ async fn main() {
     let seconds = started.elapsed().as_secs_f64();
     shutdown.cancel();
     task.await.expect("join").expect("sink");
-    runs.push(RunResult { name: "tickfetch-sink (Kafka → guarded upsert → commit)", candles: count, seconds, candles_per_second: count as f64 / seconds });
+    runs.push(RunResult {
+        name: "tickfetch-sink (Kafka → guarded upsert → commit)",
+        candles: count,
+        seconds,
+        candles_per_second: count as f64 / seconds,
+    });
 
     // The bare driver: the same documents, bulk upserts of the same batch size.
     let bare = client.database(&format!("{}_bare", config.mongodb.database));
-    let namespace = bare.collection::<mongodb::bson::Document>("candles_1m").namespace();
+    let namespace = bare
+        .collection::<mongodb::bson::Document>("candles_1m")
+        .namespace();
     let started = Instant::now();
     for chunk in data.chunks(batch) {
         let models: Vec<UpdateOneModel> = chunk
@@ -160,15 +194,35 @@ async fn main() {
                     .build()
             })
             .collect();
-        client.bulk_write(models).ordered(false).await.expect("bulk_write");
+        client
+            .bulk_write(models)
+            .ordered(false)
+            .await
+            .expect("bulk_write");
     }
     let seconds = started.elapsed().as_secs_f64();
-    runs.push(RunResult { name: "bare driver bulk_write upsert", candles: count, seconds, candles_per_second: count as f64 / seconds });
+    runs.push(RunResult {
+        name: "bare driver bulk_write upsert",
+        candles: count,
+        seconds,
+        candles_per_second: count as f64 / seconds,
+    });
 
-    let result = BenchResult { machine: machine(), mongodb: config.mongodb.uri.clone(), batch, runs };
-    println!("{:<52} {:>8} {:>9} {:>12}", "run", "candles", "seconds", "candles/s");
+    let result = BenchResult {
+        machine: machine(),
+        mongodb: config.mongodb.uri.clone(),
+        batch,
+        runs,
+    };
+    println!(
+        "{:<52} {:>8} {:>9} {:>12}",
+        "run", "candles", "seconds", "candles/s"
+    );
     for r in &result.runs {
-        println!("{:<52} {:>8} {:>9.2} {:>12.0}", r.name, r.candles, r.seconds, r.candles_per_second);
+        println!(
+            "{:<52} {:>8} {:>9.2} {:>12.0}",
+            r.name, r.candles, r.seconds, r.candles_per_second
+        );
     }
     println!("machine: {}", result.machine);
     let _ = db.drop().await;
@@ -177,6 +231,7 @@ async fn main() {
     if let Some(parent) = std::path::Path::new(&out).parent() {
         let _ = std::fs::create_dir_all(parent);
     }
-    std::fs::write(&out, serde_json::to_string_pretty(&result).expect("json")).expect("write result");
+    std::fs::write(&out, serde_json::to_string_pretty(&result).expect("json"))
+        .expect("write result");
     eprintln!("wrote {out}");
 }

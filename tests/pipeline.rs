@@ -141,19 +141,18 @@ async fn oracle_through_kafka_stages_and_sink() {
     };
     let config = pipeline_config("pipeline");
     // Two instances of every stage, one per input partition.
-    let _stages: Vec<Proc> = STAGES
-        .iter()
-        .flat_map(|s| {
-            (0..config.topics.partitions).map(|p| {
-                Proc::spawn(
-                    &config,
-                    "tickfetch-rollup",
-                    &format!("rollup-{s}-p{p}"),
-                    &["--stage", s, "--partitions", &p.to_string()],
-                )
-            })
-        })
-        .collect();
+    let mut stages = Vec::new();
+    for stage in STAGES {
+        for p in 0..config.topics.partitions {
+            let partition = p.to_string();
+            stages.push(Proc::spawn(
+                &config,
+                "tickfetch-rollup",
+                &format!("rollup-{stage}-p{p}"),
+                &["--stage", stage, "--partitions", &partition],
+            ));
+        }
+    }
     let _sink = Proc::spawn(&config, "tickfetch-sink", "sink", &["--all-partitions"]);
     publish_oracle(&config, &dir.join(TRADES_CSV), 1, |_| {}).await;
 
