@@ -9,6 +9,9 @@
 //! (100), `BENCH_PARTITIONS` (4), `BENCH_OUT` (JSON result path, default
 //! `benchmarks/results/rollup.json`).
 
+#[path = "common.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -257,21 +260,6 @@ fn passthrough(config: &Config, records: u64) -> RunResult {
     }
 }
 
-fn machine() -> String {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
-    format!("{cores} cores, {cpu}")
-}
-
 #[tokio::main]
 async fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -331,7 +319,7 @@ async fn main() {
     );
 
     let result = BenchResult {
-        machine: machine(),
+        machine: common::machine(),
         broker: format!("{} (KAFKA_BOOTSTRAP)", config.kafka.bootstrap),
         trades,
         symbols,

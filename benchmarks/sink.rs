@@ -7,6 +7,9 @@
 //! `BENCH_BATCH` (sink batch size, default 1000), `BENCH_OUT` (default
 //! `benchmarks/results/sink.json`).
 
+#[path = "common.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
 use mongodb::bson::doc;
@@ -65,21 +68,6 @@ fn candles(count: u64) -> Vec<Candle> {
             }
         })
         .collect()
-}
-
-fn machine() -> String {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
-    format!("{cores} cores, {cpu}")
 }
 
 #[tokio::main]
@@ -209,7 +197,7 @@ async fn main() {
     });
 
     let result = BenchResult {
-        machine: machine(),
+        machine: common::machine(),
         mongodb: config.mongodb.uri.clone(),
         batch,
         runs,

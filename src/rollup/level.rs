@@ -46,7 +46,9 @@ pub trait Level: Send {
 
 use crate::config::Config;
 use crate::model::{Interval, Trade, KIND_WATERMARK};
-use crate::rollup::engine::{CandleRollup, LevelConfig, Outcome, TradeRollup};
+use crate::rollup::engine::{
+    CandleRollup, CandleState, EngineError, LevelConfig, Outcome, TradeRollup, TradeState,
+};
 
 impl From<Outcome> for ApplyOutcome {
     fn from(outcome: Outcome) -> Self {
@@ -59,50 +61,81 @@ impl From<Outcome> for ApplyOutcome {
     }
 }
 
-/// Level 1: trades and watermarks from the trades topic → 1s candles.
-pub struct TradeLevel(pub TradeRollup);
-
-impl Level for TradeLevel {
-    fn apply(
+/// What the Kafka stage needs of one engine level; implemented by
+/// [`TradeRollup`] (trades → 1s) and [`CandleRollup`] (child → parent candles),
+/// which gives both the [`Level`] implementation below.
+trait EngineLevel: Send {
+    /// The record the level reads (a trade, or a child candle).
+    type Input: serde::de::DeserializeOwned;
+    type State: serde::Serialize + serde::de::DeserializeOwned;
+    /// What the input is called in error messages.
+    const INPUT: &'static str;
+    fn on_input(
         &mut self,
-        kind: Option<&[u8]>,
-        payload: &[u8],
+        input: &Self::Input,
         out: &mut Vec<Candle>,
-    ) -> Result<ApplyOutcome, String> {
-        if kind == Some(KIND_WATERMARK.as_bytes()) {
-            let watermark: Watermark =
-                serde_json::from_slice(payload).map_err(|e| format!("not a watermark: {e}"))?;
-            self.0
-                .on_watermark(&watermark, out)
-                .map_err(|e| e.to_string())?;
-            let grace = self.0.config().grace_ms;
-            return Ok(ApplyOutcome::Progress(Watermark {
-                time: watermark.time - grace,
-                ..watermark
-            }));
-        }
-        let trade: Trade =
-            serde_json::from_slice(payload).map_err(|e| format!("not a trade: {e}"))?;
-        self.0
-            .on_trade(&trade, out)
-            .map(ApplyOutcome::from)
-            .map_err(|e| e.to_string())
-    }
+    ) -> Result<Outcome, EngineError>;
+    fn on_watermark(
+        &mut self,
+        watermark: &Watermark,
+        out: &mut Vec<Candle>,
+    ) -> Result<(), EngineError>;
+    fn grace_ms(&self) -> i64;
+    fn state(&self, key: &str) -> Option<&Self::State>;
+    fn restore(&mut self, key: &str, state: Self::State) -> Result<(), EngineError>;
+}
 
-    fn snapshot(&self, key: &str) -> Option<serde_json::Value> {
-        self.0.state(key).and_then(|s| serde_json::to_value(s).ok())
+impl EngineLevel for TradeRollup {
+    type Input = Trade;
+    type State = TradeState;
+    const INPUT: &'static str = "trade";
+    fn on_input(&mut self, input: &Trade, out: &mut Vec<Candle>) -> Result<Outcome, EngineError> {
+        self.on_trade(input, out)
     }
-
-    fn restore(&mut self, key: &str, state: serde_json::Value) -> Result<(), String> {
-        let state = serde_json::from_value(state).map_err(|e| e.to_string())?;
-        self.0.restore(key, state).map_err(|e| e.to_string())
+    fn on_watermark(
+        &mut self,
+        watermark: &Watermark,
+        out: &mut Vec<Candle>,
+    ) -> Result<(), EngineError> {
+        TradeRollup::on_watermark(self, watermark, out)
+    }
+    fn grace_ms(&self) -> i64 {
+        self.config().grace_ms
+    }
+    fn state(&self, key: &str) -> Option<&TradeState> {
+        TradeRollup::state(self, key)
+    }
+    fn restore(&mut self, key: &str, state: TradeState) -> Result<(), EngineError> {
+        TradeRollup::restore(self, key, state)
     }
 }
 
-/// Levels 2+: child candles → parent candles.
-pub struct CandleLevel(pub CandleRollup);
+impl EngineLevel for CandleRollup {
+    type Input = Candle;
+    type State = CandleState;
+    const INPUT: &'static str = "candle";
+    fn on_input(&mut self, input: &Candle, out: &mut Vec<Candle>) -> Result<Outcome, EngineError> {
+        self.on_candle(input, out)
+    }
+    fn on_watermark(
+        &mut self,
+        watermark: &Watermark,
+        out: &mut Vec<Candle>,
+    ) -> Result<(), EngineError> {
+        CandleRollup::on_watermark(self, watermark, out)
+    }
+    fn grace_ms(&self) -> i64 {
+        self.config().grace_ms
+    }
+    fn state(&self, key: &str) -> Option<&CandleState> {
+        CandleRollup::state(self, key)
+    }
+    fn restore(&mut self, key: &str, state: CandleState) -> Result<(), EngineError> {
+        CandleRollup::restore(self, key, state)
+    }
+}
 
-impl Level for CandleLevel {
+impl<E: EngineLevel> Level for E {
     fn apply(
         &mut self,
         kind: Option<&[u8]>,
@@ -112,30 +145,26 @@ impl Level for CandleLevel {
         if kind == Some(KIND_WATERMARK.as_bytes()) {
             let watermark: Watermark =
                 serde_json::from_slice(payload).map_err(|e| format!("not a watermark: {e}"))?;
-            self.0
-                .on_watermark(&watermark, out)
+            self.on_watermark(&watermark, out)
                 .map_err(|e| e.to_string())?;
-            let grace = self.0.config().grace_ms;
-            return Ok(ApplyOutcome::Progress(Watermark {
-                time: watermark.time - grace,
-                ..watermark
-            }));
+            // Every window of this level ending by `time − grace` is closed now.
+            let time = watermark.time - self.grace_ms();
+            return Ok(ApplyOutcome::Progress(Watermark { time, ..watermark }));
         }
-        let candle: Candle =
-            serde_json::from_slice(payload).map_err(|e| format!("not a candle: {e}"))?;
-        self.0
-            .on_candle(&candle, out)
+        let input: E::Input =
+            serde_json::from_slice(payload).map_err(|e| format!("not a {}: {e}", E::INPUT))?;
+        self.on_input(&input, out)
             .map(ApplyOutcome::from)
             .map_err(|e| e.to_string())
     }
 
     fn snapshot(&self, key: &str) -> Option<serde_json::Value> {
-        self.0.state(key).and_then(|s| serde_json::to_value(s).ok())
+        self.state(key).and_then(|s| serde_json::to_value(s).ok())
     }
 
     fn restore(&mut self, key: &str, state: serde_json::Value) -> Result<(), String> {
         let state = serde_json::from_value(state).map_err(|e| e.to_string())?;
-        self.0.restore(key, state).map_err(|e| e.to_string())
+        EngineLevel::restore(self, key, state).map_err(|e| e.to_string())
     }
 }
 
@@ -160,11 +189,7 @@ pub fn level_config(config: &Config, interval: Interval) -> LevelConfig {
 pub fn make_level(config: &Config, interval: Interval) -> Result<Box<dyn Level>, String> {
     let timing = level_config(config, interval);
     Ok(match interval {
-        Interval::S1 => Box::new(TradeLevel(
-            TradeRollup::new(timing).map_err(|e| e.to_string())?,
-        )),
-        parent => Box::new(CandleLevel(
-            CandleRollup::new(parent, timing).map_err(|e| e.to_string())?,
-        )),
+        Interval::S1 => Box::new(TradeRollup::new(timing).map_err(|e| e.to_string())?),
+        parent => Box::new(CandleRollup::new(parent, timing).map_err(|e| e.to_string())?),
     })
 }
