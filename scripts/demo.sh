@@ -29,11 +29,14 @@ fi
 scripts/setup.sh
 cargo build --release --locked --bins
 mkdir -p "$dir/logs"
-"$bin/tickfetch" stack up --dir "$dir"
+# Memory storage: the pipeline's speed; `tickfetch stack up` alone keeps data on disk.
+"$bin/tickfetch" stack up --dir "$dir" --memory
 set -a; . "$dir/stack.env"; set +a
 export TICKFETCH__TOPICS__PREFIX="${TICKFETCH__TOPICS__PREFIX:-demo$(date +%s)}"
 export TICKFETCH__MONGODB__DATABASE="${TICKFETCH__MONGODB__DATABASE:-$TICKFETCH__TOPICS__PREFIX}"
 export TICKFETCH__TELEMETRY__HTTP_ADDR=""
+# 1m and 5m candles to MongoDB (1s and 5s stay in Kafka).
+export TICKFETCH__SINK__INTERVALS='["1m","5m"]'
 
 stop_pipeline
 for stage in 1s 5s 1m 5m; do

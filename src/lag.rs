@@ -24,8 +24,10 @@ pub struct TopicLag {
 
 impl TopicLag {
     /// Records not yet committed by the group (transaction markers included).
+    /// Never negative: some brokers (Nisshi 0.7) report end offsets below the
+    /// records an idempotent producer wrote.
     pub fn lag(&self) -> i64 {
-        self.end - self.committed
+        (self.end - self.committed).max(0)
     }
 }
 
