@@ -245,6 +245,10 @@ pub struct SinkConfig {
     pub batch_ms: u64,
     /// Consumer group.
     pub group_id: String,
+    /// Store in MongoDB time-series collections: every revision is inserted as
+    /// its own document (time-series collections take no guarded upserts) and
+    /// readers keep the highest revision per window. See docs/operations.md.
+    pub timeseries: bool,
 }
 
 impl Default for SinkConfig {
@@ -255,6 +259,7 @@ impl Default for SinkConfig {
             batch_size: 1_000,
             batch_ms: 200,
             group_id: "tickfetch.sink".into(),
+            timeseries: false,
         }
     }
 }

@@ -26,7 +26,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::config::Config;
 use crate::kafka::{client_config, ensure_topics, KafkaError, TopicSpec};
-use crate::model::{Candle, Interval, Trade, KIND_HEADER, KIND_WATERMARK};
+use crate::model::{Candle, Interval, Trade, KIND_HEADER, KIND_TRADE};
 use crate::shutdown::CancellationToken;
 use crate::telemetry::register;
 use writer::{
@@ -132,12 +132,15 @@ pub async fn run(
     });
     ensure_topics(&config.kafka, &specs).await?;
 
+    let storage = storage(&config);
     let client = mongodb::Client::with_uri_str(&config.mongodb.uri).await?;
     let db = client.database(&config.mongodb.database);
     let metrics = SinkMetrics::new();
     let mut backoff = Duration::from_millis(100);
     loop {
-        match writer::ensure_indexes(&db, &config.sink.intervals, config.sink.trades).await {
+        match writer::ensure_collections(&db, &config.sink.intervals, config.sink.trades, storage)
+            .await
+        {
             Ok(()) => break,
             Err(e) => {
                 tracing::warn!(error = %e, uri = %redacted(&config.mongodb.uri), "waiting for MongoDB to create indexes");
@@ -270,12 +273,13 @@ async fn flush(
     metrics: &SinkMetrics,
     shutdown: &CancellationToken,
 ) -> Result<bool, SinkError> {
+    let storage = storage(config);
     if writes.is_empty() {
         return Ok(true);
     }
     let mut backoff = Duration::from_millis(100);
     loop {
-        match writer::write_batch(db, writes.clone()).await {
+        match writer::write_batch(db, writes.clone(), storage).await {
             Ok(outcome) => {
                 metrics.written.inc_by(outcome.written);
                 metrics.stale.inc_by(outcome.stale);
@@ -305,6 +309,15 @@ async fn flush(
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
+    }
+}
+
+/// How `config` says documents are stored.
+fn storage(config: &Config) -> writer::Storage {
+    if config.sink.timeseries {
+        writer::Storage::TimeSeries
+    } else {
+        writer::Storage::Upsert
     }
 }
 
@@ -345,7 +358,8 @@ fn decode(
             .find(|h| h.key == KIND_HEADER)
             .and_then(|h| h.value)
     });
-    if kind == Some(KIND_WATERMARK.as_bytes()) {
+    // Watermarks and gap markers steer the rollup; the sink stores trades and candles.
+    if kind.is_some_and(|k| k != KIND_TRADE.as_bytes()) {
         return Ok(None);
     }
     let payload = message.payload().ok_or("empty payload")?;

@@ -47,15 +47,23 @@ pub async fn candles(db: &Database, query: &CandleQuery) -> Result<Vec<Candle>, 
         .sort(doc! { "symbol": 1, "open_time": 1 })
         .await?;
     let documents: Vec<Document> = cursor.try_collect().await?;
-    documents
-        .iter()
-        .map(|d| {
-            candle_from_document(d).map_err(|reason| QueryError::BadDocument {
-                id: d.get_str("_id").unwrap_or("?").to_string(),
-                reason,
-            })
-        })
-        .collect()
+    let mut candles: Vec<Candle> = Vec::with_capacity(documents.len());
+    for document in &documents {
+        let candle = candle_from_document(document).map_err(|reason| QueryError::BadDocument {
+            id: document.get_str("_id").unwrap_or("?").to_string(),
+            reason,
+        })?;
+        // Time-series storage keeps every revision: keep the highest per window.
+        match candles.last_mut() {
+            Some(last) if last.symbol == candle.symbol && last.open_time == candle.open_time => {
+                if candle.revision > last.revision {
+                    *last = candle;
+                }
+            }
+            _ => candles.push(candle),
+        }
+    }
+    Ok(candles)
 }
 
 /// Parses a time given as epoch milliseconds or RFC 3339.

@@ -89,7 +89,7 @@ pub fn candle_from_document(document: &Document) -> Result<Candle, String> {
     let mut value = serde_json::Map::new();
     for (key, bson) in document {
         let json = match key.as_str() {
-            "_id" | "time" => continue,
+            "_id" | "time" | "meta" => continue,
             "open_time" | "close_time" | "trade_count" | "revision" => match bson {
                 Bson::Int64(n) => serde_json::Value::from(*n),
                 Bson::Int32(n) => serde_json::Value::from(*n),
@@ -128,11 +128,71 @@ pub fn trade_document(trade: &Trade) -> Document {
     document
 }
 
-/// Creates the query indexes (symbol + time range) of the collections written.
+/// MongoDB's "namespace exists" error code.
+const NAMESPACE_EXISTS: i32 = 48;
+
+/// How documents are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// Plain collections, one document per window (or trade), guarded upserts.
+    Upsert,
+    /// Time-series collections (`timeField: time`, `metaField: meta`): one
+    /// document per candle revision, inserted; readers keep the highest revision.
+    TimeSeries,
+}
+
+/// Creates the collections (as time-series collections in that mode) and the
+/// query indexes (symbol + time range) of what is written.
 ///
 /// # Errors
 /// When MongoDB refuses or cannot be reached.
-pub async fn ensure_indexes(
+pub async fn ensure_collections(
+    db: &Database,
+    intervals: &[Interval],
+    trades: bool,
+    storage: Storage,
+) -> Result<(), WriteError> {
+    if storage == Storage::TimeSeries {
+        let mut names: Vec<String> = intervals.iter().map(|i| candle_collection(*i)).collect();
+        if trades {
+            names.push(TRADES_COLLECTION.to_string());
+        }
+        for name in names {
+            let options = mongodb::options::TimeseriesOptions::builder()
+                .time_field("time".to_string())
+                .meta_field(Some("meta".to_string()))
+                .granularity(Some(mongodb::options::TimeseriesGranularity::Seconds))
+                .build();
+            match db.create_collection(&name).timeseries(options).await {
+                Ok(()) => {}
+                Err(e) if matches!(&*e.kind, mongodb::error::ErrorKind::Command(c) if c.code == NAMESPACE_EXISTS) =>
+                    {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    ensure_indexes(db, intervals, trades).await
+}
+
+/// Turns a write into its time-series form: `_id` gets the revision (so a
+/// replay of the same revision is refused where `_id` is unique) and the
+/// series key goes to `meta`.
+pub fn time_series_form(mut write: PendingWrite) -> PendingWrite {
+    let meta = doc! {
+        "exchange": write.document.get_str("exchange").unwrap_or_default(),
+        "symbol": write.document.get_str("symbol").unwrap_or_default(),
+        "interval": write.document.get_str("interval").unwrap_or("trade"),
+    };
+    if let Some(revision) = write.revision {
+        write.id = format!("{}:r{revision}", write.id);
+        write.document.insert("_id", write.id.clone());
+    }
+    write.document.insert("meta", meta);
+    write.revision = None;
+    write
+}
+
+async fn ensure_indexes(
     db: &Database,
     intervals: &[Interval],
     trades: bool,
@@ -198,10 +258,15 @@ pub fn collapse(writes: Vec<PendingWrite>) -> Vec<PendingWrite> {
 pub async fn write_batch(
     db: &Database,
     writes: Vec<PendingWrite>,
+    storage: Storage,
 ) -> Result<BatchOutcome, WriteError> {
     let mut outcome = BatchOutcome::default();
     let mut by_collection: HashMap<String, Vec<PendingWrite>> = HashMap::new();
-    for write in collapse(writes) {
+    let writes: Vec<PendingWrite> = match storage {
+        Storage::Upsert => collapse(writes),
+        Storage::TimeSeries => collapse(writes).into_iter().map(time_series_form).collect(),
+    };
+    for write in writes {
         by_collection
             .entry(write.collection.clone())
             .or_default()
@@ -211,6 +276,19 @@ pub async fn write_batch(
     names.sort();
     for name in names {
         let writes = by_collection.remove(&name).unwrap_or_default();
+        if storage == Storage::TimeSeries {
+            let documents: Vec<Document> = writes.iter().map(|w| w.document.clone()).collect();
+            let reply = db
+                .run_command(doc! {
+                    "insert": &name,
+                    "documents": documents,
+                    "ordered": false,
+                    "writeConcern": { "w": "majority", "j": true },
+                })
+                .await?;
+            tally(&reply, &writes, &mut outcome)?;
+            continue;
+        }
         let updates: Vec<Document> = writes
             .iter()
             .map(|w| match w.revision {
@@ -234,37 +312,48 @@ pub async fn write_batch(
                 "writeConcern": { "w": "majority", "j": true },
             })
             .await?;
-        let n = number(reply.get("n")).unwrap_or(0);
-        let mut duplicate = 0;
-        let mut transient = None;
-        if let Ok(errors) = reply.get_array("writeErrors") {
-            for error in errors {
-                let Some(error) = error.as_document() else {
-                    continue;
-                };
-                let index = number(error.get("index")).unwrap_or(-1);
-                let code = number(error.get("code")).unwrap_or(0) as i32;
-                let message = error.get_str("errmsg").unwrap_or("").to_string();
-                let write = usize::try_from(index).ok().and_then(|i| writes.get(i));
-                match (code, write) {
-                    (DUPLICATE_KEY, _) => duplicate += 1,
-                    (code, Some(write)) if PERMANENT_CODES.contains(&code) => outcome
-                        .rejected
-                        .push((write.clone(), format!("mongodb error {code}: {message}"))),
-                    (code, _) => transient = Some(format!("write error {code}: {message}")),
-                }
-            }
-        }
-        if let Some(message) = transient {
-            return Err(WriteError::Reply(message));
-        }
-        if let Ok(concern) = reply.get_document("writeConcernError") {
-            return Err(WriteError::Reply(format!("write concern error: {concern}")));
-        }
-        outcome.written += u64::try_from(n).unwrap_or(0);
-        outcome.stale += duplicate;
+        tally(&reply, &writes, &mut outcome)?;
     }
     Ok(outcome)
+}
+
+/// Adds one write command's reply to `outcome`: duplicate keys are stale
+/// writes, permanent refusals are rejected; anything else fails the batch.
+fn tally(
+    reply: &Document,
+    writes: &[PendingWrite],
+    outcome: &mut BatchOutcome,
+) -> Result<(), WriteError> {
+    let n = number(reply.get("n")).unwrap_or(0);
+    let mut duplicate = 0;
+    let mut transient = None;
+    if let Ok(errors) = reply.get_array("writeErrors") {
+        for error in errors {
+            let Some(error) = error.as_document() else {
+                continue;
+            };
+            let index = number(error.get("index")).unwrap_or(-1);
+            let code = number(error.get("code")).unwrap_or(0) as i32;
+            let message = error.get_str("errmsg").unwrap_or("").to_string();
+            let write = usize::try_from(index).ok().and_then(|i| writes.get(i));
+            match (code, write) {
+                (DUPLICATE_KEY, _) => duplicate += 1,
+                (code, Some(write)) if PERMANENT_CODES.contains(&code) => outcome
+                    .rejected
+                    .push((write.clone(), format!("mongodb error {code}: {message}"))),
+                (code, _) => transient = Some(format!("write error {code}: {message}")),
+            }
+        }
+    }
+    if let Some(message) = transient {
+        return Err(WriteError::Reply(message));
+    }
+    if let Ok(concern) = reply.get_document("writeConcernError") {
+        return Err(WriteError::Reply(format!("write concern error: {concern}")));
+    }
+    outcome.written += u64::try_from(n).unwrap_or(0);
+    outcome.stale += duplicate;
+    Ok(())
 }
 
 fn number(value: Option<&Bson>) -> Option<i64> {
