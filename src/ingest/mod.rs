@@ -5,7 +5,24 @@
 //!   simulator).
 //! - [`decode`]: raw frames (recordings, JSON lines) into normalised trades.
 //! - [`publisher`]: the idempotent producer of the trades topic.
+//! - [`worker`]: the ingest worker: feeds, roles (primary, replica, fenced),
+//!   watermarks; [`connection`]: websockets per shard (subscribe, keep-alive,
+//!   watchdog, rotation, reconnect); [`sequencer`]: per-symbol dedup, order
+//!   and gaps; [`backfill`] over [`http`] and [`transport`]: REST recovery of
+//!   missed trades; [`output`]: the publisher thread (trades, watermarks, gap
+//!   markers, dead letters); [`policy`]: backoff, pacing, watchdog;
+//!   [`metrics`]: events, counters and per-feed stats.
 
 pub mod decode;
 pub mod exchanges;
 pub mod publisher;
+
+pub mod backfill;
+pub mod connection;
+pub mod http;
+pub mod metrics;
+pub mod output;
+pub mod policy;
+pub mod sequencer;
+pub mod transport;
+pub mod worker;
