@@ -99,6 +99,8 @@ pub struct FeedStats {
     pub gaps_filled: AtomicU64,
     pub gaps_unfilled: AtomicU64,
     pub connections: AtomicU64,
+    /// Connections subscribed right now.
+    pub live_connections: AtomicU64,
     pub reconnects: AtomicU64,
     pub stalls: AtomicU64,
     pub keepalive_failures: AtomicU64,
@@ -119,6 +121,7 @@ pub struct FeedStatsSnapshot {
     pub gaps_filled: u64,
     pub gaps_unfilled: u64,
     pub connections: u64,
+    pub live_connections: u64,
     pub reconnects: u64,
     pub stalls: u64,
     pub keepalive_failures: u64,
@@ -140,6 +143,7 @@ impl FeedStats {
             gaps_filled: get(&self.gaps_filled),
             gaps_unfilled: get(&self.gaps_unfilled),
             connections: get(&self.connections),
+            live_connections: get(&self.live_connections),
             reconnects: get(&self.reconnects),
             stalls: get(&self.stalls),
             keepalive_failures: get(&self.keepalive_failures),
@@ -274,6 +278,21 @@ impl FeedEvents {
 
     pub fn connected(&self) {
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection finished subscribing.
+    pub fn connection_live(&self) {
+        self.stats.live_connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A live connection ended.
+    pub fn connection_down(&self) {
+        let _ =
+            self.stats
+                .live_connections
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(1))
+                });
     }
 
     pub fn connection_ended(&self, reason: EndReason, detail: &str) {

@@ -636,9 +636,14 @@ impl FeedTask {
                     state.ever_live = true;
                 }
                 self.live.insert(conn, symbols);
+                self.events.connection_live();
             }
             ConnectionEvent::Ended { conn } => {
-                for symbol in self.live.remove(&conn).unwrap_or_default() {
+                let Some(symbols) = self.live.remove(&conn) else {
+                    return Ok(());
+                };
+                self.events.connection_down();
+                for symbol in symbols {
                     let state = self.state(&symbol);
                     state.live_on = state.live_on.saturating_sub(1);
                 }
