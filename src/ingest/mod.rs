@@ -4,6 +4,8 @@
 //!   messages, keep-alive rules, frame parsing into `Trade`s, encoders for the
 //!   simulator).
 //! - [`decode`]: raw frames (recordings, JSON lines) into normalised trades.
+//! - [`simulator`]: the exchange simulator (websocket + REST + faults) that
+//!   tests, benchmarks and the offline demo point workers at.
 //! - [`publisher`]: the idempotent producer of the trades topic.
 //! - [`worker`]: the ingest worker: feeds, roles (primary, replica, fenced),
 //!   watermarks; [`connection`]: websockets per shard (subscribe, keep-alive,
@@ -12,6 +14,9 @@
 //!   missed trades; [`output`]: the publisher thread (trades, watermarks, gap
 //!   markers, dead letters); [`policy`]: backoff, pacing, watchdog;
 //!   [`metrics`]: events, counters and per-feed stats.
+
+// Not part of the worker: what tests, benchmarks and the demo connect it to.
+pub mod simulator;
 
 pub mod decode;
 pub mod exchanges;
