@@ -609,6 +609,48 @@ async fn abrupt_close_on_a_coinbase_feed_reconnects() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bybit_reconnect_recovers_missed_trades_by_rest_resync() {
+    // Bybit ids are not contiguous: a reconnect's losses do not show as a
+    // gap, so the worker holds live trades and asks REST what it missed.
+    let (stats, _, _, _) = scenario(
+        "ingest-close-bybit",
+        "bybit:spot",
+        SimRules::default(),
+        |_| {},
+        |sim, _| {
+            sim.inject(Fault::new(
+                Exchange::Bybit,
+                FaultKind::Close { abrupt: true },
+            ))
+            .expect("inject");
+        },
+        Duration::from_secs(1),
+    )
+    .await;
+    assert!(stats.connections >= 2, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upbit_duplicates_are_dropped_by_recent_ids() {
+    let (stats, _, _, _) = scenario(
+        "ingest-duplicate-upbit",
+        "upbit:default",
+        SimRules::default(),
+        |_| {},
+        |sim, _| {
+            sim.inject(Fault::new(
+                Exchange::Upbit,
+                FaultKind::Duplicate { count: 6 },
+            ))
+            .expect("inject");
+        },
+        Duration::from_millis(300),
+    )
+    .await;
+    assert!(stats.duplicates >= 6, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unanswered_pings_trip_keepalive() {
     let (stats, _, _, _) = scenario(
         "ingest-nopong",
@@ -710,6 +752,14 @@ async fn rotation_before_the_forced_disconnect_overlaps_without_duplicates() {
     )
     .await;
     assert!(stats.rotations >= 2, "{stats:?}");
+    // Every connection ended by our rotation, none by the exchange's forced
+    // close, and the overlap left nothing to backfill.
+    assert_eq!(stats.reconnects, stats.rotations, "{stats:?}");
+    assert_eq!(stats.gaps_found, 0, "{stats:?}");
+    assert!(
+        stats.duplicates > 0,
+        "the connections overlapped: {stats:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -99,6 +99,9 @@ pub struct SymbolSequencer {
     recent: RecentIds,
     held: BTreeMap<u64, Trade>,
     gap: Option<PendingGap>,
+    /// Untracked ids only: live trades held while a REST resync runs after a
+    /// reconnect (`Some` while resyncing).
+    resync_held: Option<Vec<Trade>>,
 }
 
 impl SymbolSequencer {
@@ -111,6 +114,7 @@ impl SymbolSequencer {
             recent: RecentIds::default(),
             held: BTreeMap::new(),
             gap: None,
+            resync_held: None,
         }
     }
 
@@ -313,7 +317,53 @@ impl SymbolSequencer {
         self.drain(now, out);
     }
 
+    /// Where ids say nothing about missed trades (Bybit, Upbit): after a
+    /// reconnect, hold live trades until the REST resync says what was missed
+    /// meanwhile ([`SymbolSequencer::resynced`]). No-op for sequential ids,
+    /// whose gaps show by themselves.
+    pub fn begin_resync(&mut self) {
+        if !self.sequential && self.resync_held.is_none() {
+            self.resync_held = Some(Vec::new());
+        }
+    }
+
+    /// Whether live trades are held for a resync.
+    pub fn resyncing(&self) -> bool {
+        self.resync_held.is_some()
+    }
+
+    /// The resync's REST rows (oldest first; `None` when it failed): the
+    /// trades not seen yet are released, merged with the held live ones in
+    /// exchange-time order (REST rows first on equal times: they were made
+    /// earlier or are the same trades).
+    pub fn resynced(&mut self, rest: Option<Vec<Trade>>, out: &mut Vec<SequencerEvent>) {
+        let Some(held) = self.resync_held.take() else {
+            return;
+        };
+        let since = self.last.as_ref().map(|t| t.exchange_time);
+        let mut merged: Vec<Trade> = rest
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| since.is_none_or(|since| t.exchange_time >= since))
+            .collect();
+        merged.extend(held);
+        // Stable: REST rows keep their order and stay ahead of live trades of the same ms.
+        merged.sort_by_key(|t| t.exchange_time);
+        for trade in merged {
+            self.offer_untracked(trade, out);
+        }
+    }
+
     fn offer_untracked(&mut self, trade: Trade, out: &mut Vec<SequencerEvent>) {
+        if let Some(held) = &mut self.resync_held {
+            if held.len() < MAX_HELD_PER_SYMBOL {
+                held.push(trade);
+                return;
+            }
+            // The resync takes too long for this symbol's flow: give it up.
+            self.resynced(None, out);
+            return self.offer_untracked(trade, out);
+        }
         if self.recent.contains(&trade.trade_id) || self.recent.is_stale(trade.exchange_time) {
             out.push(SequencerEvent::Duplicate {
                 trade_id: trade.trade_id,
@@ -676,6 +726,34 @@ mod tests {
             count(&out, |e| matches!(e, SequencerEvent::Duplicate { .. })),
             2
         );
+    }
+
+    #[test]
+    fn untracked_resync_merges_missed_rest_trades_before_held_live_ones() {
+        let now = Instant::now();
+        let u = |id: &str, time| trade(Exchange::Bybit, id, time);
+        let mut seq = SymbolSequencer::new(Exchange::Bybit, true);
+        let mut out = Vec::new();
+        seq.offer(u("a", 10), now, &mut out);
+        seq.offer(u("b", 20), now, &mut out);
+        // Reconnected: "c" and "d" were made while away; "e" arrives live first.
+        seq.begin_resync();
+        assert!(seq.resyncing());
+        seq.offer(u("e", 50), now, &mut out);
+        assert_eq!(released(&out), ["a", "b"], "held while resyncing");
+        let rest = vec![u("a", 10), u("b", 20), u("c", 30), u("d", 40), u("e", 50)];
+        seq.resynced(Some(rest), &mut out);
+        assert_eq!(released(&out), ["a", "b", "c", "d", "e"]);
+        assert!(!seq.resyncing());
+        // A failed resync releases what was held.
+        seq.begin_resync();
+        seq.offer(u("f", 60), now, &mut out);
+        seq.resynced(None, &mut out);
+        assert_eq!(released(&out).last().map(String::as_str), Some("f"));
+        // Sequential ids never hold: their gaps show by themselves.
+        let mut binance = SymbolSequencer::new(Exchange::Binance, true);
+        binance.begin_resync();
+        assert!(!binance.resyncing());
     }
 
     #[test]

@@ -627,13 +627,10 @@ impl FeedTask {
                 for symbol in &symbols {
                     let state = self.state(symbol);
                     state.live_on += 1;
-                    if state.live_on == 1 && state.ever_live {
-                        // Back after an outage: were trades missed meanwhile?
-                        state.needs_resync = true;
-                        state.resync_since = now;
-                        state.resync_attempts = 0;
-                    }
                     state.ever_live = true;
+                    // Back after an outage: the resync (if still needed) looks
+                    // at REST once the new subscription is in place.
+                    state.resync_since = now;
                 }
                 self.live.insert(conn, symbols);
                 self.events.connection_live();
@@ -643,9 +640,21 @@ impl FeedTask {
                     return Ok(());
                 };
                 self.events.connection_down();
+                let role = self.role;
                 for symbol in symbols {
                     let state = self.state(&symbol);
                     state.live_on = state.live_on.saturating_sub(1);
+                    if state.live_on == 0 {
+                        // No connection carries the symbol: trades made from
+                        // now until it is live again may be missed.
+                        state.needs_resync = true;
+                        state.resync_attempts = 0;
+                        if role == Role::Primary {
+                            // Untracked ids: hold what the next connection
+                            // brings until REST says what was missed.
+                            state.seq.begin_resync();
+                        }
+                    }
                 }
             }
             ConnectionEvent::Trades { trades, .. } => {
@@ -805,13 +814,17 @@ impl FeedTask {
                     continue;
                 }
                 BackfillKind::Gap
-            } else if self.sequential
-                && state.needs_resync
+            } else if state.needs_resync
+                && state.live_on > 0
                 && !state.resync_in_flight
-                && state.seq.pending_gap().is_none()
-                && state.seq.last().is_some()
-                && now.saturating_duration_since(state.resync_since) >= grace
+                && (state.seq.resyncing()
+                    || (self.sequential
+                        && state.seq.pending_gap().is_none()
+                        && state.seq.last().is_some()
+                        && now.saturating_duration_since(state.resync_since) >= grace))
             {
+                // Untracked ids resync at once (live trades wait for it);
+                // sequential ones only if no trade showed continuity first.
                 state.resync_in_flight = true;
                 state.resync_attempts += 1;
                 BackfillKind::Resync
@@ -855,8 +868,12 @@ impl FeedTask {
             (BackfillKind::Resync, Ok(trades)) => {
                 state.resync_in_flight = false;
                 state.needs_resync = false;
-                for trade in trades {
-                    state.seq.offer(trade, now, &mut out);
+                if state.seq.resyncing() {
+                    state.seq.resynced(Some(trades), &mut out);
+                } else {
+                    for trade in trades {
+                        state.seq.offer(trade, now, &mut out);
+                    }
                 }
             }
             (BackfillKind::Resync, Err(error)) => {
@@ -865,6 +882,7 @@ impl FeedTask {
                 state.resync_since = now;
                 if state.resync_attempts >= 2 || error.is_terminal() {
                     state.needs_resync = false;
+                    state.seq.resynced(None, &mut out);
                 }
             }
         }
@@ -950,6 +968,10 @@ impl FeedTask {
                     Some(point) => SymbolSequencer::resume(self.exchange, point),
                     None => SymbolSequencer::new(self.exchange, true),
                 };
+                if resume.contains_key(&symbol) {
+                    // Untracked ids: merge the buffer with REST before releasing.
+                    state.seq.begin_resync();
+                }
                 // Until a trade or a resync shows otherwise, trades may be
                 // missing between the predecessor's last and our buffer.
                 state.needs_resync = resume.contains_key(&symbol);
