@@ -151,6 +151,8 @@ struct TopicContents {
     trades: BTreeMap<String, Vec<Trade>>,
     watermarks: BTreeMap<String, Vec<Watermark>>,
     gaps: Vec<GapMarker>,
+    /// Per key, in topic order: `Ok(trade)` or `Err(watermark)`.
+    sequence: BTreeMap<String, Vec<Result<Trade, Watermark>>>,
 }
 
 /// Every record of `topic`, read with assigned partitions (no group join).
@@ -270,15 +272,22 @@ async fn read_trades_topic(config: &Config) -> TopicContents {
         match kind.as_deref() {
             Some(KIND_TRADE) | None => {
                 let trade: Trade = serde_json::from_slice(&record.payload).expect("a trade");
+                contents
+                    .sequence
+                    .entry(trade.key())
+                    .or_default()
+                    .push(Ok(trade.clone()));
                 contents.trades.entry(trade.key()).or_default().push(trade);
             }
             Some(KIND_WATERMARK) => {
                 let w: Watermark = serde_json::from_slice(&record.payload).expect("a watermark");
+                let key = format!("{}:{}", w.exchange, w.symbol);
                 contents
-                    .watermarks
-                    .entry(format!("{}:{}", w.exchange, w.symbol))
+                    .sequence
+                    .entry(key.clone())
                     .or_default()
-                    .push(w);
+                    .push(Err(w.clone()));
+                contents.watermarks.entry(key).or_default().push(w);
             }
             Some(KIND_GAP) => {
                 contents
@@ -877,4 +886,59 @@ async fn promoted_replica_publishes_from_just_after_the_primary() {
         replica.stats().trades_published,
         want - primary.stats().trades_published
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watermarks_advance_for_quiet_symbols_and_no_trade_follows_behind_one() {
+    let feed = feed("binance:trade");
+    let names = symbols(Exchange::Binance, 3);
+    let sim = simulator(&[(Exchange::Binance, names.clone())], SimRules::default()).await;
+    let mut rig = Rig::new("ingest-watermarks", sim).await;
+    let handle = rig
+        .worker
+        .start_feed(&feed_config(&rig.sim, feed, &names), Role::Primary)
+        .expect("feed starts");
+    wait_live(&handle, 1).await;
+    // Only the first symbol trades; the others stay quiet for 1.5 s.
+    let started = tickfetch::ingest::exchanges::receive_time_now();
+    trade(
+        &rig.sim,
+        Exchange::Binance,
+        &names[..1],
+        75,
+        Duration::from_millis(20),
+    )
+    .await;
+    wait_published(&handle, &rig.sim, feed, &names).await;
+    let ended = tickfetch::ingest::exchanges::receive_time_now();
+    let lateness = rig.config.ingest.allowed_lateness_ms as i64;
+    let (contents, _, _) = rig.finish().await;
+    for symbol in &names {
+        let key = format!("binance:{symbol}");
+        let sequence = contents.sequence.get(&key).cloned().unwrap_or_default();
+        let mut watermark = i64::MIN;
+        let mut marks = 0;
+        for entry in &sequence {
+            match entry {
+                Err(w) => {
+                    assert!(w.time > watermark, "{key}: watermarks only go forward");
+                    watermark = w.time;
+                    marks += 1;
+                }
+                Ok(t) => assert!(
+                    t.exchange_time >= watermark,
+                    "{key}: trade {} at {} after watermark {watermark}",
+                    t.trade_id,
+                    t.exchange_time
+                ),
+            }
+        }
+        assert!(marks >= 3, "{key}: {marks} watermarks in 1.5 s");
+        // Quiet or not, the watermark followed the clock, minus the lateness.
+        assert!(
+            watermark >= started + 1_000 - lateness,
+            "{key}: {watermark} did not follow the clock from {started}"
+        );
+        assert!(watermark <= ended, "{key}: a watermark in the future");
+    }
 }
