@@ -942,3 +942,64 @@ async fn watermarks_advance_for_quiet_symbols_and_no_trade_follows_behind_one() 
         assert!(watermark <= ended, "{key}: a watermark in the future");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_resumes_from_the_topic_after_the_primary_stops() {
+    let feed = feed("binance:trade");
+    let names = symbols(Exchange::Binance, 3);
+    let sim = simulator(&[(Exchange::Binance, names.clone())], SimRules::default()).await;
+    let mut rig = Rig::new("ingest-resume", sim).await;
+    let config = feed_config(&rig.sim, feed, &names);
+    let primary = rig
+        .worker
+        .start_feed(&config, Role::Primary)
+        .expect("primary");
+    let replica = rig
+        .worker
+        .start_feed(&config, Role::Replica)
+        .expect("replica");
+    wait_live(&primary, 1).await;
+    wait_live(&replica, 1).await;
+    trade(
+        &rig.sim,
+        Exchange::Binance,
+        &names,
+        20,
+        Duration::from_millis(10),
+    )
+    .await;
+    wait_published(&primary, &rig.sim, feed, &names).await;
+    // The primary stops without handing anything over; trades go on.
+    primary.stop();
+    trade(
+        &rig.sim,
+        Exchange::Binance,
+        &names,
+        10,
+        Duration::from_millis(10),
+    )
+    .await;
+    rig.worker.flush().await.expect("flush");
+    let resume =
+        tickfetch::ingest::resume::last_published(&rig.config, Exchange::Binance, &names, 1_000)
+            .await
+            .expect("tail of the trades topic");
+    assert_eq!(resume.len(), names.len(), "a resume point per symbol");
+    replica.promote(resume).await.expect("promote");
+    trade(
+        &rig.sim,
+        Exchange::Binance,
+        &names,
+        10,
+        Duration::from_millis(10),
+    )
+    .await;
+    let want = total(&expected(&rig.sim, feed, &names));
+    wait_until("the promoted replica catches up", || {
+        primary.stats().trades_published + replica.stats().trades_published >= want
+    })
+    .await;
+    let expected = expected(&rig.sim, feed, &names);
+    let (contents, _, _) = rig.finish().await;
+    assert_exactly_once(&contents, Exchange::Binance, &expected);
+}

@@ -13,7 +13,8 @@
 //!   and gaps; [`backfill`] over [`http`] and [`transport`]: REST recovery of
 //!   missed trades; [`output`]: the publisher thread (trades, watermarks, gap
 //!   markers, dead letters); [`policy`]: backoff, pacing, watchdog;
-//!   [`metrics`]: events, counters and per-feed stats.
+//!   [`metrics`]: events, counters and per-feed stats; [`resume`]: where a
+//!   promoted replica resumes, read from the trades topic.
 
 // Not part of the worker: what tests, benchmarks and the demo connect it to.
 pub mod simulator;
@@ -28,6 +29,7 @@ pub mod http;
 pub mod metrics;
 pub mod output;
 pub mod policy;
+pub mod resume;
 pub mod sequencer;
 pub mod transport;
 pub mod worker;
