@@ -13,6 +13,17 @@
 //! on the bounded channel: back-pressure reaches the connections, which stop
 //! reading their sockets, instead of memory growing.
 //!
+//! # Dead letters
+//!
+//! A frame that does not parse goes to `{prefix}.deadletter` (one partition)
+//! with the frame's raw bytes as the payload (text or binary, unchanged),
+//! the key and header `tickfetch-source` naming where it came from
+//! (`ws:{exchange}:{feed}:s{shard}c{connection}`, e.g.
+//! `ws:binance:trade:s0c3`), and the header `tickfetch-reason` holding the
+//! adapter's error (`binance: malformed frame: EOF while parsing…`). Only a
+//! primary dead-letters (a replica sees the same frames). The connection
+//! stays up.
+//!
 //! # Unfilled gaps
 //!
 //! A gap that REST backfill could not fill is published on the trades topic

@@ -546,14 +546,18 @@ impl FeedTask {
             .enumerate()
         {
             let shard = Arc::new(Mutex::new(ShardSymbols::new(symbols)));
-            shards.spawn(run_shard(
-                rules.clone(),
-                index,
-                shard,
-                event_tx.clone(),
-                self.events.clone(),
-                shards_cancel.clone(),
-            ));
+            let span = tracing::info_span!("shard", feed = %self.spec.name, shard = index);
+            shards.spawn(
+                run_shard(
+                    rules.clone(),
+                    index,
+                    shard,
+                    event_tx.clone(),
+                    self.events.clone(),
+                    shards_cancel.clone(),
+                )
+                .instrument(span),
+            );
         }
         drop(event_tx);
         tracing::info!(
