@@ -12,10 +12,19 @@
 //! | OKX | `{"id":"1","op":"subscribe","args":[{"channel":"trades","instId":"X"}]}` | `{"event":"subscribe","arg":…}` per arg | `{"event":"error","code":"60018",…}` | `ping` → `pong` |
 //!
 //! A symbol under a `reject` fault gets the exchange's error (Binance: an
-//! error reply to the request, which then subscribes nothing; Upbit:
+//! error reply to the request, which then subscribes nothing, while streams
+//! named in the URL are silently left out; Upbit:
 //! `{"error":{"name":"INVALID_PARAM",…}}`). Symbols must be spelled as the
 //! exchange spells them (Binance stream names in lower case, the others in
-//! upper case); anything else counts as unknown.
+//! upper case); anything else counts as unknown. Coinbase refuses a whole
+//! message for one bad product; Bybit and OKX subscribe the good topics and
+//! name the bad ones. Bybit's three categories share one symbol table, and
+//! OKX serves `trades` on `/ws/v5/public` and `trades-all` on
+//! `/ws/v5/business` only.
+//!
+//! Not simulated: Coinbase's `last_match` and Advanced Trade's `snapshot`
+//! after subscribing, Advanced Trade's 5 s subscribe deadline, Upbit's
+//! repeated `{"status":"UP"}`, Upbit's list formats (`JSON_LIST`).
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -139,11 +139,26 @@ impl Session {
         }
     }
 
+    /// Queue every frame, then flush once (one write for a batch).
     async fn send_frames(&mut self, frames: &[WireFrame]) -> Result<(), Ending> {
-        for frame in frames {
-            self.send(to_message(frame)).await?;
+        if frames.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let sink = &mut self.sink;
+        let write = async {
+            for frame in frames {
+                sink.feed(to_message(frame)).await?;
+            }
+            sink.flush().await
+        };
+        match tokio::time::timeout(SEND_TIMEOUT, write).await {
+            Ok(Ok(())) => {
+                self.last_activity = Instant::now();
+                Ok(())
+            }
+            Ok(Err(_)) => Err(Ending::SocketError),
+            Err(_) => Err(Ending::SlowConsumer),
+        }
     }
 
     /// Count one client message against the rate limit; `Err` to close.
