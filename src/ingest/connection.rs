@@ -21,7 +21,9 @@
 //! longer than the threshold its symbols' liquidity allows
 //! ([`Watchdog`]), every symbol was rejected, or it is cancelled. The shard
 //! then reconnects after a jittered exponential [`Backoff`] (reset once a
-//! connection has carried data). A symbol the exchange rejects is reported and
+//! connection has carried data or stayed up [`STABLE_CONNECTION`]); a
+//! rotation whose replacement fails keeps the old connection and retries
+//! after a backoff too. A symbol the exchange rejects is reported and
 //! removed from the shard for good; its neighbours stay subscribed. Where the
 //! exchange names no symbol in a rejection (Binance ties it to the request id
 //! only), the request is split in halves and re-sent until the culprit stands
@@ -33,6 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use rand::SeedableRng;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -69,6 +72,8 @@ pub const READY_GRACE: Duration = Duration::from_millis(500);
 pub const MAX_ROTATION_MARGIN: Duration = Duration::from_secs(600);
 /// How often the watchdog and the ping deadline are checked.
 const TICK: Duration = Duration::from_millis(100);
+/// A connection up this long counts as healthy (its end resets the backoff).
+pub const STABLE_CONNECTION: Duration = Duration::from_secs(30);
 /// How long a closing handshake may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -242,12 +247,15 @@ pub async fn run_shard(
     let mut standby_ready: Option<oneshot::Receiver<()>> = None;
     let mut next_attempt = Some(Instant::now());
     let mut retiring: Vec<ConnectionId> = Vec::new();
+    // After a replacement failed to come up: when to try rotating again.
+    let mut rotation_retry_at: Option<Instant> = None;
     let mut rng = rand::rngs::StdRng::from_entropy();
-    use rand::SeedableRng;
 
     loop {
         let rotate_at = match (&active, &standby, rules.rotate_after) {
-            (Some(slot), None, Some(after)) => Some(slot.started + after),
+            (Some(slot), None, Some(after)) => {
+                Some((slot.started + after).max(rotation_retry_at.unwrap_or(slot.started)))
+            }
             _ => None,
         };
         tokio::select! {
@@ -268,6 +276,7 @@ pub async fn run_shard(
             ready = recv_opt(&mut standby_ready) => {
                 standby_ready = None;
                 if ready.is_ok() {
+                    rotation_retry_at = None;
                     if let Some(old) = active.take() {
                         retiring.push(old.id);
                         old.cancel.cancel();
@@ -302,7 +311,9 @@ pub async fn run_shard(
                     } else {
                         watchdog = outcome.watchdog;
                     }
-                    if outcome.saw_trades {
+                    // A connection that carried data or lived a while was
+                    // healthy: the next failure starts from the shortest delay.
+                    if outcome.saw_trades || outcome.lived >= STABLE_CONNECTION {
                         backoff.reset();
                     }
                     active = None;
@@ -315,17 +326,14 @@ pub async fn run_shard(
                         cancel.cancelled().await;
                         break;
                     } else {
-                        let delay = if outcome.reason == EndReason::Stalled || outcome.saw_trades {
-                            // Recycle at once: the exchange is up, this socket was not.
-                            Duration::ZERO
-                        } else {
-                            backoff.next_delay(&mut rng)
-                        };
-                        next_attempt = Some(Instant::now() + delay);
+                        next_attempt = Some(Instant::now() + backoff.next_delay(&mut rng));
                     }
                 } else if was_standby {
+                    // The replacement failed before taking over: the old
+                    // connection carries on; try again after a backoff.
                     standby = None;
                     standby_ready = None;
+                    rotation_retry_at = Some(Instant::now() + backoff.next_delay(&mut rng));
                 }
             }
         }
@@ -414,6 +422,8 @@ pub struct ConnectionOutcome {
     /// The watchdog with what this connection learned of its symbols' rates.
     pub watchdog: Watchdog,
     pub saw_trades: bool,
+    /// Time from the start of the attempt to its end.
+    pub lived: Duration,
 }
 
 /// One websocket connection's state.
@@ -439,6 +449,7 @@ struct Stop(EndReason, String);
 
 impl Connection {
     async fn run(mut self) -> ConnectionOutcome {
+        let started = Instant::now();
         let mut saw_trades = false;
         let (reason, detail) = match self.session(&mut saw_trades).await {
             Ok(()) => (EndReason::Cancelled, "cancelled".to_string()),
@@ -453,6 +464,7 @@ impl Connection {
             detail,
             watchdog: self.watchdog,
             saw_trades,
+            lived: started.elapsed(),
         }
     }
 

@@ -253,7 +253,8 @@ impl FeedHandle {
     }
 
     /// Stops the feed: connections close; what was already handed to the
-    /// publisher is still published.
+    /// publisher is still published. Trades held behind an open gap are not:
+    /// a successor resumes after the last published trade and fills the gap.
     pub fn stop(&self) {
         self.cancel.cancel();
     }
