@@ -1003,3 +1003,34 @@ async fn replica_resumes_from_the_topic_after_the_primary_stops() {
     let (contents, _, _) = rig.finish().await;
     assert_exactly_once(&contents, Exchange::Binance, &expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binance_symbols_beyond_1024_streams_shard_over_connections() {
+    let feed = feed("binance:trade");
+    let names = symbols(Exchange::Binance, 1_100);
+    let sim = simulator(&[(Exchange::Binance, names.clone())], SimRules::default()).await;
+    let mut rig = Rig::new("ingest-shards", sim).await;
+    // No override: the adapter's 1024-stream limit splits the feed in two.
+    let handle = rig
+        .worker
+        .start_feed(&feed_config(&rig.sim, feed, &names), Role::Primary)
+        .expect("feed starts");
+    wait_live(&handle, 2).await;
+    for _ in 0..3 {
+        trade(
+            &rig.sim,
+            Exchange::Binance,
+            &names,
+            1,
+            Duration::from_millis(50),
+        )
+        .await;
+    }
+    wait_published(&handle, &rig.sim, feed, &names).await;
+    let stats = handle.stats();
+    let expected = expected(&rig.sim, feed, &names);
+    let (contents, _, _) = rig.finish().await;
+    assert_exactly_once(&contents, Exchange::Binance, &expected);
+    assert_eq!(stats.rejected_symbols, 0, "{stats:?}");
+    assert_eq!(stats.connections, 2, "{stats:?}");
+}
