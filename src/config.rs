@@ -265,11 +265,48 @@ impl Default for SinkConfig {
 }
 
 /// The ingest worker.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
     /// Feeds run from config (with coordination, feeds come from etcd instead).
     pub feeds: Vec<FeedConfig>,
+    /// How often each symbol's watermark is published.
+    pub watermark_interval_ms: u64,
+    /// A live, caught-up symbol's watermark trails the wall clock by this much:
+    /// room for exchange → worker latency and clock skew.
+    pub allowed_lateness_ms: u64,
+    /// First reconnect delay; doubles per failed attempt (with jitter).
+    pub reconnect_min_ms: u64,
+    /// Longest reconnect delay.
+    pub reconnect_max_ms: u64,
+    /// Shortest silence after which a connection's data watchdog recycles it.
+    pub watchdog_floor_ms: u64,
+    /// Longest silence the watchdog waits (symbols with no observed trades).
+    pub watchdog_ceiling_ms: u64,
+    /// How long a trade-id gap may wait for the missing trades to arrive on
+    /// another connection (rotation overlap) before REST backfill starts.
+    pub gap_grace_ms: u64,
+    /// Timeout of one REST backfill request.
+    pub rest_timeout_ms: u64,
+    /// Trades a hot replica keeps per symbol for its promotion.
+    pub replica_buffer_trades: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            feeds: Vec::new(),
+            watermark_interval_ms: 1_000,
+            allowed_lateness_ms: 2_000,
+            reconnect_min_ms: 250,
+            reconnect_max_ms: 30_000,
+            watchdog_floor_ms: 10_000,
+            watchdog_ceiling_ms: 600_000,
+            gap_grace_ms: 500,
+            rest_timeout_ms: 5_000,
+            replica_buffer_trades: 10_000,
+        }
+    }
 }
 
 /// One feed: an exchange and its symbols.
@@ -284,6 +321,23 @@ pub struct FeedConfig {
     /// REST base URL for backfill; the exchange's live endpoint when absent.
     #[serde(default)]
     pub rest_url: Option<String>,
+    /// Which of the exchange's trade streams (`aggTrade`, `trade`, `simple`,
+    /// `matches`, `spot`, `trades`…); the exchange's first feed when absent.
+    #[serde(default)]
+    pub feed: Option<String>,
+    /// At most this many symbols per connection (below the exchange's own limit).
+    #[serde(default)]
+    pub symbols_per_connection: Option<usize>,
+    /// The exchange's forced disconnect age, when it differs from the adapter's
+    /// (a simulator with short-lived connections); rotation happens before it.
+    #[serde(default)]
+    pub max_connection_age_ms: Option<u64>,
+    /// Keep-alive ping interval instead of the adapter's.
+    #[serde(default)]
+    pub ping_interval_ms: Option<u64>,
+    /// How long a ping may go unanswered before the connection is dropped.
+    #[serde(default)]
+    pub pong_timeout_ms: Option<u64>,
 }
 
 /// Logs and metrics.

@@ -1,0 +1,231 @@
+//! The worker's single way out to Kafka: a bounded queue drained by one
+//! blocking thread that owns the producers.
+//!
+//! ```text
+//! feed tasks ──Output (bounded, OUTPUT_QUEUE)──▶ publisher thread
+//!     Trade, Watermark       ──▶ TradePublisher (idempotent, `{prefix}.trades`, key exchange:symbol)
+//!     Gap marker             ──▶ side producer   (idempotent, `{prefix}.trades`, kind `gap`)
+//!     DeadLetter             ──▶ side producer   (`{prefix}.deadletter`, raw bytes + reason headers)
+//! ```
+//!
+//! librdkafka's `send` may block on a full queue (the publisher waits there),
+//! so the thread is a `spawn_blocking` one and the async tasks only ever wait
+//! on the bounded channel: back-pressure reaches the connections, which stop
+//! reading their sockets, instead of memory growing.
+//!
+//! # Dead letters
+//!
+//! A frame that does not parse goes to `{prefix}.deadletter` (one partition)
+//! with the frame's raw bytes as the payload (text or binary, unchanged),
+//! the key and header `tickfetch-source` naming where it came from
+//! (`ws:{exchange}:{feed}:s{shard}c{connection}`, e.g.
+//! `ws:binance:trade:s0c3`), and the header `tickfetch-reason` holding the
+//! adapter's error (`binance: malformed frame: EOF while parsing…`). Only a
+//! primary dead-letters (a replica sees the same frames). The connection
+//! stays up.
+//!
+//! # Unfilled gaps
+//!
+//! A gap that REST backfill could not fill is published on the trades topic
+//! itself, keyed `exchange:symbol` like the symbol's trades, with header
+//! `tickfetch-kind: gap` and a [`GapMarker`] JSON payload. The rollup's
+//! first stage is the one reader that can act on it (mark the windows in
+//! `from_time..=to_time` degraded, `TradeRollup::mark_gap`), and it already
+//! reads that topic in key order. The marker is also logged and counted.
+
+use std::time::Duration;
+
+use rdkafka::error::KafkaError as RdKafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use super::publisher::TradePublisher;
+use crate::config::Config;
+use crate::kafka::{client_config, ensure_topics, KafkaError, TopicSpec};
+use crate::model::{feed_key, Exchange, Millis, Trade, KIND_HEADER};
+
+/// Records queued between the feed tasks and the publisher thread.
+pub const OUTPUT_QUEUE: usize = 16_384;
+/// How long the publisher waits for the broker to acknowledge everything on exit.
+pub const FINAL_FLUSH: Duration = Duration::from_secs(10);
+/// `tickfetch-kind` of a [`GapMarker`] on the trades topic.
+pub const KIND_GAP: &str = "gap";
+/// Header naming why a record went to the dead-letter topic.
+pub const DEAD_LETTER_REASON: &str = crate::rollup::stage::DEAD_LETTER_REASON;
+/// Header naming where a dead letter came from (`ws:binance:aggTrade:s0c3`).
+pub const DEAD_LETTER_SOURCE: &str = "tickfetch-source";
+
+/// Trades of `exchange:symbol` in raw ids `first_missing..=last_missing`
+/// were missed and could not be backfilled. Their exchange times lie in
+/// `from_time..=to_time` (the trades either side of the gap).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GapMarker {
+    pub exchange: Exchange,
+    pub symbol: String,
+    pub first_missing: u64,
+    pub last_missing: u64,
+    pub from_time: Millis,
+    pub to_time: Millis,
+}
+
+/// One record for the publisher thread.
+#[derive(Debug)]
+pub enum Output {
+    Trade(Trade),
+    Watermark {
+        exchange: Exchange,
+        symbol: String,
+        time: Millis,
+    },
+    Gap(GapMarker),
+    DeadLetter {
+        payload: Vec<u8>,
+        reason: String,
+        source: String,
+    },
+    /// Wait until everything queued before it is acknowledged.
+    Flush(oneshot::Sender<Result<(), KafkaError>>),
+}
+
+/// The producers, owned by the publisher thread.
+pub struct Publishers {
+    trades: TradePublisher,
+    side: ThreadedProducer<DefaultProducerContext>,
+    trades_topic: String,
+    dead_letter_topic: String,
+    buffer: Vec<u8>,
+}
+
+impl Publishers {
+    /// Creates the trades and dead-letter topics if needed and connects.
+    ///
+    /// # Errors
+    /// Kafka unreachable or a conflicting option.
+    pub async fn connect(config: &Config) -> Result<Self, KafkaError> {
+        let trades = TradePublisher::connect(config).await?;
+        let dead_letter_topic = config.topics.dead_letter();
+        ensure_topics(
+            &config.kafka,
+            &[TopicSpec {
+                name: dead_letter_topic.clone(),
+                partitions: 1,
+                compacted: false,
+            }],
+        )
+        .await?;
+        let side = client_config(
+            &config.kafka,
+            &[
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+                ("linger.ms", "5"),
+            ],
+        )?
+        .create()
+        .map_err(KafkaError::client("creating the dead-letter producer"))?;
+        Ok(Self {
+            trades,
+            side,
+            trades_topic: config.topics.trades(),
+            dead_letter_topic,
+            buffer: Vec::with_capacity(256),
+        })
+    }
+
+    /// Drains `queue` until every sender is gone, then flushes.
+    ///
+    /// # Errors
+    /// A producer error (the worker stops: its feeds cannot publish).
+    pub fn run(mut self, mut queue: mpsc::Receiver<Output>) -> Result<(), KafkaError> {
+        while let Some(output) = queue.blocking_recv() {
+            self.handle(output)?;
+        }
+        self.flush(FINAL_FLUSH)
+    }
+
+    fn handle(&mut self, output: Output) -> Result<(), KafkaError> {
+        match output {
+            Output::Trade(trade) => self.trades.send_trade(&trade),
+            Output::Watermark {
+                exchange,
+                symbol,
+                time,
+            } => self.trades.send_watermark(exchange, &symbol, time),
+            Output::Gap(marker) => {
+                self.buffer.clear();
+                serde_json::to_writer(&mut self.buffer, &marker).map_err(|e| {
+                    KafkaError::Encode {
+                        topic: self.trades_topic.clone(),
+                        message: format!("serialising a gap marker: {e}"),
+                    }
+                })?;
+                let key = feed_key(marker.exchange, &marker.symbol);
+                let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
+                    key: KIND_HEADER,
+                    value: Some(KIND_GAP),
+                });
+                let record = BaseRecord::to(&self.trades_topic)
+                    .key(key.as_bytes())
+                    .payload(self.buffer.as_slice())
+                    .headers(headers);
+                send_waiting(&self.side, record)
+            }
+            Output::DeadLetter {
+                payload,
+                reason,
+                source,
+            } => {
+                let headers = OwnedHeaders::new_with_capacity(2)
+                    .insert(Header {
+                        key: DEAD_LETTER_REASON,
+                        value: Some(reason.as_str()),
+                    })
+                    .insert(Header {
+                        key: DEAD_LETTER_SOURCE,
+                        value: Some(source.as_str()),
+                    });
+                let record = BaseRecord::to(&self.dead_letter_topic)
+                    .key(source.as_bytes())
+                    .payload(payload.as_slice())
+                    .headers(headers);
+                send_waiting(&self.side, record)
+            }
+            Output::Flush(reply) => {
+                let _ = reply.send(self.flush(FINAL_FLUSH));
+                Ok(())
+            }
+        }
+    }
+
+    fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.trades.flush(timeout)?;
+        self.side
+            .flush(timeout)
+            .map_err(KafkaError::client("flushing dead letters"))
+    }
+}
+
+fn send_waiting(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    mut record: BaseRecord<'_, [u8], [u8]>,
+) -> Result<(), KafkaError> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((source, back)) => {
+                return Err(KafkaError::Client {
+                    what: format!("producing to {}", back.topic),
+                    source,
+                })
+            }
+        }
+    }
+}

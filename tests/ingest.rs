@@ -1,0 +1,1036 @@
+//! The ingest worker against the exchange simulator and the real broker.
+//!
+//! Each test starts a simulator (on-demand generation: the test makes every
+//! trade, so it knows them all), points a worker at it with its own topic
+//! prefix, injects one fault, lets the worker recover by itself, and then
+//! reads the trades topic back: every trade of the simulator's history must be
+//! there exactly once, in exchange order per symbol.
+//!
+//! Run with the stack's addresses in the environment (see `tests/common`).
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use tickfetch::config::{Config, FeedConfig};
+use tickfetch::ingest::exchanges::Feed;
+use tickfetch::ingest::metrics::FeedStatsSnapshot;
+use tickfetch::ingest::output::{GapMarker, DEAD_LETTER_REASON, DEAD_LETTER_SOURCE, KIND_GAP};
+use tickfetch::ingest::simulator::{
+    generated_symbols, ConnectionRules as SimRules, Fault, FaultKind, GenerateConfig, SimConfig,
+    SimHandle, Simulator, Source,
+};
+use tickfetch::ingest::worker::{FeedHandle, Role, Worker};
+use tickfetch::model::{Exchange, Trade, Watermark, KIND_HEADER, KIND_TRADE, KIND_WATERMARK};
+use tickfetch::shutdown::CancellationToken;
+
+/// Longest any wait in these tests may take.
+const WAIT: Duration = Duration::from_secs(30);
+
+fn feed(name: &str) -> Feed {
+    name.parse().expect("known feed")
+}
+
+/// A simulator of `exchanges` with these symbols, generating only on demand.
+async fn simulator(symbols: &[(Exchange, Vec<String>)], rules: SimRules) -> SimHandle {
+    let map: BTreeMap<Exchange, Vec<String>> = symbols.iter().cloned().collect();
+    Simulator::start(SimConfig {
+        exchanges: map.keys().copied().collect(),
+        source: Source::Generate(GenerateConfig {
+            rate_per_second: 0.0,
+            symbols: map,
+            ..GenerateConfig::default()
+        }),
+        rules,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator starts")
+}
+
+/// Simulator rules with short Binance timings, so keep-alive faults trip fast.
+fn fast_rules() -> SimRules {
+    SimRules {
+        ping_interval: Duration::from_millis(300),
+        pong_deadline: Duration::from_millis(900),
+        ..SimRules::default()
+    }
+}
+
+/// A config with this test's topics and timings suited to seconds-long tests.
+fn config(tag: &str) -> Config {
+    let mut config = common::config(tag);
+    config.topics.partitions = 2;
+    let ingest = &mut config.ingest;
+    ingest.watermark_interval_ms = 200;
+    ingest.allowed_lateness_ms = 500;
+    ingest.reconnect_min_ms = 50;
+    ingest.reconnect_max_ms = 500;
+    ingest.watchdog_floor_ms = 800;
+    ingest.watchdog_ceiling_ms = 4_000;
+    ingest.gap_grace_ms = 200;
+    ingest.rest_timeout_ms = 2_000;
+    config
+}
+
+fn feed_config(sim: &SimHandle, feed: Feed, symbols: &[String]) -> FeedConfig {
+    FeedConfig {
+        exchange: feed.exchange(),
+        symbols: symbols.to_vec(),
+        ws_url: Some(sim.feed_ws_url(feed)),
+        rest_url: Some(sim.rest_url(feed.exchange())),
+        feed: Some(feed.name().to_string()),
+        symbols_per_connection: None,
+        max_connection_age_ms: None,
+        ping_interval_ms: None,
+        pong_timeout_ms: None,
+    }
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `handle` has `connections` subscribed connections.
+async fn wait_live(handle: &FeedHandle, connections: u64) {
+    wait_until(&format!("{} live connections", handle.name()), || {
+        handle.stats().live_connections >= connections
+    })
+    .await;
+}
+
+/// Makes `rounds` orders of each symbol, `pause` apart.
+async fn trade(
+    sim: &SimHandle,
+    exchange: Exchange,
+    symbols: &[String],
+    rounds: usize,
+    pause: Duration,
+) {
+    for _ in 0..rounds {
+        for symbol in symbols {
+            sim.generate(exchange, symbol, 1).expect("generate");
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// The trades `feed` carried for `symbols`, by symbol, per the simulator.
+fn expected(sim: &SimHandle, feed: Feed, symbols: &[String]) -> BTreeMap<String, Vec<Trade>> {
+    symbols
+        .iter()
+        .map(|s| (s.clone(), sim.feed_history(feed, s).expect("history")))
+        .collect()
+}
+
+fn total(expected: &BTreeMap<String, Vec<Trade>>) -> u64 {
+    expected.values().map(|t| t.len() as u64).sum()
+}
+
+/// Waits until the feed has published as many trades as the simulator made.
+async fn wait_published(handle: &FeedHandle, sim: &SimHandle, feed: Feed, symbols: &[String]) {
+    let want = total(&expected(sim, feed, symbols));
+    wait_until(
+        &format!("{want} trades published by {}", handle.name()),
+        || handle.stats().trades_published >= want,
+    )
+    .await;
+}
+
+/// What the trades topic holds, by key.
+#[derive(Default)]
+struct TopicContents {
+    trades: BTreeMap<String, Vec<Trade>>,
+    watermarks: BTreeMap<String, Vec<Watermark>>,
+    gaps: Vec<GapMarker>,
+    /// Per key, in topic order: `Ok(trade)` or `Err(watermark)`.
+    sequence: BTreeMap<String, Vec<Result<Trade, Watermark>>>,
+}
+
+/// Every record of `topic`, read with assigned partitions (no group join).
+///
+/// Unlike `common::read_all` this does not stop at the high watermark's
+/// record: it reads until the partitions have been quiet for a while, because
+/// the local broker reports a high watermark inside the last record batch
+/// (one past the batch's first offset), so stopping there drops the rest of
+/// the batch.
+async fn read_topic(config: &Config, topic: &str, partitions: i32) -> Vec<common::Record> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Headers;
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    let kafka = config.kafka.clone();
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = tickfetch::kafka::client_config(
+            &kafka,
+            &[
+                ("group.id", "tickfetch-ingest-test-reader"),
+                ("enable.auto.commit", "false"),
+            ],
+        )
+        .expect("config")
+        .create()
+        .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        let mut ends = HashMap::new();
+        for p in 0..partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                .expect("watermarks");
+            if high > low {
+                ends.insert(p, high - 1);
+                tpl.add_partition_offset(&topic, p, Offset::Offset(low))
+                    .expect("tpl");
+            }
+        }
+        let mut records = Vec::new();
+        if ends.is_empty() {
+            return records;
+        }
+        consumer.assign(&tpl).expect("assign");
+        let deadline = std::time::Instant::now() + WAIT;
+        let mut idle = 0;
+        while idle < 10 && std::time::Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    idle = 0;
+                    records.push(common::Record {
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        payload: m.payload().unwrap_or_default().to_vec(),
+                        headers: m
+                            .headers()
+                            .map(|h| {
+                                h.iter()
+                                    .map(|h| {
+                                        (
+                                            h.key.to_string(),
+                                            String::from_utf8_lossy(h.value.unwrap_or_default())
+                                                .into_owned(),
+                                        )
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    });
+                }
+                Some(Err(e)) => panic!("reading {topic}: {e}"),
+                None => {
+                    // Quiet: count towards the end only once every partition
+                    // reached its reported end.
+                    let reached = ends.iter().all(|(p, end)| {
+                        records
+                            .iter()
+                            .any(|r| r.partition == *p && r.offset >= *end)
+                    });
+                    if reached {
+                        idle += 1;
+                    }
+                }
+            }
+        }
+        records
+    })
+    .await
+    .expect("reader thread")
+}
+
+async fn read_trades_topic(config: &Config) -> TopicContents {
+    let records = read_topic(config, &config.topics.trades(), config.topics.partitions).await;
+    let mut records = records;
+    records.sort_by_key(|r| (r.partition, r.offset));
+    if std::env::var("INGEST_TEST_DEBUG").is_ok() {
+        for r in &records {
+            eprintln!(
+                "p{} @{} key={:?} {}",
+                r.partition,
+                r.offset,
+                r.key.as_deref().map(String::from_utf8_lossy),
+                String::from_utf8_lossy(&r.payload)
+                    .chars()
+                    .take(80)
+                    .collect::<String>()
+            );
+        }
+    }
+    let mut contents = TopicContents::default();
+    for record in records {
+        let kind = record
+            .headers
+            .iter()
+            .find(|(k, _)| k == KIND_HEADER)
+            .map(|(_, v)| v.clone());
+        match kind.as_deref() {
+            Some(KIND_TRADE) | None => {
+                let trade: Trade = serde_json::from_slice(&record.payload).expect("a trade");
+                contents
+                    .sequence
+                    .entry(trade.key())
+                    .or_default()
+                    .push(Ok(trade.clone()));
+                contents.trades.entry(trade.key()).or_default().push(trade);
+            }
+            Some(KIND_WATERMARK) => {
+                let w: Watermark = serde_json::from_slice(&record.payload).expect("a watermark");
+                let key = format!("{}:{}", w.exchange, w.symbol);
+                contents
+                    .sequence
+                    .entry(key.clone())
+                    .or_default()
+                    .push(Err(w.clone()));
+                contents.watermarks.entry(key).or_default().push(w);
+            }
+            Some(KIND_GAP) => {
+                contents
+                    .gaps
+                    .push(serde_json::from_slice(&record.payload).expect("a gap marker"));
+            }
+            Some(other) => panic!("unexpected record kind {other:?}"),
+        }
+    }
+    contents
+}
+
+/// The identity and content of a trade, without the receive time. A raw-id
+/// range of one trade equal to its id says nothing more than no range (OKX's
+/// websocket sends `count: 1`, its REST rows no count).
+fn essence(t: &Trade) -> (String, String, String, i64, Option<u64>, Option<u64>) {
+    let single = t.first_trade_id == t.last_trade_id && t.first_trade_id == t.sequence();
+    let (first, last) = if single {
+        (None, None)
+    } else {
+        (t.first_trade_id, t.last_trade_id)
+    };
+    (
+        t.trade_id.clone(),
+        t.price.to_string(),
+        t.quantity.to_string(),
+        t.exchange_time,
+        first,
+        last,
+    )
+}
+
+/// Every expected trade exactly once, in exchange order, per symbol; and
+/// watermarks that never go backwards nor pass a later trade.
+fn assert_exactly_once(
+    contents: &TopicContents,
+    exchange: Exchange,
+    expected: &BTreeMap<String, Vec<Trade>>,
+) {
+    for (symbol, want) in expected {
+        let key = format!("{exchange}:{symbol}");
+        let got = contents.trades.get(&key).cloned().unwrap_or_default();
+        let got: Vec<_> = got.iter().map(essence).collect();
+        let want: Vec<_> = want.iter().map(essence).collect();
+        if got != want {
+            let missing: Vec<_> = want.iter().filter(|t| !got.contains(t)).collect();
+            let extra: Vec<_> = got.iter().filter(|t| !want.contains(t)).collect();
+            let first_diff = got.iter().zip(&want).position(|(g, w)| g != w);
+            panic!(
+                "{key}: published {} trades, simulated {}\n missing: {missing:?}\n extra: {extra:?}\n first difference at {first_diff:?}",
+                got.len(),
+                want.len()
+            );
+        }
+        if let Some(marks) = contents.watermarks.get(&key) {
+            for pair in marks.windows(2) {
+                assert!(pair[0].time <= pair[1].time, "{key}: watermark went back");
+            }
+        }
+    }
+}
+
+struct Rig {
+    sim: SimHandle,
+    config: Config,
+    worker: Worker,
+}
+
+impl Rig {
+    async fn new(tag: &str, sim: SimHandle) -> Self {
+        tickfetch::telemetry::init_logging(tickfetch::config::LogFormat::Text);
+        let config = config(tag);
+        let worker = Worker::start(config.clone(), CancellationToken::new())
+            .await
+            .expect("worker starts");
+        Self {
+            sim,
+            config,
+            worker,
+        }
+    }
+
+    /// Stops the worker (flushing) and reads the trades topic.
+    async fn finish(self) -> (TopicContents, Config, SimHandle) {
+        self.worker.shutdown().await.expect("worker stops cleanly");
+        let contents = read_trades_topic(&self.config).await;
+        (contents, self.config, self.sim)
+    }
+}
+
+fn symbols(exchange: Exchange, n: usize) -> Vec<String> {
+    generated_symbols(exchange, n)
+}
+
+/// Runs one fault scenario on a Binance `trade` feed: trades before, the
+/// fault, trades after; returns the feed's stats and the topic.
+async fn scenario(
+    tag: &str,
+    feed_name: &str,
+    rules: SimRules,
+    tune: impl FnOnce(&mut FeedConfig),
+    fault: impl FnOnce(&SimHandle, &[String]),
+    after: Duration,
+) -> (
+    FeedStatsSnapshot,
+    TopicContents,
+    BTreeMap<String, Vec<Trade>>,
+    Config,
+) {
+    let feed = feed(feed_name);
+    let exchange = feed.exchange();
+    let names = symbols(exchange, 3);
+    let sim = simulator(&[(exchange, names.clone())], rules).await;
+    let mut rig = Rig::new(tag, sim).await;
+    let mut feed_config = feed_config(&rig.sim, feed, &names);
+    tune(&mut feed_config);
+    let handle = rig
+        .worker
+        .start_feed(&feed_config, Role::Primary)
+        .expect("feed starts");
+    wait_live(&handle, 1).await;
+    trade(&rig.sim, exchange, &names, 20, Duration::from_millis(10)).await;
+    fault(&rig.sim, &names);
+    // Keep trading through and after the fault, long enough to recover.
+    let rounds = (after.as_millis() / 20).max(10) as usize;
+    trade(
+        &rig.sim,
+        exchange,
+        &names,
+        rounds,
+        Duration::from_millis(20),
+    )
+    .await;
+    wait_published(&handle, &rig.sim, feed, &names).await;
+    let expected = expected(&rig.sim, feed, &names);
+    let stats = handle.stats();
+    let (contents, config, _sim) = rig.finish().await;
+    assert_exactly_once(&contents, exchange, &expected);
+    (stats, contents, expected, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_trades_are_backfilled_from_rest() {
+    let (stats, contents, _, _) = scenario(
+        "ingest-drop",
+        "binance:trade",
+        SimRules::default(),
+        |_| {},
+        |sim, names| {
+            sim.inject(
+                Fault::new(Exchange::Binance, FaultKind::Drop { count: 5 })
+                    .for_symbol(names[0].clone()),
+            )
+            .expect("inject");
+        },
+        Duration::from_millis(600),
+    )
+    .await;
+    assert!(stats.gaps_found >= 1, "{stats:?}");
+    assert!(stats.gaps_filled >= 1, "{stats:?}");
+    assert_eq!(stats.gaps_unfilled, 0, "{stats:?}");
+    assert!(contents.gaps.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vanished_trades_leave_a_gap_marker() {
+    let (stats, contents, expected, _) = scenario(
+        "ingest-gap",
+        "binance:trade",
+        SimRules::default(),
+        |_| {},
+        |sim, names| {
+            sim.inject(
+                Fault::new(Exchange::Binance, FaultKind::Gap { count: 3 })
+                    .for_symbol(names[1].clone()),
+            )
+            .expect("inject");
+        },
+        Duration::from_millis(600),
+    )
+    .await;
+    assert_eq!(stats.gaps_unfilled, 1, "{stats:?}");
+    let [marker] = contents.gaps.as_slice() else {
+        panic!("one gap marker expected, got {:?}", contents.gaps);
+    };
+    let symbol = marker.symbol.clone();
+    assert_eq!(
+        marker.last_missing - marker.first_missing + 1,
+        3,
+        "{marker:?}"
+    );
+    // The marker sits exactly in the hole of the published ids.
+    let ids: Vec<u64> = expected[&symbol]
+        .iter()
+        .filter_map(Trade::sequence)
+        .collect();
+    assert!(ids
+        .windows(2)
+        .any(|w| w[0] + 1 == marker.first_missing && w[1] == marker.last_missing + 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_connection_is_recycled_by_the_watchdog() {
+    let (stats, _, _, _) = scenario(
+        "ingest-stall",
+        "binance:trade",
+        SimRules::default(),
+        |_| {},
+        |sim, _| {
+            sim.inject(Fault::new(
+                Exchange::Binance,
+                FaultKind::Stall {
+                    duration: Duration::from_millis(2_500),
+                },
+            ))
+            .expect("inject");
+        },
+        Duration::from_secs(4),
+    )
+    .await;
+    assert!(stats.stalls >= 1, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frame_goes_to_the_dead_letter_topic_and_the_connection_stays() {
+    let (stats, _, _, config) = scenario(
+        "ingest-malformed",
+        "binance:trade",
+        SimRules::default(),
+        |_| {},
+        |sim, names| {
+            sim.inject(
+                Fault::new(Exchange::Binance, FaultKind::Malformed).for_symbol(names[0].clone()),
+            )
+            .expect("inject");
+        },
+        Duration::from_millis(300),
+    )
+    .await;
+    assert_eq!(stats.bad_frames, 1, "{stats:?}");
+    assert_eq!(stats.connections, 1, "the connection stayed up: {stats:?}");
+    let letters = read_topic(&config, &config.topics.dead_letter(), 1).await;
+    let [letter] = letters.as_slice() else {
+        panic!("one dead letter expected, got {}", letters.len());
+    };
+    let header = |name: &str| {
+        letter
+            .headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        header(DEAD_LETTER_REASON).contains("binance"),
+        "{:?}",
+        letter.headers
+    );
+    assert!(
+        header(DEAD_LETTER_SOURCE).starts_with("ws:binance:trade:s0c"),
+        "{:?}",
+        letter.headers
+    );
+    assert!(
+        serde_json::from_slice::<serde_json::Value>(&letter.payload).is_err(),
+        "raw, broken bytes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicated_trades_are_dropped() {
+    let (stats, _, _, _) = scenario(
+        "ingest-duplicate",
+        "binance:trade",
+        SimRules::default(),
+        |_| {},
+        |sim, _| {
+            sim.inject(Fault::new(
+                Exchange::Binance,
+                FaultKind::Duplicate { count: 6 },
+            ))
+            .expect("inject");
+        },
+        Duration::from_millis(300),
+    )
+    .await;
+    assert!(stats.duplicates >= 6, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_closes_reconnect() {
+    let (stats, _, _, _) = scenario(
+        "ingest-close",
+        "binance:trade",
+        SimRules::default(),
+        |_| {},
+        |sim, _| {
+            sim.inject(Fault::new(
+                Exchange::Binance,
+                FaultKind::Close { abrupt: false },
+            ))
+            .expect("inject");
+        },
+        Duration::from_secs(1),
+    )
+    .await;
+    assert!(stats.connections >= 2, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abrupt_close_on_a_coinbase_feed_reconnects() {
+    let (stats, _, _, _) = scenario(
+        "ingest-close-coinbase",
+        "coinbase:matches",
+        SimRules::default(),
+        |_| {},
+        |sim, _| {
+            sim.inject(Fault::new(
+                Exchange::Coinbase,
+                FaultKind::Close { abrupt: true },
+            ))
+            .expect("inject");
+        },
+        Duration::from_secs(1),
+    )
+    .await;
+    assert!(stats.connections >= 2, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bybit_reconnect_recovers_missed_trades_by_rest_resync() {
+    // Bybit ids are not contiguous: a reconnect's losses do not show as a
+    // gap, so the worker holds live trades and asks REST what it missed.
+    let (stats, _, _, _) = scenario(
+        "ingest-close-bybit",
+        "bybit:spot",
+        SimRules::default(),
+        |_| {},
+        |sim, _| {
+            sim.inject(Fault::new(
+                Exchange::Bybit,
+                FaultKind::Close { abrupt: true },
+            ))
+            .expect("inject");
+        },
+        Duration::from_secs(1),
+    )
+    .await;
+    assert!(stats.connections >= 2, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upbit_duplicates_are_dropped_by_recent_ids() {
+    let (stats, _, _, _) = scenario(
+        "ingest-duplicate-upbit",
+        "upbit:default",
+        SimRules::default(),
+        |_| {},
+        |sim, _| {
+            sim.inject(Fault::new(
+                Exchange::Upbit,
+                FaultKind::Duplicate { count: 6 },
+            ))
+            .expect("inject");
+        },
+        Duration::from_millis(300),
+    )
+    .await;
+    assert!(stats.duplicates >= 6, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_pings_trip_keepalive() {
+    let (stats, _, _, _) = scenario(
+        "ingest-nopong",
+        "okx:trades",
+        SimRules::default(),
+        |feed| {
+            feed.ping_interval_ms = Some(200);
+            feed.pong_timeout_ms = Some(500);
+        },
+        |sim, _| {
+            sim.inject(Fault::new(
+                Exchange::Okx,
+                FaultKind::NoPong {
+                    duration: Some(Duration::from_millis(1_000)),
+                },
+            ))
+            .expect("inject");
+        },
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(stats.keepalive_failures >= 1, "{stats:?}");
+    assert!(stats.connections >= 2, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignored_pongs_make_binance_hang_up_and_the_worker_reconnects() {
+    let (stats, _, _, _) = scenario(
+        "ingest-ignore-pongs",
+        "binance:trade",
+        fast_rules(),
+        |_| {},
+        |sim, _| {
+            sim.inject(Fault::new(
+                Exchange::Binance,
+                FaultKind::IgnorePongs {
+                    duration: Some(Duration::from_millis(1_200)),
+                },
+            ))
+            .expect("inject");
+        },
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(stats.connections >= 2, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_symbol_is_dropped_and_its_neighbours_keep_flowing() {
+    for feed_name in ["binance:trade", "okx:trades"] {
+        let feed = feed(feed_name);
+        let exchange = feed.exchange();
+        let names = symbols(exchange, 4);
+        let sim = simulator(&[(exchange, names.clone())], SimRules::default()).await;
+        let refused = names[2].clone();
+        sim.inject(Fault::new(exchange, FaultKind::Reject).for_symbol(refused.clone()))
+            .expect("inject");
+        let mut rig = Rig::new(&format!("ingest-reject-{exchange}"), sim).await;
+        let handle = rig
+            .worker
+            .start_feed(&feed_config(&rig.sim, feed, &names), Role::Primary)
+            .expect("feed starts");
+        wait_live(&handle, 1).await;
+        wait_until("the rejection", || handle.stats().rejected_symbols == 1).await;
+        let flowing: Vec<String> = names.iter().filter(|s| **s != refused).cloned().collect();
+        trade(&rig.sim, exchange, &names, 20, Duration::from_millis(10)).await;
+        wait_published(&handle, &rig.sim, feed, &flowing).await;
+        let stats = handle.stats();
+        let expected_flowing = expected(&rig.sim, feed, &flowing);
+        let (contents, _, _) = rig.finish().await;
+        assert_exactly_once(&contents, exchange, &expected_flowing);
+        assert!(
+            !contents
+                .trades
+                .contains_key(&format!("{exchange}:{refused}")),
+            "{feed_name}: nothing of the refused symbol"
+        );
+        assert_eq!(stats.rejected_symbols, 1, "{feed_name}: {stats:?}");
+        assert_eq!(
+            stats.connections, 1,
+            "{feed_name}: neighbours kept their connection: {stats:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_before_the_forced_disconnect_overlaps_without_duplicates() {
+    let rules = SimRules {
+        max_connection_age: Duration::from_millis(2_000),
+        ..SimRules::default()
+    };
+    let (stats, _, _, _) = scenario(
+        "ingest-rotation",
+        "binance:trade",
+        rules,
+        |feed| feed.max_connection_age_ms = Some(2_000),
+        |_, _| {},
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(stats.rotations >= 2, "{stats:?}");
+    // Every connection ended by our rotation, none by the exchange's forced
+    // close, and the overlap left nothing to backfill.
+    assert_eq!(stats.reconnects, stats.rotations, "{stats:?}");
+    assert_eq!(stats.gaps_found, 0, "{stats:?}");
+    assert!(
+        stats.duplicates > 0,
+        "the connections overlapped: {stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_symbols_across_two_exchanges() {
+    let binance = feed("binance:trade");
+    let okx = feed("okx:trades");
+    let binance_names = symbols(Exchange::Binance, 250);
+    let okx_names = symbols(Exchange::Okx, 250);
+    let sim = simulator(
+        &[
+            (Exchange::Binance, binance_names.clone()),
+            (Exchange::Okx, okx_names.clone()),
+        ],
+        SimRules::default(),
+    )
+    .await;
+    let mut rig = Rig::new("ingest-500", sim).await;
+    let mut binance_config = feed_config(&rig.sim, binance, &binance_names);
+    // Shard Binance over three connections (its real limit is 1024 streams).
+    binance_config.symbols_per_connection = Some(100);
+    let binance_handle = rig
+        .worker
+        .start_feed(&binance_config, Role::Primary)
+        .expect("binance feed");
+    let okx_handle = rig
+        .worker
+        .start_feed(&feed_config(&rig.sim, okx, &okx_names), Role::Primary)
+        .expect("okx feed");
+    wait_live(&binance_handle, 3).await;
+    wait_live(&okx_handle, 1).await;
+    for _ in 0..10 {
+        trade(
+            &rig.sim,
+            Exchange::Binance,
+            &binance_names,
+            1,
+            Duration::ZERO,
+        )
+        .await;
+        trade(
+            &rig.sim,
+            Exchange::Okx,
+            &okx_names,
+            1,
+            Duration::from_millis(50),
+        )
+        .await;
+    }
+    wait_published(&binance_handle, &rig.sim, binance, &binance_names).await;
+    wait_published(&okx_handle, &rig.sim, okx, &okx_names).await;
+    let binance_expected = expected(&rig.sim, binance, &binance_names);
+    let okx_expected = expected(&rig.sim, okx, &okx_names);
+    let (contents, _, _) = rig.finish().await;
+    assert_exactly_once(&contents, Exchange::Binance, &binance_expected);
+    assert_exactly_once(&contents, Exchange::Okx, &okx_expected);
+    assert_eq!(contents.trades.len(), 500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promoted_replica_publishes_from_just_after_the_primary() {
+    let feed = feed("binance:trade");
+    let names = symbols(Exchange::Binance, 3);
+    let sim = simulator(&[(Exchange::Binance, names.clone())], SimRules::default()).await;
+    let mut rig = Rig::new("ingest-promote", sim).await;
+    let config = feed_config(&rig.sim, feed, &names);
+    let primary = rig
+        .worker
+        .start_feed(&config, Role::Primary)
+        .expect("primary");
+    let replica = rig
+        .worker
+        .start_feed(&config, Role::Replica)
+        .expect("replica");
+    wait_live(&primary, 1).await;
+    wait_live(&replica, 1).await;
+    trade(
+        &rig.sim,
+        Exchange::Binance,
+        &names,
+        20,
+        Duration::from_millis(10),
+    )
+    .await;
+    wait_published(&primary, &rig.sim, feed, &names).await;
+    // The primary goes away; trades go on; the replica takes over from the
+    // primary's last published trades.
+    let positions: HashMap<_, _> = primary.positions().await.expect("positions");
+    primary.fence().await.expect("fence");
+    trade(
+        &rig.sim,
+        Exchange::Binance,
+        &names,
+        20,
+        Duration::from_millis(10),
+    )
+    .await;
+    replica.promote(positions).await.expect("promote");
+    trade(
+        &rig.sim,
+        Exchange::Binance,
+        &names,
+        10,
+        Duration::from_millis(10),
+    )
+    .await;
+    let want = total(&expected(&rig.sim, feed, &names));
+    wait_until("primary + promoted replica publish everything", || {
+        primary.stats().trades_published + replica.stats().trades_published >= want
+    })
+    .await;
+    let expected = expected(&rig.sim, feed, &names);
+    let (contents, _, _) = rig.finish().await;
+    assert_exactly_once(&contents, Exchange::Binance, &expected);
+    assert_eq!(
+        replica.stats().trades_published,
+        want - primary.stats().trades_published
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watermarks_advance_for_quiet_symbols_and_no_trade_follows_behind_one() {
+    let feed = feed("binance:trade");
+    let names = symbols(Exchange::Binance, 3);
+    let sim = simulator(&[(Exchange::Binance, names.clone())], SimRules::default()).await;
+    let mut rig = Rig::new("ingest-watermarks", sim).await;
+    let handle = rig
+        .worker
+        .start_feed(&feed_config(&rig.sim, feed, &names), Role::Primary)
+        .expect("feed starts");
+    wait_live(&handle, 1).await;
+    // Only the first symbol trades; the others stay quiet for 1.5 s.
+    let started = tickfetch::ingest::exchanges::receive_time_now();
+    trade(
+        &rig.sim,
+        Exchange::Binance,
+        &names[..1],
+        75,
+        Duration::from_millis(20),
+    )
+    .await;
+    wait_published(&handle, &rig.sim, feed, &names).await;
+    let ended = tickfetch::ingest::exchanges::receive_time_now();
+    let lateness = rig.config.ingest.allowed_lateness_ms as i64;
+    let (contents, _, _) = rig.finish().await;
+    for symbol in &names {
+        let key = format!("binance:{symbol}");
+        let sequence = contents.sequence.get(&key).cloned().unwrap_or_default();
+        let mut watermark = i64::MIN;
+        let mut marks = 0;
+        for entry in &sequence {
+            match entry {
+                Err(w) => {
+                    assert!(w.time > watermark, "{key}: watermarks only go forward");
+                    watermark = w.time;
+                    marks += 1;
+                }
+                Ok(t) => assert!(
+                    t.exchange_time >= watermark,
+                    "{key}: trade {} at {} after watermark {watermark}",
+                    t.trade_id,
+                    t.exchange_time
+                ),
+            }
+        }
+        assert!(marks >= 3, "{key}: {marks} watermarks in 1.5 s");
+        // Quiet or not, the watermark followed the clock, minus the lateness.
+        assert!(
+            watermark >= started + 1_000 - lateness,
+            "{key}: {watermark} did not follow the clock from {started}"
+        );
+        assert!(watermark <= ended, "{key}: a watermark in the future");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_resumes_from_the_topic_after_the_primary_stops() {
+    let feed = feed("binance:trade");
+    let names = symbols(Exchange::Binance, 3);
+    let sim = simulator(&[(Exchange::Binance, names.clone())], SimRules::default()).await;
+    let mut rig = Rig::new("ingest-resume", sim).await;
+    let config = feed_config(&rig.sim, feed, &names);
+    let primary = rig
+        .worker
+        .start_feed(&config, Role::Primary)
+        .expect("primary");
+    let replica = rig
+        .worker
+        .start_feed(&config, Role::Replica)
+        .expect("replica");
+    wait_live(&primary, 1).await;
+    wait_live(&replica, 1).await;
+    trade(
+        &rig.sim,
+        Exchange::Binance,
+        &names,
+        20,
+        Duration::from_millis(10),
+    )
+    .await;
+    wait_published(&primary, &rig.sim, feed, &names).await;
+    // The primary stops without handing anything over; trades go on.
+    primary.stop();
+    trade(
+        &rig.sim,
+        Exchange::Binance,
+        &names,
+        10,
+        Duration::from_millis(10),
+    )
+    .await;
+    rig.worker.flush().await.expect("flush");
+    let resume =
+        tickfetch::ingest::resume::last_published(&rig.config, Exchange::Binance, &names, 1_000)
+            .await
+            .expect("tail of the trades topic");
+    assert_eq!(resume.len(), names.len(), "a resume point per symbol");
+    replica.promote(resume).await.expect("promote");
+    trade(
+        &rig.sim,
+        Exchange::Binance,
+        &names,
+        10,
+        Duration::from_millis(10),
+    )
+    .await;
+    let want = total(&expected(&rig.sim, feed, &names));
+    wait_until("the promoted replica catches up", || {
+        primary.stats().trades_published + replica.stats().trades_published >= want
+    })
+    .await;
+    let expected = expected(&rig.sim, feed, &names);
+    let (contents, _, _) = rig.finish().await;
+    assert_exactly_once(&contents, Exchange::Binance, &expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binance_symbols_beyond_1024_streams_shard_over_connections() {
+    let feed = feed("binance:trade");
+    let names = symbols(Exchange::Binance, 1_100);
+    let sim = simulator(&[(Exchange::Binance, names.clone())], SimRules::default()).await;
+    let mut rig = Rig::new("ingest-shards", sim).await;
+    // No override: the adapter's 1024-stream limit splits the feed in two.
+    let handle = rig
+        .worker
+        .start_feed(&feed_config(&rig.sim, feed, &names), Role::Primary)
+        .expect("feed starts");
+    wait_live(&handle, 2).await;
+    for _ in 0..3 {
+        trade(
+            &rig.sim,
+            Exchange::Binance,
+            &names,
+            1,
+            Duration::from_millis(50),
+        )
+        .await;
+    }
+    wait_published(&handle, &rig.sim, feed, &names).await;
+    let stats = handle.stats();
+    let expected = expected(&rig.sim, feed, &names);
+    let (contents, _, _) = rig.finish().await;
+    assert_exactly_once(&contents, Exchange::Binance, &expected);
+    assert_eq!(stats.rejected_symbols, 0, "{stats:?}");
+    assert_eq!(stats.connections, 2, "{stats:?}");
+}
