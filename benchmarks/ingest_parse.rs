@@ -209,6 +209,10 @@ async fn bench_publish(n: usize) -> Option<serde_json::Value> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("ingest benchmark: run it with `cargo bench --bench ingest_parse`");
+        return;
+    }
     let frames = arg("--frames", 200_000);
     let publish = arg("--publish", 200_000);
     let parse = bench_parse(frames);

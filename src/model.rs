@@ -313,6 +313,24 @@ pub const KIND_HEADER: &str = "tickfetch-kind";
 pub const KIND_WATERMARK: &str = "watermark";
 /// [`KIND_HEADER`] value of a [`Trade`] record.
 pub const KIND_TRADE: &str = "trade";
+/// [`KIND_HEADER`] value of a [`GapMarker`] record.
+pub const KIND_GAP: &str = "gap";
+
+/// Trades of `exchange:symbol` in raw ids `first_missing..=last_missing` were
+/// missed by a worker and could not be backfilled. Their exchange times lie in
+/// `from_time..=to_time` (the trades either side of the gap). Sent on the
+/// trades topic with header `tickfetch-kind: gap`; the 1s stage marks the
+/// windows it overlaps `degraded`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GapMarker {
+    pub exchange: Exchange,
+    pub symbol: String,
+    pub first_missing: u64,
+    pub last_missing: u64,
+    pub from_time: Millis,
+    pub to_time: Millis,
+}
 
 /// Errors parsing model values.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -39,7 +39,6 @@ use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use super::publisher::TradePublisher;
@@ -51,26 +50,13 @@ use crate::model::{feed_key, Exchange, Millis, Trade, KIND_HEADER};
 pub const OUTPUT_QUEUE: usize = 16_384;
 /// How long the publisher waits for the broker to acknowledge everything on exit.
 pub const FINAL_FLUSH: Duration = Duration::from_secs(10);
-/// `tickfetch-kind` of a [`GapMarker`] on the trades topic.
-pub const KIND_GAP: &str = "gap";
+pub use crate::model::KIND_GAP;
 /// Header naming why a record went to the dead-letter topic.
 pub const DEAD_LETTER_REASON: &str = crate::rollup::stage::DEAD_LETTER_REASON;
 /// Header naming where a dead letter came from (`ws:binance:aggTrade:s0c3`).
 pub const DEAD_LETTER_SOURCE: &str = "tickfetch-source";
 
-/// Trades of `exchange:symbol` in raw ids `first_missing..=last_missing`
-/// were missed and could not be backfilled. Their exchange times lie in
-/// `from_time..=to_time` (the trades either side of the gap).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GapMarker {
-    pub exchange: Exchange,
-    pub symbol: String,
-    pub first_missing: u64,
-    pub last_missing: u64,
-    pub from_time: Millis,
-    pub to_time: Millis,
-}
+pub use crate::model::GapMarker;
 
 /// One record for the publisher thread.
 #[derive(Debug)]

@@ -18,6 +18,8 @@ pub enum ApplyOutcome {
     Corrected,
     /// Later than the retention horizon: not merged, sent to the dead letters.
     TooLate,
+    /// A known feed gap: the windows it overlaps are degraded.
+    Gap,
 }
 
 /// One level of the rollup as the Kafka stage drives it.
@@ -45,7 +47,7 @@ pub trait Level: Send {
 }
 
 use crate::config::Config;
-use crate::model::{Interval, Trade, KIND_WATERMARK};
+use crate::model::{GapMarker, Interval, Trade, KIND_GAP, KIND_WATERMARK};
 use crate::rollup::engine::{
     CandleRollup, CandleState, EngineError, LevelConfig, Outcome, TradeRollup, TradeState,
 };
@@ -80,6 +82,7 @@ trait EngineLevel: Send {
         watermark: &Watermark,
         out: &mut Vec<Candle>,
     ) -> Result<(), EngineError>;
+    fn on_gap(&mut self, gap: &GapMarker, out: &mut Vec<Candle>) -> Result<(), EngineError>;
     fn grace_ms(&self) -> i64;
     fn state(&self, key: &str) -> Option<&Self::State>;
     fn restore(&mut self, key: &str, state: Self::State) -> Result<(), EngineError>;
@@ -98,6 +101,10 @@ impl EngineLevel for TradeRollup {
         out: &mut Vec<Candle>,
     ) -> Result<(), EngineError> {
         TradeRollup::on_watermark(self, watermark, out)
+    }
+    fn on_gap(&mut self, gap: &GapMarker, out: &mut Vec<Candle>) -> Result<(), EngineError> {
+        let to = gap.to_time.saturating_add(1);
+        self.mark_gap(gap.exchange, &gap.symbol, gap.from_time, to, out)
     }
     fn grace_ms(&self) -> i64 {
         self.config().grace_ms
@@ -123,6 +130,10 @@ impl EngineLevel for CandleRollup {
         out: &mut Vec<Candle>,
     ) -> Result<(), EngineError> {
         CandleRollup::on_watermark(self, watermark, out)
+    }
+    fn on_gap(&mut self, gap: &GapMarker, out: &mut Vec<Candle>) -> Result<(), EngineError> {
+        let to = gap.to_time.saturating_add(1);
+        self.mark_gap(gap.exchange, &gap.symbol, gap.from_time, to, out)
     }
     fn grace_ms(&self) -> i64 {
         self.config().grace_ms
@@ -150,6 +161,12 @@ impl<E: EngineLevel> Level for E {
             // Every window of this level ending by `time − grace` is closed now.
             let time = watermark.time - self.grace_ms();
             return Ok(ApplyOutcome::Progress(Watermark { time, ..watermark }));
+        }
+        if kind == Some(KIND_GAP.as_bytes()) {
+            let gap: GapMarker =
+                serde_json::from_slice(payload).map_err(|e| format!("not a gap marker: {e}"))?;
+            self.on_gap(&gap, out).map_err(|e| e.to_string())?;
+            return Ok(ApplyOutcome::Gap);
         }
         let input: E::Input =
             serde_json::from_slice(payload).map_err(|e| format!("not a {}: {e}", E::INPUT))?;

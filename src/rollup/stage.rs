@@ -356,6 +356,12 @@ impl StageLoop {
     /// Takes partition `p`: fence older owners, restore state, set up replay.
     fn assign(&mut self, p: i32) -> Result<(), RollupError> {
         let producer = self.new_producer(p)?;
+        self.assign_with(p, producer)
+    }
+
+    /// Takes partition `p` with `producer` (fresh, or one whose transaction was
+    /// just aborted): restore state, set up the replay.
+    fn assign_with(&mut self, p: i32, producer: TxnProducer) -> Result<(), RollupError> {
         let committed = self.committed_offset(p)?;
         let mut level =
             make_level(&self.config, self.options.interval).map_err(RollupError::Config)?;
@@ -538,7 +544,7 @@ impl StageLoop {
                             }
                         }
                     }
-                    ApplyOutcome::Accepted => {}
+                    ApplyOutcome::Accepted | ApplyOutcome::Gap => {}
                 }
                 for candle in &self.out {
                     if send_error.is_some() {
@@ -634,26 +640,20 @@ impl StageLoop {
     /// Handles a transaction error on partition `p`.
     fn recover(&mut self, p: i32, error: RdKafkaError, during: &str) -> Result<(), RollupError> {
         self.metrics.aborts.inc();
-        let fenced_code = |code: RDKafkaErrorCode| {
-            matches!(
-                code,
-                RDKafkaErrorCode::Fenced
-                    | RDKafkaErrorCode::ProducerFenced
-                    | RDKafkaErrorCode::InvalidProducerEpoch
-            )
-        };
-        // A fenced producer reports a generic fatal error on `send`; the
-        // client's fatal-error slot says why.
-        let fenced = matches!(&error, RdKafkaError::Transaction(e) if fenced_code(e.code()))
-            || self.tasks.get(&p).is_some_and(|t| {
-                t.producer
-                    .client()
-                    .fatal_error()
-                    .is_some_and(|(code, _)| fenced_code(code))
-            });
         let Some(task) = self.tasks.remove(&p) else {
             return Ok(());
         };
+        let abortable = matches!(&error, RdKafkaError::Transaction(e) if e.txn_requires_abort());
+        let mut fenced = is_fenced(&error, &task.producer);
+        let mut reusable = false;
+        if abortable && !fenced {
+            // Abort on the same producer: a zombie that was fenced learns it
+            // here, and a live owner keeps its epoch instead of fencing others.
+            match task.producer.abort_transaction(TXN_TIMEOUT) {
+                Ok(()) => reusable = true,
+                Err(e) => fenced = is_fenced(&e, &task.producer),
+            }
+        }
         if fenced {
             tracing::error!(partition = p, %error, during, "producer fenced: a newer instance owns this partition");
             self.metrics.fenced.inc();
@@ -667,20 +667,39 @@ impl StageLoop {
             }
             return Ok(());
         }
-        let abortable = matches!(&error, RdKafkaError::Transaction(e) if e.txn_requires_abort());
-        if abortable {
-            tracing::warn!(partition = p, %error, during, "aborting transaction and rewinding");
-            let _ = task.producer.abort_transaction(TXN_TIMEOUT);
+        // Rewind: state from the changelog, input from its snapshot; the same
+        // producer after an abort, a new one after a fatal error.
+        if reusable {
+            tracing::warn!(partition = p, %error, during, "transaction aborted; rewinding");
+            self.assign_with(p, task.producer)?;
         } else {
             tracing::warn!(partition = p, %error, during, "rebuilding producer and rewinding");
+            drop(task);
+            self.assign(p)?;
         }
-        drop(task);
-        // Rewind: a fresh producer, state from the changelog, input from its snapshot.
-        self.assign(p)?;
         let offset = self.tasks.get(&p).map_or(0, |t| t.next_offset);
         self.seek(p, Offset::Offset(offset));
         Ok(())
     }
+}
+
+/// Whether `error` (or the producer's fatal-error slot, where librdkafka puts
+/// the reason behind a generic failure) says a newer producer with the same
+/// transactional id took over.
+fn is_fenced(error: &RdKafkaError, producer: &TxnProducer) -> bool {
+    let fenced_code = |code: RDKafkaErrorCode| {
+        matches!(
+            code,
+            RDKafkaErrorCode::Fenced
+                | RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+        )
+    };
+    matches!(error, RdKafkaError::Transaction(e) if fenced_code(e.code()))
+        || producer
+            .client()
+            .fatal_error()
+            .is_some_and(|(code, _)| fenced_code(code))
 }
 
 /// Sends one candle to `topic[partition]`, keyed `exchange:symbol`.

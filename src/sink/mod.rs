@@ -33,6 +33,8 @@ use writer::{
     candle_collection, candle_document, trade_document, PendingWrite, WriteError, TRADES_COLLECTION,
 };
 
+/// Server selection and connect timeout of the MongoDB client.
+const MONGO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait between retries of a failing write.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -133,7 +135,12 @@ pub async fn run(
     ensure_topics(&config.kafka, &specs).await?;
 
     let storage = storage(&config);
-    let client = mongodb::Client::with_uri_str(&config.mongodb.uri).await?;
+    let mut options = mongodb::options::ClientOptions::parse(&config.mongodb.uri).await?;
+    // Fail a write within seconds while MongoDB is away, so the sink says what it
+    // waits for instead of blocking silently in server selection.
+    options.server_selection_timeout = Some(MONGO_TIMEOUT);
+    options.connect_timeout = Some(MONGO_TIMEOUT);
+    let client = mongodb::Client::with_options(options)?;
     let db = client.database(&config.mongodb.database);
     let metrics = SinkMetrics::new();
     let mut backoff = Duration::from_millis(100);

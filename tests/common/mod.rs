@@ -139,8 +139,11 @@ pub async fn read_all(
             return records;
         }
         consumer.assign(&tpl).expect("assign");
+        // Poll until the partitions go quiet: some brokers (Nisshi 0.7) report a
+        // high watermark short of the last batch, so it cannot mark the end.
         let mut idle = 0;
-        while idle < 20 {
+        let mut reached = false;
+        while idle < 10 || !reached {
             match consumer.poll(std::time::Duration::from_millis(100)) {
                 Some(Ok(m)) => {
                     idle = 0;
@@ -164,17 +167,20 @@ pub async fn read_all(
                             })
                             .unwrap_or_default(),
                     });
-                    let done = ends.iter().all(|(p, high)| {
+                    reached = ends.iter().all(|(p, high)| {
                         records
                             .iter()
                             .any(|r| r.partition == *p && r.offset >= high - 1)
                     });
-                    if done {
+                }
+                Some(Err(e)) => panic!("reading {topic}: {e}"),
+                None => {
+                    idle += 1;
+                    // Transaction markers may hold the last offsets: give up waiting for them.
+                    if idle >= 50 {
                         break;
                     }
                 }
-                Some(Err(e)) => panic!("reading {topic}: {e}"),
-                None => idle += 1,
             }
         }
         records
