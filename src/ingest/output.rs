@@ -35,10 +35,8 @@
 
 use std::time::Duration;
 
-use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{mpsc, oneshot};
 
 use super::publisher::TradePublisher;
@@ -197,21 +195,11 @@ impl Publishers {
 
 fn send_waiting(
     producer: &ThreadedProducer<DefaultProducerContext>,
-    mut record: BaseRecord<'_, [u8], [u8]>,
+    record: BaseRecord<'_, [u8], [u8]>,
 ) -> Result<(), KafkaError> {
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                record = back;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err((source, back)) => {
-                return Err(KafkaError::Client {
-                    what: format!("producing to {}", back.topic),
-                    source,
-                })
-            }
-        }
-    }
+    let topic = record.topic.to_string();
+    crate::kafka::send_waiting(producer, record).map_err(|source| KafkaError::Client {
+        what: format!("producing to {topic}"),
+        source,
+    })
 }

@@ -7,10 +7,8 @@
 
 use std::time::Duration;
 
-use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::Config;
 use crate::kafka::{client_config, ensure_topics, KafkaError, TopicSpec};
@@ -129,23 +127,12 @@ fn send(
         key: KIND_HEADER,
         value: Some(kind),
     });
-    let mut record = BaseRecord::to(topic)
+    let record = BaseRecord::to(topic)
         .key(key)
         .payload(payload)
         .headers(headers);
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                record = back;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err((e, _)) => {
-                return Err(KafkaError::Client {
-                    what: format!("producing to {topic}"),
-                    source: e,
-                })
-            }
-        }
-    }
+    crate::kafka::send_waiting(producer, record).map_err(|source| KafkaError::Client {
+        what: format!("producing to {topic}"),
+        source,
+    })
 }

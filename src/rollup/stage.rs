@@ -42,7 +42,7 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Guarantee};
-use crate::kafka::{client_config, ensure_topics, KafkaError, TopicSpec};
+use crate::kafka::{client_config, ensure_topics, send_waiting, KafkaError, TopicSpec};
 use crate::model::{feed_key, Candle, Interval, Watermark, KIND_HEADER, KIND_WATERMARK};
 use crate::rollup::level::{make_level, ApplyOutcome, Level};
 use crate::rollup::metrics::{StageMetrics, StageReport};
@@ -711,7 +711,7 @@ fn send_candle(
 ) -> Result<(), RdKafkaError> {
     let payload = serde_json::to_vec(candle).unwrap_or_default();
     let key = candle.key();
-    send_retrying(
+    send_waiting(
         producer,
         BaseRecord::<str, [u8]>::to(topic)
             .partition(partition)
@@ -733,7 +733,7 @@ fn send_watermark(
         key: KIND_HEADER,
         value: Some(KIND_WATERMARK),
     });
-    send_retrying(
+    send_waiting(
         producer,
         BaseRecord::<str, [u8]>::to(topic)
             .partition(partition)
@@ -770,24 +770,7 @@ fn send_dead_letter(
     if let Some(key) = message.key() {
         record = record.key(key);
     }
-    send_retrying(producer, record)
-}
-
-/// `send`, waiting while the bounded producer queue is full.
-fn send_retrying<K: rdkafka::message::ToBytes + ?Sized, P: rdkafka::message::ToBytes + ?Sized>(
-    producer: &TxnProducer,
-    mut record: BaseRecord<'_, K, P>,
-) -> Result<(), RdKafkaError> {
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                record = back;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err((e, _)) => return Err(e),
-        }
-    }
+    send_waiting(producer, record)
 }
 
 /// Key of the checkpoint marker a snapshot ends with.
@@ -801,7 +784,7 @@ fn send_state(
     record: &StateRecord,
 ) -> Result<(), RdKafkaError> {
     let bytes = serde_json::to_vec(record).unwrap_or_default();
-    send_retrying(
+    send_waiting(
         producer,
         BaseRecord::<str, [u8]>::to(changelog)
             .partition(p)
