@@ -2,8 +2,10 @@
 # Runs the whole pipeline on the local stack, from a fresh Debian machine with
 # Rust: builds tickfetch, starts the stack (installing the broker, etcd and the
 # MongoDB server if missing), starts the four rollup stages and the sink, feeds
-# real Binance trades (the shared oracle file) into the trades topic, and prints
-# the stored 5m candles, the stages' lag and a health line.
+# real Binance trades (the shared oracle file) into the trades topic, starts the
+# exchange simulator and an ingest worker streaming live trades of Binance and
+# OKX into the same pipeline, and prints the stored 5m candles, the stages' lag
+# and a health line.
 #
 #   scripts/demo.sh          start (or restart) the pipeline and feed it
 #   scripts/demo.sh stop     stop the pipeline processes and the stack
@@ -60,5 +62,31 @@ for _ in $(seq 1 120); do
   sleep 1
 done
 "$bin/tickfetch" candles --exchange binance --symbol XRPETH --interval 5m --from 2019-10-13T11:00:00Z --to 2019-10-13T11:20:00Z
+
+# Live: the exchange simulator and an ingest worker subscribed to it.
+"$bin/tickfetch-exsim" --exchanges binance,okx generate --rate 20 --symbols 3 --seed 7 > "$dir/exsim.env" 2> "$dir/logs/exsim.log" &
+echo $! >> "$pids"
+for _ in $(seq 1 50); do grep -q OKX_SYMBOLS "$dir/exsim.env" 2>/dev/null && break; sleep 0.1; done
+sim() { grep "^$1=" "$dir/exsim.env" | cut -d= -f2-; }
+list() { sim "$1" | sed 's/\([^,]*\)/"\1"/g'; }
+cat > "$dir/worker.toml" <<TOML
+[[ingest.feeds]]
+exchange = "binance"
+feed = "aggTrade"
+symbols = [$(list BINANCE_SYMBOLS)]
+ws_url = "$(sim BINANCE_AGGTRADE_WS_URL)"
+rest_url = "$(sim BINANCE_REST_URL)"
+
+[[ingest.feeds]]
+exchange = "okx"
+feed = "trades"
+symbols = [$(list OKX_SYMBOLS)]
+ws_url = "$(sim OKX_TRADES_WS_URL)"
+rest_url = "$(sim OKX_REST_URL)"
+TOML
+"$bin/tickfetch-ingest" --config "$dir/worker.toml" > "$dir/logs/ingest.log" 2>&1 &
+echo $! >> "$pids"
+sleep 15
 "$bin/tickfetch" lag
-echo "health: stack up, ${n} 5m candles of binance:XRPETH in MongoDB database $TICKFETCH__MONGODB__DATABASE; pipeline logs in $dir/logs; stop with scripts/demo.sh stop"
+live=$("$bin/tickfetch" candles --exchange okx --interval 1m --from 0 --to 9999999999999 --json 2>/dev/null | wc -l)
+echo "health: stack up, ${n} 5m candles of binance:XRPETH in MongoDB database $TICKFETCH__MONGODB__DATABASE, live worker streaming binance and okx from the simulator (${live} okx 1m candles so far); logs in $dir/logs; stop with scripts/demo.sh stop"
