@@ -654,6 +654,16 @@ impl StageLoop {
                 Err(e) => fenced = is_fenced(&e, &task.producer),
             }
         }
+        // Brokers do not always say "fenced" (a failed abort may just time out).
+        // Committed input beyond our own last commit means another instance
+        // owns the partition: rebuilding our producer would fence it back.
+        if !fenced
+            && self
+                .committed_offset(p)
+                .is_ok_and(|c| c > task.replay_until)
+        {
+            fenced = true;
+        }
         if fenced {
             tracing::error!(partition = p, %error, during, "producer fenced: a newer instance owns this partition");
             self.metrics.fenced.inc();
