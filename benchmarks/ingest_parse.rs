@@ -186,16 +186,8 @@ async fn bench_publish(n: usize) -> Option<serde_json::Value> {
     let key = "binance:BTCUSDT";
     let start = Instant::now();
     for payload in &payloads {
-        let mut record = BaseRecord::to(&topic).key(key).payload(payload.as_slice());
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-        }
+        let record = BaseRecord::to(&topic).key(key).payload(payload.as_slice());
+        tickfetch::kafka::send_waiting(&producer, record).expect("produce");
     }
     producer.flush(Duration::from_secs(60)).ok()?;
     let raw = start.elapsed();

@@ -226,15 +226,7 @@ fn passthrough(config: &Config, records: u64) -> RunResult {
             if let Some(key) = m.key() {
                 record = record.key(key);
             }
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((_, back)) => {
-                        record = back;
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                }
-            }
+            tickfetch::kafka::send_waiting(&producer, record).expect("produce");
             let _ = offsets.add_partition_offset(
                 m.topic(),
                 m.partition(),

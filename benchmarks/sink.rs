@@ -118,18 +118,10 @@ async fn main() {
     for candle in &data {
         let payload = serde_json::to_vec(candle).expect("json");
         let key = candle.key();
-        let mut record = BaseRecord::<str, [u8]>::to(&topic)
+        let record = BaseRecord::<str, [u8]>::to(&topic)
             .key(&key)
             .payload(&payload);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-        }
+        tickfetch::kafka::send_waiting(&producer, record).expect("produce");
     }
     producer.flush(Duration::from_secs(60)).expect("flush");
 

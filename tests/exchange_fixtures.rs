@@ -8,6 +8,8 @@
 //! directory, or keep `shared/` next to the project. Without it each test
 //! prints "skipping: …" and passes.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -25,19 +27,7 @@ use tickfetch::model::{Exchange, Millis, Side, Trade};
 // Independent readers of the raw data.
 
 fn exchanges_dir() -> Option<PathBuf> {
-    let root = std::env::var_os("TICKFETCH_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
-    let dir = root.join("exchanges");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        println!(
-            "skipping: no exchange recordings at {} (set TICKFETCH_SHARED_DATA to the shared data directory)",
-            dir.display()
-        );
-        None
-    }
+    common::shared_data("exchanges")
 }
 
 macro_rules! data_or_skip {

@@ -155,93 +155,10 @@ struct TopicContents {
     sequence: BTreeMap<String, Vec<Result<Trade, Watermark>>>,
 }
 
-/// Every record of `topic`, read with assigned partitions (no group join).
-///
-/// Unlike `common::read_all` this does not stop at the high watermark's
-/// record: it reads until the partitions have been quiet for a while, because
-/// the local broker reports a high watermark inside the last record batch
-/// (one past the batch's first offset), so stopping there drops the rest of
-/// the batch.
+/// Every record of `topic`, read with assigned partitions (no group join),
+/// until the partitions go quiet (`common::read_all`).
 async fn read_topic(config: &Config, topic: &str, partitions: i32) -> Vec<common::Record> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::Headers;
-    use rdkafka::{Message, Offset, TopicPartitionList};
-    let kafka = config.kafka.clone();
-    let topic = topic.to_string();
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = tickfetch::kafka::client_config(
-            &kafka,
-            &[
-                ("group.id", "tickfetch-ingest-test-reader"),
-                ("enable.auto.commit", "false"),
-            ],
-        )
-        .expect("config")
-        .create()
-        .expect("consumer");
-        let mut tpl = TopicPartitionList::new();
-        let mut ends = HashMap::new();
-        for p in 0..partitions {
-            let (low, high) = consumer
-                .fetch_watermarks(&topic, p, Duration::from_secs(10))
-                .expect("watermarks");
-            if high > low {
-                ends.insert(p, high - 1);
-                tpl.add_partition_offset(&topic, p, Offset::Offset(low))
-                    .expect("tpl");
-            }
-        }
-        let mut records = Vec::new();
-        if ends.is_empty() {
-            return records;
-        }
-        consumer.assign(&tpl).expect("assign");
-        let deadline = std::time::Instant::now() + WAIT;
-        let mut idle = 0;
-        while idle < 10 && std::time::Instant::now() < deadline {
-            match consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => {
-                    idle = 0;
-                    records.push(common::Record {
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        key: m.key().map(<[u8]>::to_vec),
-                        payload: m.payload().unwrap_or_default().to_vec(),
-                        headers: m
-                            .headers()
-                            .map(|h| {
-                                h.iter()
-                                    .map(|h| {
-                                        (
-                                            h.key.to_string(),
-                                            String::from_utf8_lossy(h.value.unwrap_or_default())
-                                                .into_owned(),
-                                        )
-                                    })
-                                    .collect()
-                            })
-                            .unwrap_or_default(),
-                    });
-                }
-                Some(Err(e)) => panic!("reading {topic}: {e}"),
-                None => {
-                    // Quiet: count towards the end only once every partition
-                    // reached its reported end.
-                    let reached = ends.iter().all(|(p, end)| {
-                        records
-                            .iter()
-                            .any(|r| r.partition == *p && r.offset >= *end)
-                    });
-                    if reached {
-                        idle += 1;
-                    }
-                }
-            }
-        }
-        records
-    })
-    .await
-    .expect("reader thread")
+    common::read_all(&config.kafka, topic, partitions).await
 }
 
 async fn read_trades_topic(config: &Config) -> TopicContents {

@@ -9,8 +9,10 @@
 //! shared recordings (`TICKFETCH_SHARED_DATA`, default
 //! `<CARGO_MANIFEST_DIR>/../shared/data`) and skips with a message without them.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -1002,19 +1004,7 @@ async fn control_endpoint_injects_faults_and_reports() {
 }
 
 fn shared_exchanges_dir() -> Option<PathBuf> {
-    let root = std::env::var_os("TICKFETCH_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
-    let dir = root.join("exchanges");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        println!(
-            "skipping: no exchange recordings at {} (set TICKFETCH_SHARED_DATA to the shared data directory)",
-            dir.display()
-        );
-        None
-    }
+    common::shared_data("exchanges")
 }
 
 #[tokio::test]

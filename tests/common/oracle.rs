@@ -27,19 +27,11 @@ pub const QUIET_5M: usize = 712 - 706;
 
 /// The oracle folder, or `None` (after saying so) when the data is absent.
 pub fn oracle_dir(test: &str) -> Option<PathBuf> {
-    let base = std::env::var_os("TICKFETCH_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
-    let dir = base.join(ORACLE);
-    if dir.join(TRADES_CSV).is_file() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "skipping {test}: oracle data {} not found (set TICKFETCH_SHARED_DATA to the shared data folder)",
-            dir.display()
-        );
-        None
+    let trades = super::shared_data(&format!("{ORACLE}/{TRADES_CSV}"));
+    if trades.is_none() {
+        eprintln!("skipping {test}");
     }
+    trades.and_then(|path| path.parent().map(PathBuf::from))
 }
 
 /// One exchange kline: `[open_time_ms, open, high, low, close, volume]`.
