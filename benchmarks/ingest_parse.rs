@@ -13,6 +13,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rust_decimal::Decimal;
 use serde_json::json;
 use tickfetch::config::Config;
+use tickfetch::coord::epoch::Epoch;
 use tickfetch::ingest::exchanges::{self, Feed, WireFrame};
 use tickfetch::ingest::output::{Output, Publishers, OUTPUT_QUEUE};
 use tickfetch::ingest::sequencer::SymbolSequencer;
@@ -161,7 +162,7 @@ async fn bench_publish(n: usize) -> Option<serde_json::Value> {
     let thread = tokio::task::spawn_blocking(move || publishers.run(rx));
     let start = Instant::now();
     for trade in input {
-        if tx.send(Output::Trade(trade)).await.is_err() {
+        if tx.send(Output::Trade(trade, Epoch(1))).await.is_err() {
             return None;
         }
     }

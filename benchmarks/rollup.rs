@@ -20,6 +20,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use tickfetch::config::{Config, Guarantee};
+use tickfetch::coord::epoch::Epoch;
 use tickfetch::ingest::publisher::TradePublisher;
 use tickfetch::kafka::{client_config, ensure_topics, TopicSpec};
 use tickfetch::model::{Exchange, Interval, Side, Trade};
@@ -85,7 +86,7 @@ async fn prefill(config: &Config, trades: u64, symbols: u64) {
             first_trade_id: None,
             last_trade_id: None,
         };
-        publisher.send_trade(&trade).expect("send");
+        publisher.send_trade(&trade, Epoch::NONE).expect("send");
     }
     tokio::task::spawn_blocking(move || publisher.flush(Duration::from_secs(300)))
         .await

@@ -130,6 +130,10 @@ pub struct EtcdConfig {
     pub endpoints: Vec<String>,
     /// Root key prefix of every record tickfetch stores.
     pub prefix: String,
+    /// Whether writers (ingest primaries, rollup stages) claim a fencing epoch
+    /// from etcd and stamp it on their records (`coord::epoch`). Off: no etcd
+    /// needed by them, and no epoch fencing of their late writes.
+    pub epochs: bool,
 }
 
 impl Default for EtcdConfig {
@@ -137,6 +141,7 @@ impl Default for EtcdConfig {
         Self {
             endpoints: vec!["127.0.0.1:2379".into()],
             prefix: "/tickfetch".into(),
+            epochs: true,
         }
     }
 }

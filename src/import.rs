@@ -34,6 +34,7 @@ use std::str::FromStr;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
+use crate::coord::epoch::Epoch;
 use crate::model::{Candle, Exchange, Interval, Millis, Side, Trade};
 use crate::rollup::engine::{CandlePipeline, EngineError, Outcome, PipelineConfig};
 
@@ -911,13 +912,15 @@ pub fn publish_from_reader<R: BufRead>(
                 let second = Interval::S1.window_start(time);
                 if last_second.is_some_and(|s| second > s) {
                     publisher
-                        .send_watermark(exchange, symbol, second)
+                        .send_watermark(exchange, symbol, second, Epoch::NONE)
                         .map_err(publish)?;
                     report.watermarks += 1;
                 }
                 last_second = Some(last_second.map_or(second, |s| s.max(second)));
                 last_time = Some(last_time.map_or(time, |t| t.max(time)));
-                publisher.send_trade(row.trade).map_err(publish)?;
+                publisher
+                    .send_trade(row.trade, Epoch::NONE)
+                    .map_err(publish)?;
                 report.trades += 1;
             }
             Err(error) if error.is_terminal() => return Err(error),
@@ -927,7 +930,7 @@ pub fn publish_from_reader<R: BufRead>(
     if let (Some(last), Some(grace_ms)) = (last_time, close_with_grace) {
         let end = Interval::M5.window_start(last) + Interval::M5.millis();
         publisher
-            .send_watermark(exchange, symbol, end + grace_ms)
+            .send_watermark(exchange, symbol, end + grace_ms, Epoch::NONE)
             .map_err(publish)?;
         report.watermarks += 1;
     }

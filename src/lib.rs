@@ -7,11 +7,13 @@
 //! - [`stack`]: the local stack (Kafka-API broker, etcd, MongoDB wire server) for
 //!   development, tests and the demo.
 //! - [`kafka`]: client configuration, topic creation.
+//! - [`coord`]: etcd coordination: fencing epochs.
 //! - [`telemetry`], [`shutdown`]: logs, `/metrics`, `/healthz`, signal handling.
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod config;
+pub mod coord;
 pub mod import;
 pub mod ingest;
 pub mod kafka;

@@ -315,6 +315,9 @@ pub const KIND_WATERMARK: &str = "watermark";
 pub const KIND_TRADE: &str = "trade";
 /// [`KIND_HEADER`] value of a [`GapMarker`] record.
 pub const KIND_GAP: &str = "gap";
+/// Kafka header carrying the writer's fencing epoch in decimal ASCII (see
+/// `coord::epoch`); absent means epoch 0.
+pub const EPOCH_HEADER: &str = "tickfetch-epoch";
 
 /// Trades of `exchange:symbol` in raw ids `first_missing..=last_missing` were
 /// missed by a worker and could not be backfilled. Their exchange times lie in

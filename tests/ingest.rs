@@ -951,3 +951,172 @@ async fn binance_symbols_beyond_1024_streams_shard_over_connections() {
     assert_eq!(stats.rejected_symbols, 0, "{stats:?}");
     assert_eq!(stats.connections, 2, "{stats:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_primary_that_keeps_publishing_is_fenced_by_its_epoch() {
+    let feed = feed("binance:trade");
+    let names = symbols(Exchange::Binance, 3);
+    let sim = simulator(&[(Exchange::Binance, names.clone())], SimRules::default()).await;
+    let mut rig = Rig::new("ingest-epoch", sim).await;
+    let config = feed_config(&rig.sim, feed, &names);
+    let old = rig
+        .worker
+        .start_feed(&config, Role::Primary)
+        .expect("primary");
+    // The new primary runs in a worker of its own, as after a failover.
+    let successor = Worker::start(rig.config.clone(), CancellationToken::new())
+        .await
+        .expect("second worker");
+    let mut successor = successor;
+    let new = successor
+        .start_feed(&config, Role::Replica)
+        .expect("replica");
+    wait_live(&old, 1).await;
+    wait_live(&new, 1).await;
+    trade(
+        &rig.sim,
+        Exchange::Binance,
+        &names,
+        20,
+        Duration::from_millis(10),
+    )
+    .await;
+    wait_published(&old, &rig.sim, feed, &names).await;
+    // The replica is promoted (a newer epoch) while the old primary, cut off
+    // from coordination, never hears of it and keeps publishing.
+    let positions = old.positions().await.expect("positions");
+    let before = total(&expected(&rig.sim, feed, &names));
+    new.promote(positions).await.expect("promote");
+    trade(
+        &rig.sim,
+        Exchange::Binance,
+        &names,
+        10,
+        Duration::from_millis(10),
+    )
+    .await;
+    wait_until("the new primary publishes", || {
+        new.stats().trades_published > 0
+    })
+    .await;
+    successor
+        .flush()
+        .await
+        .expect("new primary's records in the log");
+    // Everything the old primary publishes from here on is a late write.
+    trade(
+        &rig.sim,
+        Exchange::Binance,
+        &names,
+        20,
+        Duration::from_millis(10),
+    )
+    .await;
+    let want = total(&expected(&rig.sim, feed, &names));
+    wait_until("the old primary publishes everything", || {
+        old.stats().trades_published >= want
+    })
+    .await;
+    wait_until(
+        "the new primary publishes everything after the old one's last",
+        || new.stats().trades_published >= want - before,
+    )
+    .await;
+    successor.shutdown().await.expect("second worker stops");
+    let (_, config, sim) = rig.finish().await;
+
+    // Per key, in topic order: the old primary's records after the first of
+    // the new epoch are its late writes.
+    let records = read_topic(&config, &config.topics.trades(), config.topics.partitions).await;
+    let epoch_of = |r: &common::Record| {
+        r.headers
+            .iter()
+            .find(|(k, _)| k == tickfetch::coord::epoch::EPOCH_HEADER)
+            .and_then(|(_, v)| v.parse::<i64>().ok())
+            .expect("every worker record has an epoch")
+    };
+    let mut by_key: BTreeMap<Vec<u8>, Vec<&common::Record>> = BTreeMap::new();
+    for record in &records {
+        by_key
+            .entry(record.key.clone().unwrap_or_default())
+            .or_default()
+            .push(record);
+    }
+    let epochs: std::collections::BTreeSet<i64> = records.iter().map(epoch_of).collect();
+    assert_eq!(epochs.len(), 2, "two primaries, two epochs: {epochs:?}");
+    let (old_epoch, new_epoch) = (*epochs.first().unwrap_or(&0), *epochs.last().unwrap_or(&0));
+    let mut late: Vec<String> = Vec::new();
+    for list in by_key.values_mut() {
+        list.sort_by_key(|r| r.offset);
+        let mut newer_seen = false;
+        for record in list.iter() {
+            let epoch = epoch_of(record);
+            newer_seen |= epoch == new_epoch;
+            let is_trade = record
+                .headers
+                .iter()
+                .any(|(k, v)| k == KIND_HEADER && v == KIND_TRADE);
+            if newer_seen && epoch == old_epoch && is_trade {
+                let trade: Trade = serde_json::from_slice(&record.payload).expect("trade");
+                late.push(trade.trade_id);
+            }
+        }
+    }
+    assert!(
+        !late.is_empty(),
+        "the old primary wrote after the new one started"
+    );
+
+    // The sink stores every trade once; none of the late writes is what landed.
+    let mut sink_config = config.clone();
+    sink_config.sink.intervals = vec![];
+    sink_config.sink.trades = true;
+    sink_config.sink.batch_ms = 50;
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(tickfetch::sink::run(
+        sink_config.clone(),
+        tickfetch::sink::SinkAssignment::AllPartitions,
+        shutdown.clone(),
+    ));
+    let client = mongodb::Client::with_uri_str(&config.mongodb.uri)
+        .await
+        .expect("mongo");
+    let db = client.database(&config.mongodb.database);
+    let collection = db.collection::<mongodb::bson::Document>("trades");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let stored = loop {
+        let stored: Vec<mongodb::bson::Document> = futures::TryStreamExt::try_collect(
+            collection.find(mongodb::bson::doc! {}).await.expect("find"),
+        )
+        .await
+        .expect("collect");
+        if stored.len() as u64 >= want || tokio::time::Instant::now() > deadline {
+            break stored;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    shutdown.cancel();
+    run.await.expect("join").expect("sink ran cleanly");
+    let simulated: std::collections::BTreeSet<String> = expected(&sim, feed, &names)
+        .values()
+        .flatten()
+        .map(|t| format!("binance:{}:{}", t.symbol, t.trade_id))
+        .collect();
+    let ids: std::collections::BTreeSet<String> = stored
+        .iter()
+        .map(|d| d.get_str("_id").unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(stored.len(), ids.len(), "no trade twice");
+    assert_eq!(ids, simulated, "every simulated trade stored, nothing else");
+    for document in &stored {
+        let trade_id = document.get_str("trade_id").unwrap_or_default();
+        if late.iter().any(|t| t == trade_id) {
+            assert_eq!(
+                document.get_i64("epoch").ok(),
+                Some(new_epoch),
+                "trade {trade_id}: the old primary's late write never lands"
+            );
+        }
+    }
+    db.drop().await.expect("drop");
+}

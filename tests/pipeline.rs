@@ -13,6 +13,7 @@ use common::oracle::*;
 use common::Proc;
 use rand::Rng;
 use tickfetch::config::Config;
+use tickfetch::coord::epoch::{Epoch, EPOCH_HEADER};
 use tickfetch::import::{publish_from_reader, ImportFormat};
 use tickfetch::ingest::publisher::TradePublisher;
 use tickfetch::model::{Candle, Exchange, Interval};
@@ -169,6 +170,46 @@ async fn oracle_through_kafka_stages_and_sink() {
         stored_5m, m5,
         "MongoDB holds exactly the 5m topic's candles"
     );
+
+    // Every candle carries the fencing epoch its stage partition's owner
+    // claimed in etcd, and MongoDB keeps it with the document.
+    for interval in [Interval::M1, Interval::M5] {
+        let records = common::read_all(&config.kafka, &config.topics.candles(interval), 2).await;
+        let epochs: std::collections::BTreeSet<u64> = records
+            .iter()
+            .map(|r| {
+                r.headers
+                    .iter()
+                    .find(|(k, _)| k == EPOCH_HEADER)
+                    .and_then(|(_, v)| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .collect();
+        // One symbol: one input partition, one owner, one epoch.
+        assert!(
+            !epochs.contains(&0) && epochs.len() == 1,
+            "{interval}: the owner's epoch on every record: {epochs:?}"
+        );
+        let client = mongodb::Client::with_uri_str(&config.mongodb.uri)
+            .await
+            .expect("mongo");
+        let documents: Vec<mongodb::bson::Document> = futures::TryStreamExt::try_collect(
+            client
+                .database(&config.mongodb.database)
+                .collection::<mongodb::bson::Document>(&format!("candles_{interval}"))
+                .find(mongodb::bson::doc! {})
+                .await
+                .expect("find"),
+        )
+        .await
+        .expect("collect");
+        assert!(
+            documents.iter().all(|d| d
+                .get_i64("epoch")
+                .is_ok_and(|e| epochs.contains(&(e as u64)))),
+            "{interval}: every document keeps its writer's epoch"
+        );
+    }
 }
 
 /// Waits until a stage process has taken all its partitions.
@@ -281,14 +322,19 @@ async fn a_late_trade_corrects_its_candle_and_every_parent() {
         last_trade_id: None,
     };
     let mut publisher = TradePublisher::connect(&config).await.expect("publisher");
-    publisher.send_trade(&trade(1, 100, 10)).expect("send");
-    publisher.send_trade(&trade(2, 1_500, 11)).expect("send");
+    publisher
+        .send_trade(&trade(1, 100, 10), Epoch::NONE)
+        .expect("send");
+    publisher
+        .send_trade(&trade(2, 1_500, 11), Epoch::NONE)
+        .expect("send");
     // Close the whole 5m window at every level.
     publisher
         .send_watermark(
             Exchange::Binance,
             "LATEUSDT",
             base + 300_000 + config.rollup.grace_ms,
+            Epoch::NONE,
         )
         .expect("watermark");
     let publisher = tokio::task::spawn_blocking(move || {
@@ -312,7 +358,9 @@ async fn a_late_trade_corrects_its_candle_and_every_parent() {
 
     // Trade 3 belongs to the first second, which closed long ago.
     let mut publisher = publisher;
-    publisher.send_trade(&trade(3, 200, 20)).expect("send");
+    publisher
+        .send_trade(&trade(3, 200, 20), Epoch::NONE)
+        .expect("send");
     tokio::task::spawn_blocking(move || publisher.flush(Duration::from_secs(30)))
         .await
         .expect("flush thread")

@@ -1,15 +1,18 @@
 //! The sink against the real services: guarded upserts keep the highest
-//! revision, replays change nothing, and bad records go to the dead letters.
+//! revision, replays change nothing, writes from fenced epochs are refused,
+//! and bad records go to the dead letters.
 
 mod common;
 
 use std::time::Duration;
 
 use mongodb::bson::{doc, Document};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rust_decimal::Decimal;
+use tickfetch::coord::epoch::EPOCH_HEADER;
 use tickfetch::kafka::{client_config, ensure_topics, TopicSpec};
-use tickfetch::model::{Candle, CandleStatus, Exchange, Interval};
+use tickfetch::model::{Candle, CandleStatus, Exchange, Interval, Side, Trade};
 use tickfetch::shutdown::CancellationToken;
 use tickfetch::sink::{self, SinkAssignment};
 
@@ -547,6 +550,257 @@ async fn time_series_storage_keeps_every_revision_and_reads_the_latest() {
         read,
         vec![candle(0, 130, 1)],
         "readers get the highest revision"
+    );
+    db.drop().await.expect("drop");
+}
+
+/// Sends `payload` keyed `key`, with `tickfetch-epoch: epoch` when given.
+async fn produce_with_epoch(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+    epoch: Option<&str>,
+) {
+    let mut record = FutureRecord::<str, [u8]>::to(topic)
+        .key(key)
+        .payload(payload);
+    if let Some(epoch) = epoch {
+        record = record.headers(OwnedHeaders::new().insert(Header {
+            key: EPOCH_HEADER,
+            value: Some(epoch),
+        }));
+    }
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produce");
+}
+
+fn trade(id: u64, time: i64) -> Trade {
+    Trade {
+        exchange: Exchange::Binance,
+        symbol: "XRPETH".into(),
+        instrument: "XRP-ETH".into(),
+        trade_id: id.to_string(),
+        price: Decimal::new(5, 1),
+        quantity: Decimal::ONE,
+        side: Side::Buy,
+        exchange_time: time,
+        receive_time: time,
+        first_trade_id: None,
+        last_trade_id: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_from_a_fenced_epoch_are_refused_in_the_stream_and_in_mongodb() {
+    let mut config = common::config("sink-epoch");
+    config.topics.partitions = 1;
+    config.sink.intervals = vec![Interval::M1];
+    config.sink.trades = true;
+    config.sink.batch_ms = 50;
+    let candles = config.topics.candles(Interval::M1);
+    let trades = config.topics.trades();
+    let spec = |name: &String| TopicSpec {
+        name: name.clone(),
+        partitions: 1,
+        compacted: false,
+    };
+    ensure_topics(&config.kafka, &[spec(&candles), spec(&trades)])
+        .await
+        .expect("topics");
+    let producer: FutureProducer = client_config(&config.kafka, &[])
+        .expect("config")
+        .create()
+        .expect("producer");
+    let key = "binance:XRPETH";
+    let json = |c: &Candle| serde_json::to_vec(c).expect("json");
+    // Owner epoch 20 writes window 0; a newer owner (30) corrects it. Between
+    // and after, the old owner (10) keeps writing: every one of its records
+    // follows one of epoch 20 or 30 on the same key, so each is fenced.
+    for (candle, epoch) in [
+        (candle(0, 110, 0), Some("20")),
+        (candle(60_000, 666, 0), Some("10")),
+        (candle(0, 999, 1), Some("10")),
+        (candle(0, 120, 1), Some("30")),
+        (candle(0, 888, 2), Some("10")),
+        // No epoch (a writer that owns no stream): never fenced.
+        (candle(120_000, 300, 0), None),
+    ] {
+        produce_with_epoch(&producer, &candles, key, &json(&candle), epoch).await;
+    }
+    // A header that is not an epoch: dead-lettered with the reason.
+    produce_with_epoch(
+        &producer,
+        &candles,
+        key,
+        &json(&candle(0, 777, 5)),
+        Some("3x"),
+    )
+    .await;
+    for (trade, epoch) in [
+        (trade(1, 1_000), Some("20")),
+        (trade(2, 2_000), Some("10")),
+        (trade(3, 3_000), None),
+        (trade(4, 4_000), Some("20")),
+    ] {
+        let payload = serde_json::to_vec(&trade).expect("json");
+        produce_with_epoch(&producer, &trades, key, &payload, epoch).await;
+    }
+
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(sink::run(
+        config.clone(),
+        SinkAssignment::AllPartitions,
+        shutdown.clone(),
+    ));
+    let client = mongodb::Client::with_uri_str(&config.mongodb.uri)
+        .await
+        .expect("mongo");
+    let db = client.database(&config.mongodb.database);
+    let collection = db.collection::<Document>("candles_1m");
+    let trade_docs = db.collection::<Document>("trades");
+    let documents = wait_for(&collection, |d| {
+        d.len() == 2 && d[0].get_i64("revision").ok() == Some(1)
+    })
+    .await;
+    let ids: Vec<(&str, i64, i64, &str)> = documents
+        .iter()
+        .map(|d| {
+            (
+                d.get_str("_id").unwrap_or_default(),
+                d.get_i64("revision").unwrap_or(-1),
+                d.get_i64("epoch").unwrap_or(-1),
+                d.get_str("close").unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            ("binance:XRPETH:1m:0", 1, 30, "1.20"),
+            ("binance:XRPETH:1m:120000", 0, 0, "3.00"),
+        ],
+        "epoch 10's windows and corrections never land"
+    );
+    let stored_trades = wait_for(&trade_docs, |d| d.len() >= 3).await;
+    let trade_ids: Vec<(&str, i64)> = stored_trades
+        .iter()
+        .map(|d| {
+            (
+                d.get_str("trade_id").unwrap_or_default(),
+                d.get_i64("epoch").unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(trade_ids, vec![("1", 20), ("3", 0), ("4", 20)]);
+
+    // The sink restarts and its stream fence starts empty: the stored epoch
+    // still refuses a lower one (25 < 30), even with a higher revision.
+    shutdown.cancel();
+    run.await.expect("join").expect("sink ran cleanly");
+    produce_with_epoch(
+        &producer,
+        &candles,
+        key,
+        &json(&candle(0, 555, 2)),
+        Some("25"),
+    )
+    .await;
+    produce_with_epoch(
+        &producer,
+        &candles,
+        key,
+        &json(&candle(180_000, 400, 0)),
+        Some("25"),
+    )
+    .await;
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(sink::run(
+        config.clone(),
+        SinkAssignment::AllPartitions,
+        shutdown.clone(),
+    ));
+    wait_for(&collection, |d| d.len() == 3).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let window = collection
+        .find_one(doc! { "_id": "binance:XRPETH:1m:0" })
+        .await
+        .expect("find")
+        .expect("present");
+    assert_eq!(
+        (
+            window.get_i64("revision").ok(),
+            window.get_i64("epoch").ok(),
+            window.get_str("close").ok()
+        ),
+        (Some(1), Some(30), Some("1.20")),
+        "epoch 25 never replaces epoch 30"
+    );
+    shutdown.cancel();
+    run.await.expect("join").expect("sink ran cleanly");
+
+    let dead = common::read_all(&config.kafka, &config.topics.dead_letter(), 1).await;
+    assert_eq!(dead.len(), 1, "one dead letter");
+    assert!(
+        dead[0].headers.iter().any(|(k, v)| k == "tickfetch-reason"
+            && v.contains("tickfetch-epoch")
+            && v.contains("3x")),
+        "{:?}",
+        dead[0].headers
+    );
+    db.drop().await.expect("drop");
+}
+
+#[tokio::test]
+async fn time_series_readers_keep_the_newest_epochs_highest_revision() {
+    use tickfetch::coord::epoch::Epoch;
+    use tickfetch::sink::writer::{ensure_collections, write_batch, PendingWrite, Storage};
+    let config = common::config("sink-ts-epoch");
+    let client = mongodb::Client::with_uri_str(&config.mongodb.uri)
+        .await
+        .expect("mongo");
+    let db = client.database(&config.mongodb.database);
+    ensure_collections(&db, &[Interval::M1], false, Storage::TimeSeries)
+        .await
+        .expect("collections");
+    // Window 0: epoch 20 writes revisions 0 and 1; a fenced owner (epoch 10)
+    // stores a late revision 2, as it can after a sink restart. Window 1:
+    // epoch 20 writes revision 0, a newer owner (30) revision 1.
+    let writes = vec![
+        PendingWrite::candle(&candle(0, 110, 0), Epoch(20)),
+        PendingWrite::candle(&candle(0, 120, 1), Epoch(20)),
+        PendingWrite::candle(&candle(60_000, 210, 0), Epoch(20)),
+        PendingWrite::candle(&candle(60_000, 220, 1), Epoch(30)),
+    ];
+    let outcome = write_batch(&db, writes, Storage::TimeSeries)
+        .await
+        .expect("write");
+    // A batch keeps one write per window: window 0's revision 1 (epoch 20),
+    // window 1's revision 1 (epoch 30 replaces 20).
+    assert_eq!(outcome.written, 2, "{outcome:?}");
+    let late = vec![PendingWrite::candle(&candle(0, 999, 2), Epoch(10))];
+    write_batch(&db, late, Storage::TimeSeries)
+        .await
+        .expect("write");
+    let read = sink::query::candles(
+        &db,
+        &sink::query::CandleQuery {
+            exchange: Exchange::Binance,
+            symbol: None,
+            interval: Interval::M1,
+            from: 0,
+            to: 120_000,
+        },
+    )
+    .await
+    .expect("query");
+    assert_eq!(
+        read,
+        vec![candle(0, 120, 1), candle(60_000, 220, 1)],
+        "epoch 10's revision 2 never wins; epoch 30's revision 1 does"
     );
     db.drop().await.expect("drop");
 }

@@ -13,6 +13,12 @@
 //! on the bounded channel: back-pressure reaches the connections, which stop
 //! reading their sockets, instead of memory growing.
 //!
+//! # Epochs
+//! Trades, watermarks and gap markers carry the fencing epoch their feed
+//! claimed when it became primary (header `tickfetch-epoch`, see
+//! `coord::epoch`), so readers can refuse the late writes of an old primary
+//! that kept running after a newer one took over.
+//!
 //! # Dead letters
 //!
 //! A frame that does not parse goes to `{prefix}.deadletter` (one partition)
@@ -41,6 +47,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::publisher::TradePublisher;
 use crate::config::Config;
+use crate::coord::epoch::{Epoch, EPOCH_HEADER};
 use crate::kafka::{client_config, ensure_topics, KafkaError, TopicSpec};
 use crate::model::{feed_key, Exchange, Millis, Trade, KIND_HEADER};
 
@@ -56,16 +63,17 @@ pub const DEAD_LETTER_SOURCE: &str = "tickfetch-source";
 
 pub use crate::model::GapMarker;
 
-/// One record for the publisher thread.
+/// One record for the publisher thread; [`Epoch`]s are the writing feed's.
 #[derive(Debug)]
 pub enum Output {
-    Trade(Trade),
+    Trade(Trade, Epoch),
     Watermark {
         exchange: Exchange,
         symbol: String,
         time: Millis,
+        epoch: Epoch,
     },
-    Gap(GapMarker),
+    Gap(GapMarker, Epoch),
     DeadLetter {
         payload: Vec<u8>,
         reason: String,
@@ -133,13 +141,14 @@ impl Publishers {
 
     fn handle(&mut self, output: Output) -> Result<(), KafkaError> {
         match output {
-            Output::Trade(trade) => self.trades.send_trade(&trade),
+            Output::Trade(trade, epoch) => self.trades.send_trade(&trade, epoch),
             Output::Watermark {
                 exchange,
                 symbol,
                 time,
-            } => self.trades.send_watermark(exchange, &symbol, time),
-            Output::Gap(marker) => {
+                epoch,
+            } => self.trades.send_watermark(exchange, &symbol, time, epoch),
+            Output::Gap(marker, epoch) => {
                 self.buffer.clear();
                 serde_json::to_writer(&mut self.buffer, &marker).map_err(|e| {
                     KafkaError::Encode {
@@ -148,10 +157,16 @@ impl Publishers {
                     }
                 })?;
                 let key = feed_key(marker.exchange, &marker.symbol);
-                let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
+                let mut headers = OwnedHeaders::new_with_capacity(2).insert(Header {
                     key: KIND_HEADER,
                     value: Some(KIND_GAP),
                 });
+                if let Some(epoch) = epoch.header_value() {
+                    headers = headers.insert(Header {
+                        key: EPOCH_HEADER,
+                        value: Some(epoch.as_str()),
+                    });
+                }
                 let record = BaseRecord::to(&self.trades_topic)
                     .key(key.as_bytes())
                     .payload(self.buffer.as_slice())

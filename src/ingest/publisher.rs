@@ -3,7 +3,8 @@
 //! Records are keyed `exchange:symbol`, so a symbol's trades and watermarks stay
 //! in order on one partition, and sent by an idempotent producer (no duplicates
 //! from producer retries, order kept). Watermarks carry the header
-//! `tickfetch-kind: watermark`, trades `tickfetch-kind: trade`.
+//! `tickfetch-kind: watermark`, trades `tickfetch-kind: trade`; both carry the
+//! writing feed's fencing epoch in `tickfetch-epoch` when it has one.
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
 use crate::config::Config;
+use crate::coord::epoch::{Epoch, EPOCH_HEADER};
 use crate::kafka::{client_config, ensure_topics, KafkaError, TopicSpec};
 use crate::model::{
     feed_key, Exchange, Millis, Trade, Watermark, KIND_HEADER, KIND_TRADE, KIND_WATERMARK,
@@ -24,6 +26,8 @@ pub struct TradePublisher {
     producer: ThreadedProducer<DefaultProducerContext>,
     topic: String,
     buffer: Vec<u8>,
+    /// The last epoch stamped and its header text (epochs change rarely).
+    epoch: (Epoch, Option<String>),
 }
 
 impl TradePublisher {
@@ -58,24 +62,40 @@ impl TradePublisher {
             producer,
             topic,
             buffer: Vec::with_capacity(512),
+            epoch: (Epoch::NONE, None),
         })
     }
 
-    /// Queues one trade.
+    /// Queues one trade written under `epoch`.
     ///
     /// # Errors
     /// A producer error other than a full queue (on which it waits).
-    pub fn send_trade(&mut self, trade: &Trade) -> Result<(), KafkaError> {
+    pub fn send_trade(&mut self, trade: &Trade, epoch: Epoch) -> Result<(), KafkaError> {
         self.buffer.clear();
         serde_json::to_writer(&mut self.buffer, trade).map_err(|e| KafkaError::Encode {
             topic: self.topic.clone(),
             message: format!("serialising a trade: {e}"),
         })?;
         let key = trade.key();
-        send(&self.producer, &self.topic, &key, &self.buffer, KIND_TRADE)
+        self.set_epoch(epoch);
+        send(
+            &self.producer,
+            &self.topic,
+            &key,
+            &self.buffer,
+            KIND_TRADE,
+            self.epoch.1.as_deref(),
+        )
     }
 
-    /// Queues a watermark: no trade of `exchange:symbol` before `time` follows.
+    fn set_epoch(&mut self, epoch: Epoch) {
+        if self.epoch.0 != epoch {
+            self.epoch = (epoch, epoch.header_value());
+        }
+    }
+
+    /// Queues a watermark, written under `epoch`: no trade of
+    /// `exchange:symbol` before `time` follows.
     ///
     /// # Errors
     /// A producer error other than a full queue.
@@ -84,6 +104,7 @@ impl TradePublisher {
         exchange: Exchange,
         symbol: &str,
         time: Millis,
+        epoch: Epoch,
     ) -> Result<(), KafkaError> {
         let watermark = Watermark {
             exchange,
@@ -96,12 +117,14 @@ impl TradePublisher {
             message: format!("serialising a watermark: {e}"),
         })?;
         let key = feed_key(exchange, symbol);
+        self.set_epoch(epoch);
         send(
             &self.producer,
             &self.topic,
             &key,
             &self.buffer,
             KIND_WATERMARK,
+            self.epoch.1.as_deref(),
         )
     }
 
@@ -122,11 +145,18 @@ fn send(
     key: &str,
     payload: &[u8],
     kind: &str,
+    epoch: Option<&str>,
 ) -> Result<(), KafkaError> {
-    let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
+    let mut headers = OwnedHeaders::new_with_capacity(2).insert(Header {
         key: KIND_HEADER,
         value: Some(kind),
     });
+    if let Some(epoch) = epoch {
+        headers = headers.insert(Header {
+            key: EPOCH_HEADER,
+            value: Some(epoch),
+        });
+    }
     let record = BaseRecord::to(topic)
         .key(key)
         .payload(payload)

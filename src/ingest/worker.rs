@@ -22,6 +22,14 @@
 //! - [`Role::Fenced`]: a newer primary exists; the feed publishes nothing
 //!   more, drops its connections and ends.
 //!
+//! # Epochs
+//! A feed that starts as primary, or is promoted, first claims a fencing
+//! epoch from etcd (`feeds/{feed}`, see `coord::epoch`; unless `etcd.epochs`
+//! is off) and publishes nothing before it has one; every record it publishes
+//! carries it. An old primary that keeps publishing after a newer one took
+//! over (paused, partitioned from etcd, not yet told) writes under the lower
+//! epoch, and readers refuse those late records.
+//!
 //! # Watermarks
 //! Every `watermark_interval_ms` a primary publishes, per symbol, a watermark
 //! `w` with the promise: **no trade of this symbol with `exchange_time < w`
@@ -64,6 +72,7 @@ use super::output::{GapMarker, Output, Publishers, OUTPUT_QUEUE};
 pub use super::sequencer::ResumePoint;
 use super::sequencer::{SequencerEvent, SymbolSequencer};
 use crate::config::{Config, FeedConfig, IngestConfig};
+use crate::coord::epoch::{process_owner, Epoch, EpochClaimer};
 use crate::kafka::KafkaError;
 use crate::model::{Exchange, Millis, Trade};
 use crate::shutdown::{CancellationToken as Shutdown, DRAIN_DEADLINE};
@@ -88,6 +97,8 @@ pub enum IngestError {
     FeedGone(String),
     #[error("a worker task failed: {0}")]
     Task(String),
+    #[error("stopped before etcd answered: {0}")]
+    Stopped(String),
 }
 
 impl IngestError {
@@ -96,7 +107,10 @@ impl IngestError {
         match self {
             IngestError::Feed { .. } => true,
             IngestError::Kafka(e) => e.is_terminal(),
-            IngestError::PublisherGone | IngestError::FeedGone(_) | IngestError::Task(_) => false,
+            IngestError::PublisherGone
+            | IngestError::FeedGone(_)
+            | IngestError::Task(_)
+            | IngestError::Stopped(_) => false,
         }
     }
 }
@@ -275,14 +289,26 @@ pub struct Worker {
     publisher: tokio::task::JoinHandle<Result<(), KafkaError>>,
     feeds: JoinSet<(String, Result<(), IngestError>)>,
     cancel: CancellationToken,
+    /// Where primaries claim their epochs (`None` with `etcd.epochs` off).
+    epochs: Option<EpochClaimer>,
 }
 
 impl Worker {
-    /// Connects the producers and starts the publisher thread; no feed runs yet.
+    /// Connects the producers (and etcd, for epochs) and starts the publisher
+    /// thread; no feed runs yet.
     ///
     /// # Errors
-    /// Kafka unreachable, or a conflicting Kafka option.
+    /// Kafka unreachable, or a conflicting Kafka option; shutdown while
+    /// waiting for etcd.
     pub async fn start(config: Config, shutdown: Shutdown) -> Result<Worker, IngestError> {
+        let epochs = if config.etcd.epochs {
+            let claimer = EpochClaimer::connect_waiting(&config.etcd, &process_owner(), &shutdown)
+                .await
+                .ok_or_else(|| IngestError::Stopped("connecting for fencing epochs".into()))?;
+            Some(claimer)
+        } else {
+            None
+        };
         let publishers = Publishers::connect(&config).await?;
         let (output, queue) = mpsc::channel(OUTPUT_QUEUE);
         let publisher = tokio::task::spawn_blocking(move || publishers.run(queue));
@@ -293,6 +319,7 @@ impl Worker {
             publisher,
             feeds: JoinSet::new(),
             cancel: shutdown.child_token(),
+            epochs,
         })
     }
 
@@ -322,6 +349,7 @@ impl Worker {
             self.output.clone(),
             events,
             cancel,
+            self.epochs.clone(),
         );
         let name = handle.name.clone();
         let span = tracing::info_span!("feed", feed = %name, role = ?role);
@@ -424,6 +452,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), IngestError> 
     if feeds.is_empty() {
         tracing::warn!("no feeds configured ([[ingest.feeds]]); waiting for shutdown");
     }
+    one_publisher_per_symbol(&feeds)?;
     let mut worker = Worker::start(config, shutdown).await?;
     for feed in &feeds {
         let handle = worker.start_feed(feed, Role::Primary)?;
@@ -437,6 +466,40 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), IngestError> 
         worker.cancel.cancelled().await;
     }
     worker.run().await
+}
+
+/// Checks that no symbol of an exchange is in two feeds: its trades would be
+/// published twice under two epochs (and two id spaces, for Binance's
+/// `trade` and `aggTrade`), and readers would fence one of them.
+///
+/// # Errors
+/// [`IngestError::Feed`] naming the symbol and both feeds.
+pub fn one_publisher_per_symbol(feeds: &[FeedConfig]) -> Result<(), IngestError> {
+    let mut owner: HashMap<(Exchange, String), String> = HashMap::new();
+    for (index, feed) in feeds.iter().enumerate() {
+        let name = format!(
+            "ingest.feeds[{index}] ({}:{})",
+            feed.exchange,
+            feed.feed.as_deref().unwrap_or("default")
+        );
+        for symbol in &feed.symbols {
+            let symbol = symbol.trim().to_ascii_uppercase();
+            match owner.get(&(feed.exchange, symbol.clone())) {
+                Some(first) if *first != name => {
+                    return Err(IngestError::Feed {
+                        feed: name,
+                        problem: format!(
+                            "symbol {symbol} is also in {first}; each symbol of an exchange belongs to one feed"
+                        ),
+                    })
+                }
+                _ => {
+                    owner.insert((feed.exchange, symbol), name.clone());
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A REST request's purpose.
@@ -504,6 +567,9 @@ struct FeedTask {
     cancel: CancellationToken,
     backfills: JoinSet<BackfillResult>,
     scratch: Vec<SequencerEvent>,
+    epochs: Option<EpochClaimer>,
+    /// The epoch claimed when this feed became primary.
+    epoch: Epoch,
 }
 
 impl FeedTask {
@@ -514,6 +580,7 @@ impl FeedTask {
         output: mpsc::Sender<Output>,
         events: FeedEvents,
         cancel: CancellationToken,
+        epochs: Option<EpochClaimer>,
     ) -> Self {
         let exchange = spec.feed.exchange();
         let symbols = spec
@@ -534,10 +601,31 @@ impl FeedTask {
             cancel,
             backfills: JoinSet::new(),
             scratch: Vec::new(),
+            epochs,
+            epoch: Epoch::NONE,
+        }
+    }
+
+    /// Claims the epoch this feed publishes under as primary (waiting while
+    /// etcd is down: nothing is published meanwhile). False when cancelled.
+    async fn claim_epoch(&mut self) -> bool {
+        let Some(claimer) = &self.epochs else {
+            return true;
+        };
+        let scope = format!("feeds/{}", self.spec.name);
+        match claimer.claim_waiting(&scope, &self.cancel).await {
+            Some(epoch) => {
+                self.epoch = epoch;
+                true
+            }
+            None => false,
         }
     }
 
     async fn run(mut self, mut commands: mpsc::Receiver<FeedCommand>) -> Result<(), IngestError> {
+        if self.role == Role::Primary && !self.claim_epoch().await {
+            return Ok(());
+        }
         let (event_tx, mut event_rx) = mpsc::channel(super::connection::CONNECTION_EVENTS);
         let rules = Arc::new(self.spec.rules.clone());
         let shards_cancel = self.cancel.child_token();
@@ -747,7 +835,7 @@ impl FeedTask {
             match event {
                 SequencerEvent::Released(trade) => match self.role {
                     Role::Primary => {
-                        self.send(Output::Trade(trade)).await?;
+                        self.send(Output::Trade(trade, self.epoch)).await?;
                         self.events.published(1);
                     }
                     Role::Replica => {
@@ -780,15 +868,15 @@ impl FeedTask {
                     self.events
                         .gap_unfilled(symbol, first_missing, last_missing);
                     if self.role == Role::Primary {
-                        self.send(Output::Gap(GapMarker {
+                        let marker = GapMarker {
                             exchange: self.exchange,
                             symbol: symbol.to_string(),
                             first_missing,
                             last_missing,
                             from_time,
                             to_time,
-                        }))
-                        .await?;
+                        };
+                        self.send(Output::Gap(marker, self.epoch)).await?;
                     }
                 }
             }
@@ -933,6 +1021,7 @@ impl FeedTask {
                 exchange: self.exchange,
                 symbol,
                 time,
+                epoch: self.epoch,
             })
             .await?;
             self.events.watermark();
@@ -960,6 +1049,10 @@ impl FeedTask {
     async fn promote(&mut self, resume: HashMap<String, ResumePoint>) -> Result<(), IngestError> {
         if self.role != Role::Replica {
             tracing::warn!(role = ?self.role, "promote ignored: not a replica");
+            return Ok(());
+        }
+        // The new epoch first: nothing is published under the replica's none.
+        if !self.claim_epoch().await {
             return Ok(());
         }
         self.role = Role::Primary;
@@ -1000,5 +1093,71 @@ impl FeedTask {
         }
         tracing::info!(replayed, "promoted to primary");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(exchange: Exchange, name: Option<&str>, symbols: &[&str]) -> FeedConfig {
+        FeedConfig {
+            exchange,
+            symbols: symbols.iter().map(|s| s.to_string()).collect(),
+            ws_url: None,
+            rest_url: None,
+            feed: name.map(str::to_string),
+            symbols_per_connection: None,
+            max_connection_age_ms: None,
+            ping_interval_ms: None,
+            pong_timeout_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_symbol_belongs_to_one_feed_per_exchange() {
+        let cases = [
+            (
+                "disjoint symbols",
+                vec![
+                    feed(Exchange::Binance, Some("aggTrade"), &["BTCUSDT"]),
+                    feed(Exchange::Binance, Some("trade"), &["ETHUSDT"]),
+                ],
+                None,
+            ),
+            (
+                "same symbol on two exchanges",
+                vec![
+                    feed(Exchange::Binance, None, &["BTC-USDT"]),
+                    feed(Exchange::Okx, None, &["BTC-USDT"]),
+                ],
+                None,
+            ),
+            (
+                "repeated within one feed",
+                vec![feed(Exchange::Binance, None, &["BTCUSDT", "btcusdt"])],
+                None,
+            ),
+            (
+                "trade and aggTrade of one symbol",
+                vec![
+                    feed(Exchange::Binance, Some("aggTrade"), &["BTCUSDT"]),
+                    feed(Exchange::Binance, Some("trade"), &["ETHUSDT", "btcusdt"]),
+                ],
+                Some("feed ingest.feeds[1] (binance:trade): symbol BTCUSDT is also in ingest.feeds[0] (binance:aggTrade)"),
+            ),
+        ];
+        for (name, feeds, want) in cases {
+            let got = one_publisher_per_symbol(&feeds)
+                .err()
+                .map(|e| e.to_string());
+            match want {
+                None => assert_eq!(got, None, "{name}"),
+                Some(prefix) => assert!(
+                    got.as_deref().is_some_and(|g| g.starts_with(prefix)),
+                    "{name}: {got:?}"
+                ),
+            }
+        }
     }
 }

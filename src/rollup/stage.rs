@@ -2,15 +2,19 @@
 //! engine, produce candles, and commit input offsets in the same transaction.
 //!
 //! Data flow per input partition `p` (each has its own [`PartitionTask`]):
-//! 1. On assignment: a transactional producer with the stable id
-//!    `{group}.p{p}` is created and `init_transactions` fences any older owner
-//!    (a paused or partitioned zombie) and aborts its open transaction. The
+//! 1. On assignment: the stage claims a fencing epoch for the partition from
+//!    etcd (`rollup/{group}/p{p}`, see `coord::epoch`; unless `etcd.epochs` is
+//!    off), then a transactional producer with the stable id `{group}.p{p}` is
+//!    created and `init_transactions` fences any older owner (a paused or
+//!    partitioned zombie) and aborts its open transaction. The
 //!    engine state is restored from the compacted changelog topic (partition
 //!    `p`), then the input is replayed from the oldest snapshot to the committed
 //!    offset with output suppressed (those candles were committed already), so
 //!    the state equals what it was at the last commit.
 //! 2. Records are applied to the engine; candles go to the output topic, same
-//!    partition `p`, inside the open transaction.
+//!    partition `p`, inside the open transaction, with the epoch in the
+//!    `tickfetch-epoch` header (so readers can refuse a zombie's records even
+//!    where the broker shows aborted ones, or without transactions).
 //! 3. Every `commit_interval_ms` (or `max_batch` records) the transaction gets
 //!    the next input offset (`send_offsets_to_transaction`) and, every
 //!    `snapshot_every` commits, a snapshot of the symbols touched since the last
@@ -42,6 +46,7 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Guarantee};
+use crate::coord::epoch::{process_owner, Epoch, EpochClaimer, EPOCH_HEADER};
 use crate::kafka::{client_config, ensure_topics, send_waiting, KafkaError, TopicSpec};
 use crate::model::{feed_key, Candle, Interval, Watermark, KIND_HEADER, KIND_WATERMARK};
 use crate::rollup::level::{make_level, ApplyOutcome, Level};
@@ -146,6 +151,9 @@ struct PartitionTask {
     partition: i32,
     level: Box<dyn Level>,
     producer: TxnProducer,
+    /// The fencing epoch this task writes under, and its header value.
+    epoch: Epoch,
+    epoch_header: Option<String>,
     /// Offset after the last record applied (the next to read).
     next_offset: i64,
     /// Offset up to which the input was already committed and output published;
@@ -199,8 +207,22 @@ pub async fn run(
         compacted: false,
     });
     ensure_topics(&config.kafka, &specs).await?;
+    let epochs = if config.etcd.epochs {
+        match EpochClaimer::connect_waiting(&config.etcd, &process_owner(), &shutdown).await {
+            Some(claimer) => Some(claimer),
+            None => return Ok(StageReport::default()),
+        }
+    } else {
+        None
+    };
+    let runtime = tokio::runtime::Handle::current();
     let handle = tokio::task::spawn_blocking(move || {
-        let mut stage = StageLoop::new(config, options)?;
+        let epochs = epochs.map(|claimer| EpochSource {
+            claimer,
+            runtime,
+            shutdown: shutdown.clone(),
+        });
+        let mut stage = StageLoop::new(config, options, epochs)?;
         stage.run(&shutdown)?;
         Ok(stage.metrics.report())
     });
@@ -209,8 +231,16 @@ pub async fn run(
         .map_err(|e| RollupError::Internal(format!("stage thread: {e}")))?
 }
 
+/// Where a stage's partitions get their fencing epochs.
+struct EpochSource {
+    claimer: EpochClaimer,
+    runtime: tokio::runtime::Handle,
+    shutdown: CancellationToken,
+}
+
 struct StageLoop {
     config: Config,
+    epochs: Option<EpochSource>,
     options: StageOptions,
     consumer: Arc<StageConsumer>,
     rebalances: Arc<RebalanceLog>,
@@ -225,7 +255,11 @@ struct StageLoop {
 }
 
 impl StageLoop {
-    fn new(config: Config, options: StageOptions) -> Result<Self, RollupError> {
+    fn new(
+        config: Config,
+        options: StageOptions,
+        epochs: Option<EpochSource>,
+    ) -> Result<Self, RollupError> {
         let interval = options.interval;
         make_level(&config, interval).map_err(RollupError::Config)?;
         let input = config.topics.stage_input(interval);
@@ -261,6 +295,7 @@ impl StageLoop {
             dead_letter: config.topics.dead_letter(),
             metrics: StageMetrics::new(interval),
             config,
+            epochs,
             options,
             consumer: Arc::new(consumer),
             rebalances,
@@ -353,15 +388,39 @@ impl StageLoop {
         Ok(())
     }
 
-    /// Takes partition `p`: fence older owners, restore state, set up replay.
+    /// Takes partition `p`: claim an epoch, fence older owners, restore state,
+    /// set up replay.
     fn assign(&mut self, p: i32) -> Result<(), RollupError> {
+        let epoch = self.claim_epoch(p)?;
         let producer = self.new_producer(p)?;
-        self.assign_with(p, producer)
+        self.assign_with(p, producer, epoch)
+    }
+
+    /// Claims a fencing epoch for partition `p` (waiting while etcd is down);
+    /// [`Epoch::NONE`] with `etcd.epochs` off.
+    fn claim_epoch(&self, p: i32) -> Result<Epoch, RollupError> {
+        let Some(source) = &self.epochs else {
+            return Ok(Epoch::NONE);
+        };
+        let scope = format!("rollup/{}/p{p}", self.group);
+        source
+            .runtime
+            .block_on(source.claimer.claim_waiting(&scope, &source.shutdown))
+            .ok_or_else(|| {
+                RollupError::Internal(format!(
+                    "stopped while waiting for etcd to claim the epoch of partition {p}"
+                ))
+            })
     }
 
     /// Takes partition `p` with `producer` (fresh, or one whose transaction was
-    /// just aborted): restore state, set up the replay.
-    fn assign_with(&mut self, p: i32, producer: TxnProducer) -> Result<(), RollupError> {
+    /// just aborted) under `epoch`: restore state, set up the replay.
+    fn assign_with(
+        &mut self,
+        p: i32,
+        producer: TxnProducer,
+        epoch: Epoch,
+    ) -> Result<(), RollupError> {
         let committed = self.committed_offset(p)?;
         let mut level =
             make_level(&self.config, self.options.interval).map_err(RollupError::Config)?;
@@ -371,6 +430,7 @@ impl StageLoop {
             partition = p,
             committed,
             replay_from = start,
+            %epoch,
             "partition assigned; state restored"
         );
         self.tasks.insert(
@@ -379,6 +439,8 @@ impl StageLoop {
                 partition: p,
                 level,
                 producer,
+                epoch,
+                epoch_header: epoch.header_value(),
                 next_offset: start,
                 replay_until: committed,
                 in_txn: false,
@@ -554,11 +616,25 @@ impl StageLoop {
                     if candle.revision > 0 {
                         self.metrics.revisions.inc();
                     }
-                    send_error = send_candle(&task.producer, &self.output, p, candle).err();
+                    send_error = send_candle(
+                        &task.producer,
+                        &self.output,
+                        p,
+                        candle,
+                        task.epoch_header.as_deref(),
+                    )
+                    .err();
                 }
                 // After the candles it closed, so the next level sees them first.
                 if let (None, Some(watermark)) = (&send_error, forward) {
-                    send_error = send_watermark(&task.producer, &self.output, p, &watermark).err();
+                    send_error = send_watermark(
+                        &task.producer,
+                        &self.output,
+                        p,
+                        &watermark,
+                        task.epoch_header.as_deref(),
+                    )
+                    .err();
                 }
             }
             Err(reason) => {
@@ -681,7 +757,8 @@ impl StageLoop {
         // producer after an abort, a new one after a fatal error.
         if reusable {
             tracing::warn!(partition = p, %error, during, "transaction aborted; rewinding");
-            self.assign_with(p, task.producer)?;
+            let epoch = task.epoch;
+            self.assign_with(p, task.producer, epoch)?;
         } else {
             tracing::warn!(partition = p, %error, during, "rebuilding producer and rewinding");
             drop(task);
@@ -712,22 +789,28 @@ fn is_fenced(error: &RdKafkaError, producer: &TxnProducer) -> bool {
             .is_some_and(|(code, _)| fenced_code(code))
 }
 
-/// Sends one candle to `topic[partition]`, keyed `exchange:symbol`.
+/// Sends one candle to `topic[partition]`, keyed `exchange:symbol`, with the
+/// writer's epoch header when it has one.
 fn send_candle(
     producer: &TxnProducer,
     topic: &str,
     partition: i32,
     candle: &Candle,
+    epoch: Option<&str>,
 ) -> Result<(), RdKafkaError> {
     let payload = serde_json::to_vec(candle).unwrap_or_default();
     let key = candle.key();
-    send_waiting(
-        producer,
-        BaseRecord::<str, [u8]>::to(topic)
-            .partition(partition)
-            .key(&key)
-            .payload(&payload),
-    )
+    let mut record = BaseRecord::<str, [u8]>::to(topic)
+        .partition(partition)
+        .key(&key)
+        .payload(&payload);
+    if let Some(epoch) = epoch {
+        record = record.headers(OwnedHeaders::new_with_capacity(1).insert(Header {
+            key: EPOCH_HEADER,
+            value: Some(epoch),
+        }));
+    }
+    send_waiting(producer, record)
 }
 
 /// Forwards a watermark to the next level, on the same partition as the symbol's candles.
@@ -736,13 +819,20 @@ fn send_watermark(
     topic: &str,
     partition: i32,
     watermark: &Watermark,
+    epoch: Option<&str>,
 ) -> Result<(), RdKafkaError> {
     let payload = serde_json::to_vec(watermark).unwrap_or_default();
     let key = feed_key(watermark.exchange, &watermark.symbol);
-    let headers = OwnedHeaders::new().insert(Header {
+    let mut headers = OwnedHeaders::new_with_capacity(2).insert(Header {
         key: KIND_HEADER,
         value: Some(KIND_WATERMARK),
     });
+    if let Some(epoch) = epoch {
+        headers = headers.insert(Header {
+            key: EPOCH_HEADER,
+            value: Some(epoch),
+        });
+    }
     send_waiting(
         producer,
         BaseRecord::<str, [u8]>::to(topic)

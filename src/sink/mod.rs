@@ -11,6 +11,14 @@
 //!
 //! Replays are harmless: `_id`s are deterministic and the revision guard keeps
 //! the highest revision.
+//!
+//! Fencing: every record's `tickfetch-epoch` header goes through an
+//! [`EpochFence`] (per topic, partition and key, the highest epoch seen and
+//! where it began); a record from a lower epoch after a higher one is a fenced
+//! owner's late write and is skipped, counted in
+//! `tickfetch_sink_fenced_total`. Documents keep their epoch, and the write
+//! guard never lets a lower epoch replace a higher one, which still holds
+//! after a restart, when the fence starts empty.
 
 pub mod query;
 pub mod writer;
@@ -25,13 +33,12 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::config::Config;
+use crate::coord::epoch::{Admission, Epoch, EpochFence, EPOCH_HEADER};
 use crate::kafka::{client_config, ensure_topics, KafkaError, TopicSpec};
 use crate::model::{Candle, Interval, Trade, KIND_HEADER, KIND_TRADE};
 use crate::shutdown::CancellationToken;
 use crate::telemetry::register;
-use writer::{
-    candle_collection, candle_document, trade_document, PendingWrite, WriteError, TRADES_COLLECTION,
-};
+use writer::{candle_collection, PendingWrite, WriteError, TRADES_COLLECTION};
 
 /// Server selection and connect timeout of the MongoDB client.
 const MONGO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -68,6 +75,7 @@ pub enum SinkAssignment {
 struct SinkMetrics {
     written: prometheus::IntCounter,
     stale: prometheus::IntCounter,
+    fenced: prometheus::IntCounter,
     dead_letters: prometheus::IntCounter,
     retries: prometheus::IntCounter,
     batches: prometheus::IntCounter,
@@ -83,7 +91,14 @@ impl SinkMetrics {
         };
         Self {
             written: counter("written_total", "documents inserted or replaced"),
-            stale: counter("stale_total", "writes refused by the revision guard"),
+            stale: counter(
+                "stale_total",
+                "writes refused by the guard (revision or epoch not newer)",
+            ),
+            fenced: counter(
+                "fenced_total",
+                "records skipped: a lower epoch after a higher one on the same key",
+            ),
             dead_letters: counter(
                 "dead_letters_total",
                 "records sent to the dead-letter topic",
@@ -198,6 +213,7 @@ pub async fn run(
     let mut batch: Vec<PendingWrite> = Vec::with_capacity(batch_size);
     let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
     let mut batch_started: Option<Instant> = None;
+    let mut fence = EpochFence::default();
     loop {
         let wait = batch_started.map_or(batch_wait, |t| batch_wait.saturating_sub(t.elapsed()));
         let next = tokio::select! {
@@ -212,9 +228,13 @@ pub async fn run(
                         (message.topic().to_string(), message.partition()),
                         message.offset() + 1,
                     );
-                    match decode(message, &trades_topic) {
-                        Ok(Some(write)) => batch.push(write),
-                        Ok(None) => {}
+                    match decode(message, &trades_topic, &mut fence) {
+                        Ok(Decoded::Write(write)) => batch.push(write),
+                        Ok(Decoded::Skip) => {}
+                        Ok(Decoded::Fenced { epoch, newest }) => {
+                            metrics.fenced.inc();
+                            tracing::debug!(source = %source(message), %epoch, %newest, "record of a fenced epoch skipped");
+                        }
                         Err(reason) => {
                             metrics.dead_letters.inc();
                             tracing::warn!(topic = message.topic(), partition = message.partition(), offset = message.offset(), %reason, "undecodable record; dead-lettered");
@@ -355,41 +375,57 @@ fn committed_assignment(
     Ok(tpl)
 }
 
-/// Decodes a record into a write; `None` for records the sink skips (watermarks).
+/// What the sink does with one record.
+#[derive(Debug)]
+enum Decoded {
+    Write(PendingWrite),
+    /// Watermarks and gap markers steer the rollup; the sink stores trades
+    /// and candles.
+    Skip,
+    /// A late write of a fenced owner.
+    Fenced {
+        epoch: Epoch,
+        newest: Epoch,
+    },
+}
+
+/// Reads a record's kind and epoch, runs it through the fence, and decodes it
+/// into a write.
 fn decode(
     message: &BorrowedMessage<'_>,
     trades_topic: &str,
-) -> Result<Option<PendingWrite>, String> {
-    let kind = message.headers().and_then(|h| {
-        h.iter()
-            .find(|h| h.key == KIND_HEADER)
-            .and_then(|h| h.value)
-    });
-    // Watermarks and gap markers steer the rollup; the sink stores trades and candles.
+    fence: &mut EpochFence,
+) -> Result<Decoded, String> {
+    let mut kind = None;
+    let mut epoch = None;
+    if let Some(headers) = message.headers() {
+        for header in headers.iter() {
+            match header.key {
+                KIND_HEADER => kind = header.value,
+                EPOCH_HEADER => epoch = header.value,
+                _ => {}
+            }
+        }
+    }
+    let epoch = Epoch::from_header(epoch)?;
+    if let Some(key) = message.key() {
+        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        if let Admission::Fenced { newest } = fence.admit(topic, partition, offset, key, epoch) {
+            return Ok(Decoded::Fenced { epoch, newest });
+        }
+    }
     if kind.is_some_and(|k| k != KIND_TRADE.as_bytes()) {
-        return Ok(None);
+        return Ok(Decoded::Skip);
     }
     let payload = message.payload().ok_or("empty payload")?;
     if message.topic() == trades_topic {
         let trade: Trade =
             serde_json::from_slice(payload).map_err(|e| format!("not a trade: {e}"))?;
-        let document = trade_document(&trade);
-        let id = document.get_str("_id").unwrap_or_default().to_string();
-        return Ok(Some(PendingWrite {
-            collection: TRADES_COLLECTION.into(),
-            id,
-            revision: None,
-            document,
-        }));
+        return Ok(Decoded::Write(PendingWrite::trade(&trade, epoch)));
     }
     let candle: Candle =
         serde_json::from_slice(payload).map_err(|e| format!("not a candle: {e}"))?;
-    Ok(Some(PendingWrite {
-        collection: candle_collection(candle.interval),
-        id: candle.window_id(),
-        revision: Some(candle.revision),
-        document: candle_document(&candle),
-    }))
+    Ok(Decoded::Write(PendingWrite::candle(&candle, epoch)))
 }
 
 fn source(message: &BorrowedMessage<'_>) -> String {

@@ -47,22 +47,31 @@ pub async fn candles(db: &Database, query: &CandleQuery) -> Result<Vec<Candle>, 
         .sort(doc! { "symbol": 1, "open_time": 1 })
         .await?;
     let documents: Vec<Document> = cursor.try_collect().await?;
-    let mut candles: Vec<Candle> = Vec::with_capacity(documents.len());
+    let mut candles: Vec<(i64, Candle)> = Vec::with_capacity(documents.len());
     for document in &documents {
         let candle = candle_from_document(document).map_err(|reason| QueryError::BadDocument {
             id: document.get_str("_id").unwrap_or("?").to_string(),
             reason,
         })?;
-        // Time-series storage keeps every revision: keep the highest per window.
+        // Documents written before epochs existed, or by writers without one,
+        // have epoch 0.
+        let epoch = document.get_i64("epoch").unwrap_or(0);
+        // Time-series storage keeps every revision: keep, per window, the
+        // highest revision of the highest epoch (a fenced owner's late
+        // revision never wins over a newer owner's).
         match candles.last_mut() {
-            Some(last) if last.symbol == candle.symbol && last.open_time == candle.open_time => {
-                if candle.revision > last.revision {
-                    *last = candle;
+            Some((held_epoch, held))
+                if held.symbol == candle.symbol && held.open_time == candle.open_time =>
+            {
+                if (epoch, candle.revision) > (*held_epoch, held.revision) {
+                    *held_epoch = epoch;
+                    *held = candle;
                 }
             }
-            _ => candles.push(candle),
+            _ => candles.push((epoch, candle)),
         }
     }
+    let candles = candles.into_iter().map(|(_, candle)| candle).collect();
     Ok(candles)
 }
 

@@ -5,12 +5,17 @@
 //! (`exchange:symbol:interval:open_time` for candles, `exchange:symbol:trade_id`
 //! for trades), so a replayed record lands on the same document.
 //!
-//! The revision guard: a candle is written with
-//! `update({_id, revision: {$lt: r}}, replacement, upsert)`. When the stored
-//! document already has revision ≥ r the filter matches nothing, the upsert tries
-//! to insert the same `_id` and the server answers duplicate key (11000): the
-//! stale write is dropped and counted. A lower revision never replaces a higher
-//! one. Trades are insert-if-absent (`$setOnInsert`).
+//! The guard: a candle of revision `r` written under fencing epoch `e`
+//! (`coord::epoch`) is written with
+//! `update({_id, revision: {$lt: r}, epoch: {$not: {$gt: e}}}, replacement, upsert)`.
+//! When the stored document already has revision ≥ r, or was written under a
+//! higher epoch (so this write comes from a fenced owner), the filter matches
+//! nothing, the upsert tries to insert the same `_id` and the server answers
+//! duplicate key (11000): the write is dropped and counted. A lower revision
+//! never replaces a higher one, and a lower epoch never replaces a higher one.
+//! Documents store their `epoch` (0 for records without one; `$not $gt` also
+//! matches documents stored before epochs existed). Trades are
+//! insert-if-absent (`$setOnInsert`).
 //!
 //! Writes use the plain `update` command with `ordered: false` and write concern
 //! `majority` + journal, which every MongoDB since 3.6 (and SecantusDB) speaks.
@@ -20,6 +25,7 @@ use std::collections::HashMap;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::{Database, IndexModel};
 
+use crate::coord::epoch::Epoch;
 use crate::model::{Candle, Interval, Trade};
 
 /// MongoDB's duplicate-key error code.
@@ -51,7 +57,51 @@ pub struct PendingWrite {
     pub id: String,
     /// Candle revision; `None` for trades (insert-if-absent).
     pub revision: Option<u32>,
+    /// The writer's fencing epoch (also in `document` as `epoch`).
+    pub epoch: Epoch,
     pub document: Document,
+}
+
+impl PendingWrite {
+    /// A candle write under `epoch`.
+    pub fn candle(candle: &Candle, epoch: Epoch) -> Self {
+        let mut document = candle_document(candle);
+        document.insert("epoch", epoch.as_i64());
+        Self {
+            collection: candle_collection(candle.interval),
+            id: candle.window_id(),
+            revision: Some(candle.revision),
+            epoch,
+            document,
+        }
+    }
+
+    /// A trade write under `epoch`.
+    pub fn trade(trade: &Trade, epoch: Epoch) -> Self {
+        let mut document = trade_document(trade);
+        document.insert("epoch", epoch.as_i64());
+        Self {
+            collection: TRADES_COLLECTION.into(),
+            id: trade_id(trade),
+            revision: None,
+            epoch,
+            document,
+        }
+    }
+
+    /// Whether this write, applied after `held`, replaces it under the guard
+    /// (higher revision, and an epoch not lower). Trades never replace.
+    pub fn replaces(&self, held: &PendingWrite) -> bool {
+        match (self.revision, held.revision) {
+            (Some(mine), Some(theirs)) => mine > theirs && self.epoch >= held.epoch,
+            _ => false,
+        }
+    }
+}
+
+/// The `_id` of a trade document.
+pub fn trade_id(trade: &Trade) -> String {
+    format!("{}:{}:{}", trade.exchange, trade.symbol, trade.trade_id)
 }
 
 /// The stored form of a candle: the wire fields, decimals as strings (exact),
@@ -89,7 +139,7 @@ pub fn candle_from_document(document: &Document) -> Result<Candle, String> {
     let mut value = serde_json::Map::new();
     for (key, bson) in document {
         let json = match key.as_str() {
-            "_id" | "time" | "meta" => continue,
+            "_id" | "time" | "meta" | "epoch" => continue,
             "open_time" | "close_time" | "trade_count" | "revision" => match bson {
                 Bson::Int64(n) => serde_json::Value::from(*n),
                 Bson::Int32(n) => serde_json::Value::from(*n),
@@ -109,7 +159,7 @@ pub fn candle_from_document(document: &Document) -> Result<Candle, String> {
 /// The stored form of a trade.
 pub fn trade_document(trade: &Trade) -> Document {
     let mut document = doc! {
-        "_id": format!("{}:{}:{}", trade.exchange, trade.symbol, trade.trade_id),
+        "_id": trade_id(trade),
         "exchange": trade.exchange.as_str(),
         "symbol": &trade.symbol,
         "instrument": &trade.instrument,
@@ -223,21 +273,22 @@ async fn ensure_indexes(
 pub struct BatchOutcome {
     /// Documents inserted or replaced.
     pub written: u64,
-    /// Writes the guard refused (an equal or higher revision was stored, or the
-    /// trade was there already).
+    /// Writes the guard refused (an equal or higher revision, or a higher
+    /// epoch, was stored, or the trade was there already).
     pub stale: u64,
     /// Writes the server refuses for good, with the reason (dead-lettered).
     pub rejected: Vec<(PendingWrite, String)>,
 }
 
-/// Keeps one write per `_id`: the highest revision (a batch may hold several
-/// revisions of one window, and an unordered write must not race them).
+/// Keeps one write per `_id`: what applying them in order under the guard
+/// would leave (a batch may hold several revisions of one window, and an
+/// unordered write must not race them).
 pub fn collapse(writes: Vec<PendingWrite>) -> Vec<PendingWrite> {
     let mut by_id: HashMap<(String, String), PendingWrite> = HashMap::with_capacity(writes.len());
     for write in writes {
         let key = (write.collection.clone(), write.id.clone());
         match by_id.get(&key) {
-            Some(held) if held.revision >= write.revision => {}
+            Some(held) if !write.replaces(held) => {}
             _ => {
                 by_id.insert(key, write);
             }
@@ -293,7 +344,11 @@ pub async fn write_batch(
             .iter()
             .map(|w| match w.revision {
                 Some(revision) => doc! {
-                    "q": { "_id": &w.id, "revision": { "$lt": i64::from(revision) } },
+                    "q": {
+                        "_id": &w.id,
+                        "revision": { "$lt": i64::from(revision) },
+                        "epoch": { "$not": { "$gt": w.epoch.as_i64() } },
+                    },
                     "u": w.document.clone(),
                     "upsert": true,
                 },
@@ -407,14 +462,23 @@ mod tests {
 
     #[test]
     fn collapse_keeps_the_highest_revision_per_id() {
-        let write = |revision: u32, close: i64| PendingWrite {
-            collection: "candles_1m".into(),
-            id: "binance:XRPETH:1m:60000".into(),
-            revision: Some(revision),
-            document: candle_document(&candle(revision, close)),
-        };
+        let write =
+            |revision: u32, close: i64| PendingWrite::candle(&candle(revision, close), Epoch(5));
         let kept = collapse(vec![write(1, 1), write(2, 2), write(0, 3)]);
         assert_eq!(kept.len(), 1);
         assert_eq!(kept[0].revision, Some(2));
+    }
+
+    #[test]
+    fn collapse_never_lets_a_lower_epoch_replace_a_higher_one() {
+        let write =
+            |revision: u32, epoch: u64| PendingWrite::candle(&candle(revision, 1), Epoch(epoch));
+        // A fenced owner's higher revision does not replace the newer owner's.
+        let kept = collapse(vec![write(0, 20), write(1, 10)]);
+        assert_eq!((kept[0].revision, kept[0].epoch), (Some(0), Epoch(20)));
+        // The newer owner's correction does.
+        let kept = collapse(vec![write(0, 10), write(1, 20), write(2, 10)]);
+        assert_eq!((kept[0].revision, kept[0].epoch), (Some(1), Epoch(20)));
+        assert_eq!(kept[0].document.get_i64("epoch").ok(), Some(20));
     }
 }
