@@ -1,5 +1,5 @@
-//! Sink benchmark: candles per second upserted by the sink (Kafka → guarded
-//! bulk upsert → offsets committed), against a bare driver bulk upsert of the
+//! Sink benchmark: candles per second upserted by the sink (Kafka → epoch
+//! fence → revision- and epoch-guarded bulk upsert → offsets committed), against a bare driver bulk upsert of the
 //! same documents to the same server, in one run.
 //!
 //! Run: `cargo bench --bench sink` with a stack up and its `stack.env` sourced.
@@ -14,10 +14,12 @@ use std::time::{Duration, Instant};
 
 use mongodb::bson::doc;
 use mongodb::options::UpdateOneModel;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use tickfetch::config::Config;
+use tickfetch::coord::epoch::EPOCH_HEADER;
 use tickfetch::kafka::{client_config, ensure_topics, TopicSpec};
 use tickfetch::model::{Candle, CandleStatus, Exchange, Interval};
 use tickfetch::shutdown::CancellationToken;
@@ -118,9 +120,14 @@ async fn main() {
     for candle in &data {
         let payload = serde_json::to_vec(candle).expect("json");
         let key = candle.key();
+        // As a rollup stage writes them: with its fencing epoch.
         let record = BaseRecord::<str, [u8]>::to(&topic)
             .key(&key)
-            .payload(&payload);
+            .payload(&payload)
+            .headers(OwnedHeaders::new_with_capacity(1).insert(Header {
+                key: EPOCH_HEADER,
+                value: Some("7"),
+            }));
         tickfetch::kafka::send_waiting(&producer, record).expect("produce");
     }
     producer.flush(Duration::from_secs(60)).expect("flush");
@@ -150,7 +157,7 @@ async fn main() {
     shutdown.cancel();
     task.await.expect("join").expect("sink");
     runs.push(RunResult {
-        name: "tickfetch-sink (Kafka → guarded upsert → commit)",
+        name: "tickfetch-sink (Kafka → epoch fence → guarded upsert → commit)",
         candles: count,
         seconds,
         candles_per_second: count as f64 / seconds,
@@ -195,12 +202,12 @@ async fn main() {
         runs,
     };
     println!(
-        "{:<52} {:>8} {:>9} {:>12}",
+        "{:<66} {:>8} {:>9} {:>12}",
         "run", "candles", "seconds", "candles/s"
     );
     for r in &result.runs {
         println!(
-            "{:<52} {:>8} {:>9.2} {:>12.0}",
+            "{:<66} {:>8} {:>9.2} {:>12.0}",
             r.name, r.candles, r.seconds, r.candles_per_second
         );
     }

@@ -964,10 +964,9 @@ async fn an_old_primary_that_keeps_publishing_is_fenced_by_its_epoch() {
         .start_feed(&config, Role::Primary)
         .expect("primary");
     // The new primary runs in a worker of its own, as after a failover.
-    let successor = Worker::start(rig.config.clone(), CancellationToken::new())
+    let mut successor = Worker::start(rig.config.clone(), CancellationToken::new())
         .await
         .expect("second worker");
-    let mut successor = successor;
     let new = successor
         .start_feed(&config, Role::Replica)
         .expect("replica");
@@ -1058,7 +1057,7 @@ async fn an_old_primary_that_keeps_publishing_is_fenced_by_its_epoch() {
                 .any(|(k, v)| k == KIND_HEADER && v == KIND_TRADE);
             if newer_seen && epoch == old_epoch && is_trade {
                 let trade: Trade = serde_json::from_slice(&record.payload).expect("trade");
-                late.push(trade.trade_id);
+                late.push(format!("binance:{}:{}", trade.symbol, trade.trade_id));
             }
         }
     }
@@ -1109,12 +1108,12 @@ async fn an_old_primary_that_keeps_publishing_is_fenced_by_its_epoch() {
     assert_eq!(stored.len(), ids.len(), "no trade twice");
     assert_eq!(ids, simulated, "every simulated trade stored, nothing else");
     for document in &stored {
-        let trade_id = document.get_str("trade_id").unwrap_or_default();
-        if late.iter().any(|t| t == trade_id) {
+        let id = document.get_str("_id").unwrap_or_default();
+        if late.iter().any(|t| t == id) {
             assert_eq!(
                 document.get_i64("epoch").ok(),
                 Some(new_epoch),
-                "trade {trade_id}: the old primary's late write never lands"
+                "trade {id}: the old primary's late write never lands"
             );
         }
     }

@@ -26,6 +26,9 @@ pub enum RollupError {
     Config(String),
     #[error("internal: {0}")]
     Internal(String),
+    /// Shutdown came while the stage waited (for etcd); not a failure.
+    #[error("stopped: {0}")]
+    Stopped(String),
 }
 
 impl RollupError {
@@ -34,7 +37,7 @@ impl RollupError {
         match self {
             RollupError::Kafka(e) => e.is_terminal(),
             RollupError::Fenced(_) | RollupError::Config(_) => true,
-            RollupError::Restore(_) | RollupError::Internal(_) => false,
+            RollupError::Restore(_) | RollupError::Internal(_) | RollupError::Stopped(_) => false,
         }
     }
 }

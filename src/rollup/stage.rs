@@ -223,7 +223,11 @@ pub async fn run(
             shutdown: shutdown.clone(),
         });
         let mut stage = StageLoop::new(config, options, epochs)?;
-        stage.run(&shutdown)?;
+        match stage.run(&shutdown) {
+            Ok(()) => {}
+            Err(RollupError::Stopped(why)) => tracing::info!(%why, "stage stopped"),
+            Err(e) => return Err(e),
+        }
         Ok(stage.metrics.report())
     });
     handle
@@ -407,8 +411,8 @@ impl StageLoop {
             .runtime
             .block_on(source.claimer.claim_waiting(&scope, &source.shutdown))
             .ok_or_else(|| {
-                RollupError::Internal(format!(
-                    "stopped while waiting for etcd to claim the epoch of partition {p}"
+                RollupError::Stopped(format!(
+                    "shut down while waiting for etcd to claim the epoch of partition {p}"
                 ))
             })
     }
