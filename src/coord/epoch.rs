@@ -36,6 +36,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
+use rdkafka::message::{Header, OwnedHeaders};
 use serde::{Deserialize, Serialize};
 
 use super::CoordError;
@@ -163,20 +164,10 @@ impl EpochClaimer {
         owner: &str,
         shutdown: &CancellationToken,
     ) -> Option<Self> {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match Self::connect(config, owner).await {
-                Ok(claimer) => return Some(claimer),
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "waiting for etcd to claim fencing epochs");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return None,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-        }
+        retry_until_cancelled(shutdown, "waiting for etcd to claim fencing epochs", || {
+            Self::connect(config, owner)
+        })
+        .await
     }
 
     /// The etcd key of `scope`'s epoch.
@@ -223,23 +214,14 @@ impl EpochClaimer {
     /// Claims an epoch, retrying with backoff while etcd fails; `None` when
     /// `shutdown` came first. An owner must not write before it has one.
     pub async fn claim_waiting(&self, scope: &str, shutdown: &CancellationToken) -> Option<Epoch> {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match self.claim(scope).await {
-                Ok(epoch) => {
-                    tracing::info!(scope, %epoch, "fencing epoch claimed");
-                    return Some(epoch);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "waiting for etcd: no epoch, not writing yet");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return None,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-        }
+        let epoch = retry_until_cancelled(
+            shutdown,
+            "waiting for etcd: no epoch, not writing yet",
+            || self.claim(scope),
+        )
+        .await?;
+        tracing::info!(scope, %epoch, "fencing epoch claimed");
+        Some(epoch)
     }
 
     /// The current owner's epoch of `scope` (the key's `mod_revision`) and its
@@ -271,6 +253,67 @@ impl EpochClaimer {
             Epoch(u64::try_from(kv.mod_revision()).unwrap_or(0)),
             claim,
         )))
+    }
+}
+
+/// Runs `attempt` until it succeeds, logging `waiting` with each failure and
+/// backing off (doubling, at most [`MAX_BACKOFF`]); `None` when `shutdown`
+/// came first.
+async fn retry_until_cancelled<T, F, Fut>(
+    shutdown: &CancellationToken,
+    waiting: &str,
+    mut attempt: F,
+) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, CoordError>>,
+{
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match attempt().await {
+            Ok(value) => return Some(value),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "{waiting}");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// An epoch with its header text made once, for writers that stamp every
+/// record: [`EpochStamp::stamp`] adds `tickfetch-epoch` to a record's headers
+/// (nothing for [`Epoch::NONE`]).
+#[derive(Debug, Clone, Default)]
+pub struct EpochStamp {
+    epoch: Epoch,
+    text: Option<String>,
+}
+
+impl EpochStamp {
+    pub fn new(epoch: Epoch) -> Self {
+        Self {
+            epoch,
+            text: epoch.header_value(),
+        }
+    }
+
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// `headers` with the epoch header added when there is an epoch.
+    pub fn stamp(&self, headers: OwnedHeaders) -> OwnedHeaders {
+        match &self.text {
+            Some(text) => headers.insert(Header {
+                key: EPOCH_HEADER,
+                value: Some(text.as_str()),
+            }),
+            None => headers,
+        }
     }
 }
 
@@ -316,7 +359,8 @@ struct Newest {
 /// number of distinct keys (symbols × topics), not with the number of records.
 #[derive(Debug, Default)]
 pub struct EpochFence {
-    newest: HashMap<(String, i32), HashMap<Vec<u8>, Newest>>,
+    /// topic → partition → key → newest.
+    newest: HashMap<String, HashMap<i32, HashMap<Vec<u8>, Newest>>>,
 }
 
 impl EpochFence {
@@ -334,13 +378,12 @@ impl EpochFence {
         if !epoch.is_some() {
             return Admission::Admitted;
         }
-        let keys = match self.newest.get_mut(&(topic.to_string(), partition)) {
-            Some(keys) => keys,
-            None => self
-                .newest
-                .entry((topic.to_string(), partition))
-                .or_default(),
+        // Looked up by &str first: no allocation per record once a topic is known.
+        let partitions = match self.newest.get_mut(topic) {
+            Some(partitions) => partitions,
+            None => self.newest.entry(topic.to_string()).or_default(),
         };
+        let keys = partitions.entry(partition).or_default();
         let seen = Newest {
             epoch,
             first_offset: offset,
@@ -364,12 +407,18 @@ impl EpochFence {
 
     /// Forgets what was seen on `topic[partition]`.
     pub fn forget(&mut self, topic: &str, partition: i32) {
-        self.newest.remove(&(topic.to_string(), partition));
+        if let Some(partitions) = self.newest.get_mut(topic) {
+            partitions.remove(&partition);
+        }
     }
 
     /// Keys tracked.
     pub fn len(&self) -> usize {
-        self.newest.values().map(HashMap::len).sum()
+        self.newest
+            .values()
+            .flat_map(HashMap::values)
+            .map(HashMap::len)
+            .sum()
     }
 
     /// Whether nothing is tracked.

@@ -47,7 +47,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::publisher::TradePublisher;
 use crate::config::Config;
-use crate::coord::epoch::{Epoch, EPOCH_HEADER};
+use crate::coord::epoch::{Epoch, EpochStamp};
 use crate::kafka::{client_config, ensure_topics, KafkaError, TopicSpec};
 use crate::model::{feed_key, Exchange, Millis, Trade, KIND_HEADER};
 
@@ -157,16 +157,12 @@ impl Publishers {
                     }
                 })?;
                 let key = feed_key(marker.exchange, &marker.symbol);
-                let mut headers = OwnedHeaders::new_with_capacity(2).insert(Header {
-                    key: KIND_HEADER,
-                    value: Some(KIND_GAP),
-                });
-                if let Some(epoch) = epoch.header_value() {
-                    headers = headers.insert(Header {
-                        key: EPOCH_HEADER,
-                        value: Some(epoch.as_str()),
-                    });
-                }
+                let headers = EpochStamp::new(epoch).stamp(
+                    OwnedHeaders::new_with_capacity(2).insert(Header {
+                        key: KIND_HEADER,
+                        value: Some(KIND_GAP),
+                    }),
+                );
                 let record = BaseRecord::to(&self.trades_topic)
                     .key(key.as_bytes())
                     .payload(self.buffer.as_slice())

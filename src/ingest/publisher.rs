@@ -12,7 +12,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
 use crate::config::Config;
-use crate::coord::epoch::{Epoch, EPOCH_HEADER};
+use crate::coord::epoch::{Epoch, EpochStamp};
 use crate::kafka::{client_config, ensure_topics, KafkaError, TopicSpec};
 use crate::model::{
     feed_key, Exchange, Millis, Trade, Watermark, KIND_HEADER, KIND_TRADE, KIND_WATERMARK,
@@ -26,8 +26,8 @@ pub struct TradePublisher {
     producer: ThreadedProducer<DefaultProducerContext>,
     topic: String,
     buffer: Vec<u8>,
-    /// The last epoch stamped and its header text (epochs change rarely).
-    epoch: (Epoch, Option<String>),
+    /// The last epoch stamped (epochs change rarely: its header text is kept).
+    stamp: EpochStamp,
 }
 
 impl TradePublisher {
@@ -62,7 +62,7 @@ impl TradePublisher {
             producer,
             topic,
             buffer: Vec::with_capacity(512),
-            epoch: (Epoch::NONE, None),
+            stamp: EpochStamp::default(),
         })
     }
 
@@ -77,21 +77,7 @@ impl TradePublisher {
             message: format!("serialising a trade: {e}"),
         })?;
         let key = trade.key();
-        self.set_epoch(epoch);
-        send(
-            &self.producer,
-            &self.topic,
-            &key,
-            &self.buffer,
-            KIND_TRADE,
-            self.epoch.1.as_deref(),
-        )
-    }
-
-    fn set_epoch(&mut self, epoch: Epoch) {
-        if self.epoch.0 != epoch {
-            self.epoch = (epoch, epoch.header_value());
-        }
+        self.send(&key, KIND_TRADE, epoch)
     }
 
     /// Queues a watermark, written under `epoch`: no trade of
@@ -117,15 +103,28 @@ impl TradePublisher {
             message: format!("serialising a watermark: {e}"),
         })?;
         let key = feed_key(exchange, symbol);
-        self.set_epoch(epoch);
-        send(
-            &self.producer,
-            &self.topic,
-            &key,
-            &self.buffer,
-            KIND_WATERMARK,
-            self.epoch.1.as_deref(),
-        )
+        self.send(&key, KIND_WATERMARK, epoch)
+    }
+
+    /// Sends the buffer keyed `key`, with the kind and epoch headers.
+    fn send(&mut self, key: &str, kind: &str, epoch: Epoch) -> Result<(), KafkaError> {
+        if self.stamp.epoch() != epoch {
+            self.stamp = EpochStamp::new(epoch);
+        }
+        let headers = self
+            .stamp
+            .stamp(OwnedHeaders::new_with_capacity(2).insert(Header {
+                key: KIND_HEADER,
+                value: Some(kind),
+            }));
+        let record = BaseRecord::to(&self.topic)
+            .key(key)
+            .payload(self.buffer.as_slice())
+            .headers(headers);
+        crate::kafka::send_waiting(&self.producer, record).map_err(|source| KafkaError::Client {
+            what: format!("producing to {}", self.topic),
+            source,
+        })
     }
 
     /// Waits until everything queued is acknowledged.
@@ -137,32 +136,4 @@ impl TradePublisher {
             .flush(timeout)
             .map_err(KafkaError::client("flushing trades"))
     }
-}
-
-fn send(
-    producer: &ThreadedProducer<DefaultProducerContext>,
-    topic: &str,
-    key: &str,
-    payload: &[u8],
-    kind: &str,
-    epoch: Option<&str>,
-) -> Result<(), KafkaError> {
-    let mut headers = OwnedHeaders::new_with_capacity(2).insert(Header {
-        key: KIND_HEADER,
-        value: Some(kind),
-    });
-    if let Some(epoch) = epoch {
-        headers = headers.insert(Header {
-            key: EPOCH_HEADER,
-            value: Some(epoch),
-        });
-    }
-    let record = BaseRecord::to(topic)
-        .key(key)
-        .payload(payload)
-        .headers(headers);
-    crate::kafka::send_waiting(producer, record).map_err(|source| KafkaError::Client {
-        what: format!("producing to {topic}"),
-        source,
-    })
 }

@@ -170,13 +170,7 @@ impl FeedSpec {
             feed: config.exchange.to_string(),
             problem,
         })?;
-        let mut symbols: Vec<String> = Vec::with_capacity(config.symbols.len());
-        for symbol in &config.symbols {
-            let symbol = symbol.trim().to_ascii_uppercase();
-            if !symbol.is_empty() && !symbols.contains(&symbol) {
-                symbols.push(symbol);
-            }
-        }
+        let symbols = normalised_symbols(&config.symbols);
         if symbols.is_empty() {
             return Err(IngestError::Feed {
                 feed: feed.to_string(),
@@ -468,6 +462,19 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), IngestError> 
     worker.run().await
 }
 
+/// A feed's symbols as the exchanges spell them: trimmed, upper case, each
+/// once, in the configured order, empty ones dropped.
+fn normalised_symbols(configured: &[String]) -> Vec<String> {
+    let mut symbols: Vec<String> = Vec::with_capacity(configured.len());
+    for symbol in configured {
+        let symbol = symbol.trim().to_ascii_uppercase();
+        if !symbol.is_empty() && !symbols.contains(&symbol) {
+            symbols.push(symbol);
+        }
+    }
+    symbols
+}
+
 /// Checks that no symbol of an exchange is in two feeds: its trades would be
 /// published twice under two epochs (and two id spaces, for Binance's
 /// `trade` and `aggTrade`), and readers would fence one of them.
@@ -482,21 +489,16 @@ pub fn one_publisher_per_symbol(feeds: &[FeedConfig]) -> Result<(), IngestError>
             feed.exchange,
             feed.feed.as_deref().unwrap_or("default")
         );
-        for symbol in &feed.symbols {
-            let symbol = symbol.trim().to_ascii_uppercase();
-            match owner.get(&(feed.exchange, symbol.clone())) {
-                Some(first) if *first != name => {
-                    return Err(IngestError::Feed {
-                        feed: name,
-                        problem: format!(
-                            "symbol {symbol} is also in {first}; each symbol of an exchange belongs to one feed"
-                        ),
-                    })
-                }
-                _ => {
-                    owner.insert((feed.exchange, symbol), name.clone());
-                }
+        for symbol in normalised_symbols(&feed.symbols) {
+            if let Some(first) = owner.get(&(feed.exchange, symbol.clone())) {
+                return Err(IngestError::Feed {
+                    feed: name,
+                    problem: format!(
+                        "symbol {symbol} is also in {first}; each symbol of an exchange belongs to one feed"
+                    ),
+                });
             }
+            owner.insert((feed.exchange, symbol), name.clone());
         }
     }
     Ok(())

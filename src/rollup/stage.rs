@@ -46,7 +46,7 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Guarantee};
-use crate::coord::epoch::{process_owner, Epoch, EpochClaimer, EPOCH_HEADER};
+use crate::coord::epoch::{process_owner, Epoch, EpochClaimer, EpochStamp};
 use crate::kafka::{client_config, ensure_topics, send_waiting, KafkaError, TopicSpec};
 use crate::model::{feed_key, Candle, Interval, Watermark, KIND_HEADER, KIND_WATERMARK};
 use crate::rollup::level::{make_level, ApplyOutcome, Level};
@@ -151,9 +151,8 @@ struct PartitionTask {
     partition: i32,
     level: Box<dyn Level>,
     producer: TxnProducer,
-    /// The fencing epoch this task writes under, and its header value.
-    epoch: Epoch,
-    epoch_header: Option<String>,
+    /// The fencing epoch this task writes under.
+    stamp: EpochStamp,
     /// Offset after the last record applied (the next to read).
     next_offset: i64,
     /// Offset up to which the input was already committed and output published;
@@ -443,8 +442,7 @@ impl StageLoop {
                 partition: p,
                 level,
                 producer,
-                epoch,
-                epoch_header: epoch.header_value(),
+                stamp: EpochStamp::new(epoch),
                 next_offset: start,
                 replay_until: committed,
                 in_txn: false,
@@ -620,25 +618,14 @@ impl StageLoop {
                     if candle.revision > 0 {
                         self.metrics.revisions.inc();
                     }
-                    send_error = send_candle(
-                        &task.producer,
-                        &self.output,
-                        p,
-                        candle,
-                        task.epoch_header.as_deref(),
-                    )
-                    .err();
+                    send_error =
+                        send_candle(&task.producer, &self.output, p, candle, &task.stamp).err();
                 }
                 // After the candles it closed, so the next level sees them first.
                 if let (None, Some(watermark)) = (&send_error, forward) {
-                    send_error = send_watermark(
-                        &task.producer,
-                        &self.output,
-                        p,
-                        &watermark,
-                        task.epoch_header.as_deref(),
-                    )
-                    .err();
+                    send_error =
+                        send_watermark(&task.producer, &self.output, p, &watermark, &task.stamp)
+                            .err();
                 }
             }
             Err(reason) => {
@@ -761,7 +748,7 @@ impl StageLoop {
         // producer after an abort, a new one after a fatal error.
         if reusable {
             tracing::warn!(partition = p, %error, during, "transaction aborted; rewinding");
-            let epoch = task.epoch;
+            let epoch = task.stamp.epoch();
             self.assign_with(p, task.producer, epoch)?;
         } else {
             tracing::warn!(partition = p, %error, during, "rebuilding producer and rewinding");
@@ -800,21 +787,18 @@ fn send_candle(
     topic: &str,
     partition: i32,
     candle: &Candle,
-    epoch: Option<&str>,
+    stamp: &EpochStamp,
 ) -> Result<(), RdKafkaError> {
     let payload = serde_json::to_vec(candle).unwrap_or_default();
     let key = candle.key();
-    let mut record = BaseRecord::<str, [u8]>::to(topic)
-        .partition(partition)
-        .key(&key)
-        .payload(&payload);
-    if let Some(epoch) = epoch {
-        record = record.headers(OwnedHeaders::new_with_capacity(1).insert(Header {
-            key: EPOCH_HEADER,
-            value: Some(epoch),
-        }));
-    }
-    send_waiting(producer, record)
+    send_waiting(
+        producer,
+        BaseRecord::<str, [u8]>::to(topic)
+            .partition(partition)
+            .key(&key)
+            .payload(&payload)
+            .headers(stamp.stamp(OwnedHeaders::new_with_capacity(1))),
+    )
 }
 
 /// Forwards a watermark to the next level, on the same partition as the symbol's candles.
@@ -823,20 +807,14 @@ fn send_watermark(
     topic: &str,
     partition: i32,
     watermark: &Watermark,
-    epoch: Option<&str>,
+    stamp: &EpochStamp,
 ) -> Result<(), RdKafkaError> {
     let payload = serde_json::to_vec(watermark).unwrap_or_default();
     let key = feed_key(watermark.exchange, &watermark.symbol);
-    let mut headers = OwnedHeaders::new_with_capacity(2).insert(Header {
+    let headers = stamp.stamp(OwnedHeaders::new_with_capacity(2).insert(Header {
         key: KIND_HEADER,
         value: Some(KIND_WATERMARK),
-    });
-    if let Some(epoch) = epoch {
-        headers = headers.insert(Header {
-            key: EPOCH_HEADER,
-            value: Some(epoch),
-        });
-    }
+    }));
     send_waiting(
         producer,
         BaseRecord::<str, [u8]>::to(topic)
