@@ -804,3 +804,73 @@ async fn time_series_readers_keep_the_newest_epochs_highest_revision() {
     );
     db.drop().await.expect("drop");
 }
+
+#[tokio::test]
+async fn the_candles_command_prints_stored_candles_as_json_lines() {
+    use tickfetch::sink::writer::{ensure_collections, write_batch, PendingWrite, Storage};
+    let config = common::config("sink-cli");
+    let client = mongodb::Client::with_uri_str(&config.mongodb.uri)
+        .await
+        .expect("mongo");
+    let db = client.database(&config.mongodb.database);
+    ensure_collections(&db, &[Interval::M1], false, Storage::Upsert)
+        .await
+        .expect("collections");
+    let mut other = candle(60_000, 150, 0);
+    other.symbol = "BTCETH".into();
+    let stored = vec![candle(0, 110, 1), candle(60_000, 120, 0), other.clone()];
+    let writes = stored
+        .iter()
+        .map(|c| PendingWrite::candle(c, tickfetch::coord::epoch::Epoch(3)))
+        .collect();
+    write_batch(&db, writes, Storage::Upsert)
+        .await
+        .expect("write");
+    let path = common::write_config(&config);
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tickfetch"))
+            .arg("candles")
+            .arg("--config")
+            .arg(&path)
+            .args(["--exchange", "binance", "--interval", "1m"])
+            .args(args)
+            .env_remove("TICKFETCH_CONFIG")
+            .output()
+            .expect("run tickfetch candles")
+    };
+    let lines = |output: &std::process::Output| -> Vec<Candle> {
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a candle per line"))
+            .collect()
+    };
+
+    // One symbol, times as RFC 3339 and epoch ms: `to` is exclusive.
+    let output = run(&[
+        "--symbol",
+        "XRPETH",
+        "--from",
+        "1970-01-01T00:00:00Z",
+        "--to",
+        "120000",
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(lines(&output), vec![stored[0].clone(), stored[1].clone()]);
+    let output = run(&["--symbol", "XRPETH", "--from", "0", "--to", "60000"]);
+    assert_eq!(lines(&output), vec![stored[0].clone()]);
+    // Without --symbol: every symbol, ordered by symbol then time.
+    let output = run(&["--from", "0", "--to", "120000"]);
+    assert_eq!(
+        lines(&output),
+        vec![other, stored[0].clone(), stored[1].clone()]
+    );
+    // A time that is neither: a clear error naming the flag.
+    let output = run(&["--from", "yesterday", "--to", "1"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--from") && stderr.contains("yesterday"),
+        "{stderr}"
+    );
+    db.drop().await.expect("drop");
+}
