@@ -818,7 +818,7 @@ async fn the_candles_command_prints_stored_candles_as_json_lines() {
         .expect("collections");
     let mut other = candle(60_000, 150, 0);
     other.symbol = "BTCETH".into();
-    let stored = vec![candle(0, 110, 1), candle(60_000, 120, 0), other.clone()];
+    let stored = [candle(0, 110, 1), candle(60_000, 120, 0), other.clone()];
     let writes = stored
         .iter()
         .map(|c| PendingWrite::candle(c, tickfetch::coord::epoch::Epoch(3)))
