@@ -1,13 +1,16 @@
 //! Rollup benchmark: the 1s stage's throughput with exactly-once and with
 //! at-least-once delivery, against a raw consume → produce passthrough of the
 //! same records, on the same broker, in one run; plus commit-latency
-//! percentiles (hdrhistogram) of each stage run.
+//! percentiles (hdrhistogram) of each run. The passthrough is a floor: the
+//! stage's client settings, producers per partition and commit cadence, no
+//! parsing, and no more output records than the stage wrote.
 //!
 //! Run: `cargo bench --bench rollup` with a stack up and its `stack.env`
 //! sourced (the README's benchmark section shows the commands). Settings come
 //! from the environment: `BENCH_TRADES` (default 300000), `BENCH_SYMBOLS`
 //! (100), `BENCH_PARTITIONS` (4), `BENCH_OUT` (JSON result path, default
-//! `benchmarks/results/rollup.json`).
+//! `benchmarks/results/rollup.json`), `BENCH_BROKER` (what to call the broker
+//! in the result).
 
 #[path = "common.rs"]
 mod common;
@@ -44,6 +47,8 @@ struct BenchResult {
     trades: u64,
     symbols: u64,
     partitions: i32,
+    /// The floor forwards one input record in this many.
+    passthrough_stride: u64,
     runs: Vec<RunResult>,
 }
 
@@ -182,74 +187,142 @@ async fn run_stage(
     }
 }
 
-/// Consume → produce the same bytes, committing offsets every 100 ms: the
-/// floor any stage on this broker can reach.
-fn passthrough(config: &Config, records: u64) -> RunResult {
+/// The floor: consume → produce with the stage's own client settings and
+/// commit cadence, without parsing or aggregating. Like the stage it has one
+/// producer per input partition (transactional for exactly-once, with the
+/// offsets in each transaction; idempotent with a flush and an offset commit
+/// for at-least-once) and commits every `rollup.commit_interval_ms`. It writes
+/// one record for every `stride` it reads, so that with the stage's own
+/// input/output ratio it writes as many records as the stage did.
+fn passthrough(
+    name: &'static str,
+    config: &Config,
+    guarantee: Guarantee,
+    records: u64,
+    stride: u64,
+) -> RunResult {
     let input = config.topics.trades();
-    let output = format!("{}.passthrough", config.topics.prefix);
+    let output = format!("{}.passthrough.{stride}.{guarantee:?}", config.topics.prefix);
+    let group = format!("{}.passthrough.{stride}.{guarantee:?}", config.topics.prefix);
+    let exactly_once = guarantee == Guarantee::ExactlyOnce;
+    let isolation = if exactly_once {
+        "read_committed"
+    } else {
+        "read_uncommitted"
+    };
     let consumer: BaseConsumer = client_config(
         &config.kafka,
         &[
-            ("group.id", &format!("{}.passthrough", config.topics.prefix)),
+            ("group.id", &group),
             ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("isolation.level", isolation),
             ("fetch.queue.backoff.ms", "1"),
         ],
     )
     .expect("config")
     .create()
     .expect("consumer");
-    let producer: ThreadedProducer<DefaultProducerContext> = client_config(
-        &config.kafka,
-        &[
-            ("enable.idempotence", "true"),
-            ("linger.ms", "5"),
-            ("queue.buffering.max.messages", "200000"),
-        ],
-    )
-    .expect("config")
-    .create()
-    .expect("producer");
+    let queue = stage::PRODUCER_QUEUE_MESSAGES.to_string();
+    let producers: Vec<ThreadedProducer<DefaultProducerContext>> = (0..config.topics.partitions)
+        .map(|p| {
+            let txn_id = format!("{group}.p{p}");
+            let mut owned = vec![
+                ("enable.idempotence", "true"),
+                ("queue.buffering.max.messages", queue.as_str()),
+                ("linger.ms", "5"),
+            ];
+            if exactly_once {
+                owned.push(("transactional.id", txn_id.as_str()));
+            }
+            let producer: ThreadedProducer<DefaultProducerContext> =
+                client_config(&config.kafka, &owned)
+                    .expect("config")
+                    .create()
+                    .expect("producer");
+            if exactly_once {
+                producer
+                    .init_transactions(Duration::from_secs(30))
+                    .expect("init_transactions");
+            }
+            producer
+        })
+        .collect();
     let mut tpl = TopicPartitionList::new();
     for p in 0..config.topics.partitions {
         tpl.add_partition_offset(&input, p, Offset::Beginning)
             .expect("tpl");
     }
     consumer.assign(&tpl).expect("assign");
+    let metadata = consumer.group_metadata().expect("group metadata");
+    let interval = Duration::from_millis(config.rollup.commit_interval_ms);
     let started = Instant::now();
     let mut seen = 0u64;
+    let mut next: Vec<Option<i64>> = vec![None; producers.len()];
     let mut last_commit = Instant::now();
-    let mut offsets = TopicPartitionList::new();
-    while seen < records {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            let mut record = BaseRecord::<[u8], [u8]>::to(&output)
-                .partition(m.partition())
-                .payload(m.payload().unwrap_or_default());
-            if let Some(key) = m.key() {
-                record = record.key(key);
+    let mut commit_latency = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+    let mut commit = |next: &mut Vec<Option<i64>>| {
+        let begun = Instant::now();
+        for (p, offset) in next.iter_mut().enumerate() {
+            let Some(o) = offset.take() else { continue };
+            let mut offsets = TopicPartitionList::new();
+            offsets
+                .add_partition_offset(&input, p as i32, Offset::Offset(o))
+                .expect("offsets");
+            if exactly_once {
+                producers[p]
+                    .send_offsets_to_transaction(&offsets, &metadata, Duration::from_secs(30))
+                    .expect("send_offsets_to_transaction");
+                producers[p]
+                    .commit_transaction(Duration::from_secs(30))
+                    .expect("commit_transaction");
+            } else {
+                producers[p].flush(Duration::from_secs(30)).expect("flush");
+                consumer.commit(&offsets, CommitMode::Sync).expect("commit");
             }
-            tickfetch::kafka::send_waiting(&producer, record).expect("produce");
-            let _ = offsets.add_partition_offset(
-                m.topic(),
-                m.partition(),
-                Offset::Offset(m.offset() + 1),
-            );
+        }
+        let _ = commit_latency.record(begun.elapsed().as_micros() as u64);
+    };
+    while seen < records {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) {
+            let p = m.partition() as usize;
+            if next[p].is_none() && exactly_once {
+                producers[p].begin_transaction().expect("begin_transaction");
+            }
+            if seen % stride == 0 {
+                let mut record = BaseRecord::<[u8], [u8]>::to(&output)
+                    .partition(m.partition())
+                    .payload(m.payload().unwrap_or_default());
+                if let Some(key) = m.key() {
+                    record = record.key(key);
+                }
+                tickfetch::kafka::send_waiting(&producers[p], record).expect("produce");
+            }
+            next[p] = Some(m.offset() + 1);
             seen += 1;
         }
-        if last_commit.elapsed() >= Duration::from_millis(100) && offsets.count() > 0 {
-            producer.flush(Duration::from_secs(30)).expect("flush");
-            consumer.commit(&offsets, CommitMode::Sync).expect("commit");
-            offsets = TopicPartitionList::new();
+        if last_commit.elapsed() >= interval {
+            commit(&mut next);
             last_commit = Instant::now();
         }
     }
-    producer.flush(Duration::from_secs(30)).expect("flush");
+    commit(&mut next);
     let seconds = started.elapsed().as_secs_f64();
     RunResult {
-        name: "raw passthrough",
+        name,
         records,
         seconds,
         records_per_second: records as f64 / seconds,
-        report: None,
+        report: Some(StageReport {
+            records,
+            candles: records.div_ceil(stride),
+            commits: commit_latency.len(),
+            aborts: 0,
+            commit_p50_micros: commit_latency.value_at_quantile(0.5),
+            commit_p99_micros: commit_latency.value_at_quantile(0.99),
+            commit_max_micros: commit_latency.max(),
+        }),
     }
 }
 
@@ -283,24 +356,8 @@ async fn main() {
             .expect("probe") as u64
     };
 
-    let mut runs = Vec::new();
-    let pass_config = config.clone();
-    runs.push(
-        tokio::task::spawn_blocking(move || passthrough(&pass_config, records))
-            .await
-            .expect("passthrough"),
-    );
-    runs.push(
-        run_stage(
-            "1s stage, at-least-once",
-            "alo",
-            config.clone(),
-            Guarantee::AtLeastOnce,
-            records,
-        )
-        .await,
-    );
-    runs.push(
+    // The stages first: their input/output ratio sets the floor's stride.
+    let mut runs = vec![
         run_stage(
             "1s stage, exactly-once",
             "eos",
@@ -309,14 +366,42 @@ async fn main() {
             records,
         )
         .await,
-    );
+        run_stage(
+            "1s stage, at-least-once",
+            "alo",
+            config.clone(),
+            Guarantee::AtLeastOnce,
+            records,
+        )
+        .await,
+    ];
+    let candles = runs[0].report.map_or(0, |r| r.candles).max(1);
+    let stride = (records / candles).max(1);
+    eprintln!("the stage wrote {candles} candles for {records} trades: the floor forwards 1 in {stride}");
+    for (name, guarantee, stride) in [
+        ("passthrough, exactly-once", Guarantee::ExactlyOnce, stride),
+        ("passthrough, at-least-once", Guarantee::AtLeastOnce, stride),
+        ("passthrough, every record", Guarantee::ExactlyOnce, 1),
+    ] {
+        let config = config.clone();
+        runs.push(
+            tokio::task::spawn_blocking(move || {
+                passthrough(name, &config, guarantee, records, stride)
+            })
+            .await
+            .expect("passthrough"),
+        );
+    }
 
     let result = BenchResult {
         machine: common::machine(),
-        broker: format!("{} (KAFKA_BOOTSTRAP)", config.kafka.bootstrap),
+        broker: std::env::var("BENCH_BROKER").unwrap_or_else(|_| {
+            format!("{} (KAFKA_BOOTSTRAP)", config.kafka.bootstrap)
+        }),
         trades,
         symbols,
         partitions,
+        passthrough_stride: stride,
         runs,
     };
     println!(

@@ -31,8 +31,7 @@ fi
 scripts/setup.sh
 cargo build --release --locked --bins
 mkdir -p "$dir/logs"
-# Memory storage: the pipeline's speed; `tickfetch stack up` alone keeps data on disk.
-"$bin/tickfetch" stack up --dir "$dir" --memory
+"$bin/tickfetch" stack up --dir "$dir"
 set -a; . "$dir/stack.env"; set +a
 export TICKFETCH__TOPICS__PREFIX="${TICKFETCH__TOPICS__PREFIX:-demo$(date +%s)}"
 export TICKFETCH__MONGODB__DATABASE="${TICKFETCH__MONGODB__DATABASE:-$TICKFETCH__TOPICS__PREFIX}"

@@ -48,6 +48,21 @@ impl KafkaError {
     }
 }
 
+/// The client context of readers that read to the end of a partition with
+/// `enable.partition.eof`: librdkafka reports each end it reaches as an error
+/// event too, which this context leaves to the reader instead of logging it.
+pub struct ReadToEnd;
+
+impl rdkafka::ClientContext for ReadToEnd {
+    fn error(&self, error: RdKafkaError, reason: &str) {
+        if !matches!(error, RdKafkaError::PartitionEOF(_)) {
+            tracing::error!(target: "librdkafka", "librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ReadToEnd {}
+
 /// A client config: the bootstrap servers, the user's pass-through options, and
 /// the stage's own options, which the user's may not contradict.
 ///

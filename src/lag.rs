@@ -24,8 +24,7 @@ pub struct TopicLag {
 
 impl TopicLag {
     /// Records not yet committed by the group (transaction markers included).
-    /// Never negative: some brokers (Nisshi 0.7) report end offsets below the
-    /// records an idempotent producer wrote.
+    /// Never negative, even where the end offset was read before the commit.
     pub fn lag(&self) -> i64 {
         (self.end - self.committed).max(0)
     }

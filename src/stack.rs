@@ -1,14 +1,20 @@
-//! The local stack: a Kafka-API broker (Nisshi), etcd and a MongoDB wire-protocol
-//! server (SecantusDB) on loopback, for development, tests and the demo.
+//! The local stack: Apache Kafka (one KRaft node), etcd and a MongoDB
+//! wire-protocol server (SecantusDB) on loopback, for development, tests and the
+//! demo.
 //!
-//! `tickfetch stack up` installs what is missing (`cargo install` for Nisshi at the
-//! pinned version, `apt-get` for etcd, `pip` for SecantusDB), starts each service on
-//! a free loopback port with its data under the stack directory, waits until each
-//! answers its own protocol, and writes the addresses to `DIR/stack.env`
-//! (`KAFKA_BOOTSTRAP`, `ETCD_ENDPOINTS`, `MONGODB_URI`) and the pids to
-//! `DIR/stack.json`. A second `up` reuses services that still answer. `down` stops
-//! exactly the processes listed in `stack.json` (checking each pid still runs the
-//! program it started), first with SIGTERM, then SIGKILL.
+//! `tickfetch stack up` installs what is missing (a JRE and Maven with
+//! `apt-get`, the broker's jars through Maven into a cache outside the
+//! repository, see [`kafka`]; `apt-get` for etcd, `pip` for SecantusDB), starts
+//! each service on a free loopback port with its data under the stack
+//! directory, waits until each answers its own protocol, and writes the
+//! addresses to `DIR/stack.env` (`KAFKA_BOOTSTRAP`, `ETCD_ENDPOINTS`,
+//! `MONGODB_URI`) and the pids to `DIR/stack.json`. A second `up` reuses
+//! services that still answer and starts again, on the same ports and data,
+//! those that died (a broker restart keeps its log). `down` stops exactly the
+//! processes listed in `stack.json` (checking each pid still runs the program it
+//! started), first with SIGTERM, then SIGKILL.
+
+pub mod kafka;
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -19,12 +25,11 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-/// The Nisshi release the stack installs (later ones need a newer rustc).
-pub const NISSHI_VERSION: &str = "0.7.0-pre.2";
 /// How long a service may take to answer after it starts.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long `down` waits after SIGTERM before SIGKILL.
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+const START_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long `down` waits after SIGTERM before SIGKILL (the broker's controlled
+/// shutdown takes a few seconds).
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Errors of the local stack.
 #[derive(Debug, thiserror::Error)]
@@ -65,8 +70,6 @@ impl StackError {
 pub struct StackOptions {
     /// Where data, logs, `stack.env` and `stack.json` live.
     pub dir: PathBuf,
-    /// Broker on memory storage (fast, nothing kept) instead of sqlite.
-    pub memory: bool,
     /// Fixed ports; a free one is picked where `None`.
     pub kafka_port: Option<u16>,
     pub etcd_port: Option<u16>,
@@ -74,11 +77,10 @@ pub struct StackOptions {
 }
 
 impl StackOptions {
-    /// Defaults: free ports, durable broker storage.
+    /// Defaults: free ports (the broker's earlier ones when its data dir exists).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
-            memory: false,
             kafka_port: None,
             etcd_port: None,
             mongodb_port: None,
@@ -95,13 +97,15 @@ pub struct ServiceRecord {
     /// A substring of the process command line, checked before signalling the pid.
     pub program: String,
     pub log: PathBuf,
+    /// What runs, e.g. `Apache Kafka 4.4.0`.
+    #[serde(default)]
+    pub version: String,
 }
 
 /// What `stack.json` holds.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct StackState {
     pub services: Vec<ServiceRecord>,
-    pub memory: bool,
 }
 
 /// The addresses of a running stack.
@@ -188,32 +192,26 @@ pub async fn up(options: &StackOptions) -> Result<StackEnv, StackError> {
     state
         .services
         .retain(|s| process_matches(s.pid, &s.program));
-    state.memory = options.memory;
 
-    let nisshi = ensure_nisshi()?;
+    let broker = kafka::ensure_kafka()?;
     let etcd = ensure_etcd()?;
     let secantus = ensure_secantus()?;
 
-    let kafka = ensure_service(&dir, &mut state, KAFKA, options.kafka_port, |port, dir| {
-        let data = dir.join("kafka");
-        fs::create_dir_all(&data).map_err(StackError::io("creating kafka data dir"))?;
-        let storage = if options.memory {
-            "memory://nisshi/".to_string()
-        } else {
-            "sqlite://nisshi.db".to_string()
+    // A broker started before under this dir keeps its ports: the controller's
+    // address is part of its formatted quorum, and clients know the other.
+    let previous = kafka::configured_ports(&dir);
+    let kafka_port = options.kafka_port.or(previous.map(|(client, _)| client));
+    let kafka = ensure_service(&dir, &mut state, KAFKA, kafka_port, |port, dir| {
+        let controller = match previous {
+            Some((client, controller)) if client == port => controller,
+            _ => free_port()?,
         };
-        let listener = format!("tcp://127.0.0.1:{port}");
-        let mut cmd = Command::new(&nisshi);
-        cmd.current_dir(&data).args([
-            "broker",
-            "--listener-url",
-            &listener,
-            "--advertised-listener-url",
-            &listener,
-            "--storage-engine",
-            &storage,
-        ]);
-        Ok((cmd, "nisshi".to_string()))
+        let cmd = kafka::broker_command(&broker, dir, port, controller)?;
+        Ok((
+            cmd,
+            kafka::MAIN_CLASS.to_string(),
+            format!("Apache Kafka {}", kafka::KAFKA_VERSION),
+        ))
     })?;
     let etcd_port = ensure_service(&dir, &mut state, ETCD, options.etcd_port, |port, dir| {
         let peer = free_port()?;
@@ -237,7 +235,7 @@ pub async fn up(options: &StackOptions) -> Result<StackEnv, StackError> {
                 "--log-level",
                 "warn",
             ]);
-        Ok((cmd, "etcd".to_string()))
+        Ok((cmd, "etcd".to_string(), program_version(&etcd)))
     })?;
     let mongo_port = ensure_service(
         &dir,
@@ -256,7 +254,7 @@ pub async fn up(options: &StackOptions) -> Result<StackEnv, StackError> {
                 "--storage-path",
             ])
             .arg(&data);
-            Ok((cmd, "secantusd".to_string()))
+            Ok((cmd, "secantusd".to_string(), "SecantusDB".to_string()))
         },
     )?;
     write_state(&dir, &state)?;
@@ -279,7 +277,7 @@ fn ensure_service(
     state: &mut StackState,
     name: &'static str,
     wanted_port: Option<u16>,
-    build: impl FnOnce(u16, &Path) -> Result<(Command, String), StackError>,
+    build: impl FnOnce(u16, &Path) -> Result<(Command, String, String), StackError>,
 ) -> Result<u16, StackError> {
     if let Some(existing) = state.services.iter().find(|s| s.name == name) {
         match wanted_port {
@@ -309,7 +307,7 @@ fn ensure_service(
         }
         None => free_port()?,
     };
-    let (mut cmd, program) = build(port, dir)?;
+    let (mut cmd, program, version) = build(port, dir)?;
     let log = dir.join("logs").join(format!("{name}.log"));
     let out =
         fs::File::create(&log).map_err(StackError::io(format!("creating {}", log.display())))?;
@@ -337,6 +335,7 @@ fn ensure_service(
         port,
         program,
         log,
+        version,
     });
     Ok(port)
 }
@@ -401,10 +400,13 @@ async fn check_kafka(bootstrap: &str) -> Result<(), String> {
             .set("log_level", "0")
             .create()
             .map_err(|e| e.to_string())?;
-        consumer
+        let metadata = consumer
             .fetch_metadata(None, Duration::from_secs(2))
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        if metadata.brokers().is_empty() {
+            return Err("the broker lists no brokers yet".to_string());
+        }
+        Ok(())
     })
     .await
     .map_err(|e| e.to_string())?
@@ -444,6 +446,8 @@ pub struct ServiceStatus {
     pub port: u16,
     pub running: bool,
     pub answering: bool,
+    /// What runs, e.g. `Apache Kafka 4.4.0`.
+    pub version: String,
 }
 
 /// The recorded services, whether their processes run and whether they answer.
@@ -462,6 +466,7 @@ pub async fn status(dir: &Path) -> Result<Vec<ServiceStatus>, StackError> {
             port: s.port,
             running,
             answering,
+            version: s.version.clone(),
         });
     }
     Ok(out)
@@ -588,13 +593,6 @@ fn find_program(program: &str, extra: &[PathBuf]) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn cargo_bin_dir() -> Vec<PathBuf> {
-    let home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
-    home.map(|h| vec![h.join("bin")]).unwrap_or_default()
-}
-
 fn run_install(tool: &'static str, program: &str, args: &[&str]) -> Result<(), StackError> {
     eprintln!(
         "tickfetch stack: installing {tool}: {program} {}",
@@ -622,45 +620,20 @@ fn run_install(tool: &'static str, program: &str, args: &[&str]) -> Result<(), S
     }
 }
 
-/// The Nisshi binary of the pinned version, installed with cargo when missing.
-///
-/// # Errors
-/// When `cargo install` fails.
-pub fn ensure_nisshi() -> Result<PathBuf, StackError> {
-    let extra = cargo_bin_dir();
-    if let Some(path) = find_program("nisshi", &extra) {
-        let version = Command::new(&path)
-            .arg("--version")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        if version.contains(NISSHI_VERSION) {
-            return Ok(path);
-        }
-        eprintln!(
-            "tickfetch stack: {} is {:?}, not {NISSHI_VERSION}; reinstalling",
-            path.display(),
-            version.trim()
-        );
-    }
-    run_install(
-        "nisshi",
-        "cargo",
-        &[
-            "install",
-            "nisshi",
-            "--version",
-            NISSHI_VERSION,
-            "--locked",
-            "--features",
-            "dynostore,libsql",
-        ],
-    )?;
-    find_program("nisshi", &extra).ok_or_else(|| StackError::Install {
-        tool: "nisshi",
-        command: "cargo install nisshi".into(),
-        status: "finished, but no nisshi binary on PATH or in ~/.cargo/bin".into(),
-    })
+/// The first line `program --version` prints, e.g. `etcd Version: 3.4.30`.
+fn program_version(program: &Path) -> String {
+    Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
 }
 
 /// The etcd server binary, installed from Debian's `etcd-server` when missing.

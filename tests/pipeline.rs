@@ -10,130 +10,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::oracle::*;
+use common::pipeline::*;
 use common::Proc;
 use rand::Rng;
-use tickfetch::config::Config;
 use tickfetch::coord::epoch::{Epoch, EPOCH_HEADER};
-use tickfetch::import::{publish_from_reader, ImportFormat};
 use tickfetch::ingest::publisher::TradePublisher;
-use tickfetch::model::{Candle, Exchange, Interval};
-
-const STAGES: [&str; 4] = ["1s", "5s", "1m", "5m"];
-
-fn pipeline_config(tag: &str) -> Config {
-    let mut config = common::config(tag);
-    config.topics.partitions = 2;
-    config.rollup.session_timeout_ms = 6_000;
-    config.sink.intervals = vec![Interval::M1, Interval::M5];
-    config
-}
-
-fn spawn_stage(config: &Config, stage: &str, generation: usize) -> Proc {
-    Proc::spawn(
-        config,
-        "tickfetch-rollup",
-        &format!("rollup-{stage}-{generation}"),
-        &[
-            "--stage",
-            stage,
-            "--partitions",
-            "all",
-            "--snapshot-every",
-            "5",
-        ],
-    )
-}
-
-/// Publishes the oracle's trades (with watermarks) in `chunks` parts, calling
-/// `between` after each part.
-async fn publish_oracle(
-    config: &Config,
-    csv: &std::path::Path,
-    chunks: usize,
-    mut between: impl FnMut(usize),
-) {
-    let text = std::fs::read_to_string(csv).expect("oracle csv");
-    let lines: Vec<&str> = text.lines().collect();
-    let (header, rows) = lines.split_first().expect("csv has a header");
-    let per_chunk = rows.len().div_ceil(chunks);
-    let mut publisher = TradePublisher::connect(config).await.expect("publisher");
-    for (i, part) in rows.chunks(per_chunk).enumerate() {
-        let mut body = String::from(*header);
-        body.push('\n');
-        body.push_str(&part.join("\n"));
-        let mut report_error = |e: &tickfetch::import::ImportError| panic!("oracle row: {e}");
-        // Only the last part closes the file's last windows.
-        let last = i + 1 == rows.len().div_ceil(per_chunk);
-        publish_from_reader(
-            std::io::Cursor::new(body),
-            ImportFormat::BinanceAggTradesCsv,
-            Exchange::Binance,
-            SYMBOL,
-            last.then_some(config.rollup.grace_ms),
-            &mut publisher,
-            &mut report_error,
-        )
-        .expect("publish");
-        between(i);
-    }
-    tokio::task::spawn_blocking(move || publisher.flush(Duration::from_secs(60)))
-        .await
-        .expect("flush thread")
-        .expect("flush");
-}
-
-/// Waits until the 1m and 5m topics hold every window of the oracle, then
-/// returns their latest candles.
-async fn read_downstream(config: &Config, deadline: Duration) -> (Vec<Candle>, Vec<Candle>) {
-    let started = Instant::now();
-    loop {
-        let m1 = common::latest_candles(
-            &common::read_all(&config.kafka, &config.topics.candles(Interval::M1), 2).await,
-        );
-        let m5 = common::latest_candles(
-            &common::read_all(&config.kafka, &config.topics.candles(Interval::M5), 2).await,
-        );
-        if (m1.len() >= KLINES_1M && m5.len() >= KLINES_5M) || started.elapsed() > deadline {
-            return (m1, m5);
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-}
-
-async fn read_mongo(config: &Config, interval: Interval, expected: usize) -> Vec<Candle> {
-    let client = mongodb::Client::with_uri_str(&config.mongodb.uri)
-        .await
-        .expect("mongo");
-    let db = client.database(&config.mongodb.database);
-    let query = tickfetch::sink::query::CandleQuery {
-        exchange: Exchange::Binance,
-        symbol: Some(SYMBOL.into()),
-        interval,
-        from: 0,
-        to: i64::MAX,
-    };
-    let started = Instant::now();
-    loop {
-        let candles = tickfetch::sink::query::candles(&db, &query)
-            .await
-            .expect("query");
-        let settled = candles.len() >= expected && candles.iter().all(|c| c.revision == 0);
-        if settled || started.elapsed() > Duration::from_secs(120) {
-            return candles;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-fn assert_oracle_candles(dir: &std::path::Path, m1: &[Candle], m5: &[Candle]) {
-    assert_matches_klines(m1, &read_klines(dir, Interval::M1), Interval::M1, QUIET_1M);
-    assert_matches_klines(m5, &read_klines(dir, Interval::M5), Interval::M5, QUIET_5M);
-    // In-order input with exact restores needs no correction anywhere.
-    assert!(
-        m1.iter().chain(m5).all(|c| c.revision == 0),
-        "no candle was corrected"
-    );
-}
+use tickfetch::model::{Exchange, Interval};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oracle_through_kafka_stages_and_sink() {
@@ -209,20 +91,6 @@ async fn oracle_through_kafka_stages_and_sink() {
                 .is_ok_and(|e| epochs.contains(&(e as u64)))),
             "{interval}: every document keeps its writer's epoch"
         );
-    }
-}
-
-/// Waits until a stage process has taken all its partitions.
-fn wait_ready(stage: &Proc, partitions: usize) {
-    let started = Instant::now();
-    while stage.log_text().matches("partition assigned").count() < partitions {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{} did not start; log:\n{}",
-            stage.name,
-            stage.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -385,26 +253,5 @@ async fn a_late_trade_corrects_its_candle_and_every_parent() {
         );
         let expected_count = if interval == Interval::S1 { 2 } else { 3 };
         assert_eq!(corrected.trade_count, expected_count, "{interval}");
-    }
-}
-
-/// The latest candle of `interval` whose window holds `time`, waiting for it.
-async fn window_at(config: &Config, interval: Interval, time: i64) -> Candle {
-    let started = Instant::now();
-    loop {
-        let candles = common::latest_candles(
-            &common::read_all(&config.kafka, &config.topics.candles(interval), 2).await,
-        );
-        if let Some(c) = candles
-            .iter()
-            .find(|c| c.open_time == interval.window_start(time))
-        {
-            return c.clone();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no {interval} candle at {time}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

@@ -17,7 +17,7 @@ fn up_twice_reuses_taken_ports_are_refused_down_stops_everything() {
         .join("target/test-logs")
         .join(format!("stack-{}", std::process::id()));
     let dir_arg = dir.to_str().expect("utf-8 path");
-    let first = tickfetch(&["stack", "up", "--dir", dir_arg, "--memory"]);
+    let first = tickfetch(&["stack", "up", "--dir", dir_arg]);
     assert!(
         first.status.success(),
         "{}",
@@ -30,7 +30,7 @@ fn up_twice_reuses_taken_ports_are_refused_down_stops_everything() {
         env
     );
 
-    let second = tickfetch(&["stack", "up", "--dir", dir_arg, "--memory"]);
+    let second = tickfetch(&["stack", "up", "--dir", dir_arg]);
     assert!(second.status.success());
     assert_eq!(
         String::from_utf8_lossy(&second.stdout),
@@ -54,7 +54,6 @@ fn up_twice_reuses_taken_ports_are_refused_down_stops_everything() {
         "up",
         "--dir",
         other.to_str().expect("utf-8"),
-        "--memory",
         "--kafka-port",
         &kafka_port.to_string(),
     ]);

@@ -18,7 +18,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// The local stack: Kafka-API broker, etcd, MongoDB wire server on loopback.
+    /// The local stack: Apache Kafka, etcd, MongoDB wire server on loopback.
     Stack {
         #[command(subcommand)]
         action: StackAction,
@@ -100,9 +100,6 @@ enum StackAction {
         /// Data, logs and state of the stack.
         #[arg(long, default_value = ".tickfetch")]
         dir: PathBuf,
-        /// Broker on memory storage: faster, nothing survives a broker restart.
-        #[arg(long)]
-        memory: bool,
         #[arg(long)]
         kafka_port: Option<u16>,
         #[arg(long)]
@@ -358,13 +355,11 @@ async fn stack(action: StackAction) -> anyhow::Result<ExitCode> {
     match action {
         StackAction::Up {
             dir,
-            memory,
             kafka_port,
             etcd_port,
             mongodb_port,
         } => {
             let mut options = stack::StackOptions::new(dir);
-            options.memory = memory;
             options.kafka_port = kafka_port;
             options.etcd_port = etcd_port;
             options.mongodb_port = mongodb_port;
@@ -382,7 +377,7 @@ async fn stack(action: StackAction) -> anyhow::Result<ExitCode> {
             for s in services {
                 healthy &= s.answering;
                 println!(
-                    "{:<8} pid={:<8} port={:<6} {}",
+                    "{:<8} pid={:<8} port={:<6} {:<24} {}",
                     s.name,
                     s.pid,
                     s.port,
@@ -390,7 +385,8 @@ async fn stack(action: StackAction) -> anyhow::Result<ExitCode> {
                         (true, true) => "up",
                         (true, false) => "running, not answering",
                         _ => "not running",
-                    }
+                    },
+                    s.version
                 );
             }
             Ok(if healthy {

@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Guarantee};
 use crate::coord::epoch::{process_owner, Epoch, EpochClaimer, EpochStamp};
-use crate::kafka::{client_config, ensure_topics, send_waiting, KafkaError, TopicSpec};
+use crate::kafka::{client_config, ensure_topics, send_waiting, KafkaError, ReadToEnd, TopicSpec};
 use crate::model::{feed_key, Candle, Interval, Watermark, KIND_HEADER, KIND_WATERMARK};
 use crate::rollup::level::{make_level, ApplyOutcome, Level};
 use crate::rollup::metrics::{StageMetrics, StageReport};
@@ -59,6 +59,8 @@ use crate::shutdown::CancellationToken;
 pub const PRODUCER_QUEUE_MESSAGES: usize = 200_000;
 /// Timeout of blocking transaction calls.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait between tries to take a partition while the broker is away.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Header carrying the reason a record went to the dead-letter topic.
 pub const DEAD_LETTER_REASON: &str = "tickfetch-reason";
 
@@ -221,7 +223,7 @@ pub async fn run(
             runtime,
             shutdown: shutdown.clone(),
         });
-        let mut stage = StageLoop::new(config, options, epochs)?;
+        let mut stage = StageLoop::new(config, options, epochs, shutdown.clone())?;
         match stage.run(&shutdown) {
             Ok(()) => {}
             Err(RollupError::Stopped(why)) => tracing::info!(%why, "stage stopped"),
@@ -255,6 +257,7 @@ struct StageLoop {
     group: String,
     metrics: StageMetrics,
     out: Vec<Candle>,
+    shutdown: CancellationToken,
 }
 
 impl StageLoop {
@@ -262,6 +265,7 @@ impl StageLoop {
         config: Config,
         options: StageOptions,
         epochs: Option<EpochSource>,
+        shutdown: CancellationToken,
     ) -> Result<Self, RollupError> {
         let interval = options.interval;
         make_level(&config, interval).map_err(RollupError::Config)?;
@@ -306,6 +310,7 @@ impl StageLoop {
             input,
             group,
             out: Vec::new(),
+            shutdown,
         })
     }
 
@@ -392,8 +397,29 @@ impl StageLoop {
     }
 
     /// Takes partition `p`: claim an epoch, fence older owners, restore state,
-    /// set up replay.
+    /// set up replay. While the broker cannot be reached (a restart, a network
+    /// cut) it waits and tries again, until shutdown.
     fn assign(&mut self, p: i32) -> Result<(), RollupError> {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let error = match self.try_assign(p) {
+                Ok(()) => return Ok(()),
+                Err(e @ (RollupError::Stopped(_) | RollupError::Fenced(_))) => return Err(e),
+                Err(e) if e.is_terminal() => return Err(e),
+                Err(e) => e,
+            };
+            if self.shutdown.is_cancelled() {
+                return Err(RollupError::Stopped(format!(
+                    "shut down while taking partition {p}: {error}"
+                )));
+            }
+            tracing::warn!(partition = p, %error, ?backoff, "cannot take the partition yet; retrying");
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    fn try_assign(&mut self, p: i32) -> Result<(), RollupError> {
         let epoch = self.claim_epoch(p)?;
         let producer = self.new_producer(p)?;
         self.assign_with(p, producer, epoch)
@@ -721,16 +747,6 @@ impl StageLoop {
                 Err(e) => fenced = is_fenced(&e, &task.producer),
             }
         }
-        // Brokers do not always say "fenced" (a failed abort may just time out).
-        // Committed input beyond our own last commit means another instance
-        // owns the partition: rebuilding our producer would fence it back.
-        if !fenced
-            && self
-                .committed_offset(p)
-                .is_ok_and(|c| c > task.replay_until)
-        {
-            fenced = true;
-        }
         if fenced {
             tracing::error!(partition = p, %error, during, "producer fenced: a newer instance owns this partition");
             self.metrics.fenced.inc();
@@ -749,7 +765,13 @@ impl StageLoop {
         if reusable {
             tracing::warn!(partition = p, %error, during, "transaction aborted; rewinding");
             let epoch = task.stamp.epoch();
-            self.assign_with(p, task.producer, epoch)?;
+            if let Err(e) = self.assign_with(p, task.producer, epoch) {
+                if e.is_terminal() {
+                    return Err(e);
+                }
+                tracing::warn!(partition = p, error = %e, "rewind failed; rebuilding the producer");
+                self.assign(p)?;
+            }
         } else {
             tracing::warn!(partition = p, %error, during, "rebuilding producer and rewinding");
             drop(task);
@@ -902,50 +924,41 @@ fn restore_state(
         replay_from: 0,
         through: HashMap::new(),
     };
-    let consumer: BaseConsumer = client_config(
+    let consumer: BaseConsumer<ReadToEnd> = client_config(
         &config.kafka,
         &[
             ("group.id", "tickfetch.restore"),
             ("enable.auto.commit", "false"),
             ("isolation.level", "read_committed"),
             ("fetch.queue.backoff.ms", "1"),
+            // The end is where the broker says it is: transaction markers and
+            // aborted records take offsets but are never delivered.
+            ("enable.partition.eof", "true"),
         ],
     )?
-    .create()
+    .create_with_context(ReadToEnd)
     .map_err(KafkaError::client("creating restore consumer"))?;
-    let (low, high) = consumer
-        .fetch_watermarks(changelog, p, Duration::from_secs(10))
-        .map_err(KafkaError::client("changelog watermarks"))?;
-    if high <= low {
-        return Ok(restored);
-    }
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(changelog, p, Offset::Offset(low))
+    tpl.add_partition_offset(changelog, p, Offset::Beginning)
         .map_err(KafkaError::client("changelog assignment"))?;
     consumer
         .assign(&tpl)
         .map_err(KafkaError::client("changelog assign"))?;
     let mut best: HashMap<String, StateRecord> = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(120);
-    let mut position = low;
-    let mut idle_polls = 0;
-    while position < high {
+    let mut position = 0;
+    loop {
         if Instant::now() > deadline {
             return Err(RollupError::Restore(format!(
-                "changelog {changelog}[{p}] read stopped at {position} of {high}"
+                "changelog {changelog}[{p}]: no end reached within 120 s (read up to offset {position})"
             )));
         }
-        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
-            // Transaction markers take offsets but are never delivered: after the
-            // last data record, polls come back empty.
-            idle_polls += 1;
-            if idle_polls >= 10 {
-                break;
-            }
-            continue;
+        let message = match consumer.poll(Duration::from_millis(100)) {
+            None => continue,
+            Some(Err(RdKafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => return Err(KafkaError::client("reading changelog")(e).into()),
+            Some(Ok(message)) => message,
         };
-        idle_polls = 0;
-        let message = message.map_err(KafkaError::client("reading changelog"))?;
         position = message.offset() + 1;
         let (Some(key), Some(payload)) = (message.key(), message.payload()) else {
             continue;

@@ -78,6 +78,7 @@ struct SinkMetrics {
     fenced: prometheus::IntCounter,
     dead_letters: prometheus::IntCounter,
     retries: prometheus::IntCounter,
+    commit_failures: prometheus::IntCounter,
     batches: prometheus::IntCounter,
 }
 
@@ -104,6 +105,10 @@ impl SinkMetrics {
                 "records sent to the dead-letter topic",
             ),
             retries: counter("retries_total", "batch writes retried"),
+            commit_failures: counter(
+                "commit_failures_total",
+                "offset commits that failed after a durable write (the records are read again)",
+            ),
             batches: counter("batches_total", "batches written and committed"),
         }
     }
@@ -276,9 +281,14 @@ pub async fn run(
                 tpl.add_partition_offset(&topic, partition, Offset::Offset(offset))
                     .map_err(KafkaError::client("building offsets"))?;
             }
-            consumer
-                .commit(&tpl, CommitMode::Sync)
-                .map_err(KafkaError::client("committing offsets"))?;
+            // A failed commit loses nothing: the writes are durable and
+            // idempotent, so whoever reads these records again (this sink after
+            // the broker is back, or the partition's next owner after a
+            // rebalance) rewrites the same documents and commits then.
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+                metrics.commit_failures.inc();
+                tracing::warn!(error = %e, "committing offsets failed; the records will be read and written again");
+            }
             metrics.batches.inc();
             batch_started = None;
         }

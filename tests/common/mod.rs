@@ -98,89 +98,93 @@ pub struct Record {
     pub headers: Vec<(String, String)>,
 }
 
-/// Reads every record of `topic` (all `partitions`) up to the end, with
-/// read_committed isolation and no consumer group.
+/// Reads every record of `topic` (all `partitions`) up to the end it has now,
+/// with read_committed isolation and no consumer group: each partition is read
+/// until the broker reports its end (librdkafka's partition EOF, which counts
+/// transaction markers and aborted records as read).
 pub async fn read_all(
     kafka: &tickfetch::config::KafkaConfig,
     topic: &str,
     partitions: i32,
 ) -> Vec<Record> {
+    read_all_with(kafka, topic, partitions, "read_committed").await
+}
+
+/// [`read_all`] with the given `isolation.level` (`read_uncommitted` also
+/// returns the records of open and aborted transactions).
+pub async fn read_all_with(
+    kafka: &tickfetch::config::KafkaConfig,
+    topic: &str,
+    partitions: i32,
+    isolation: &'static str,
+) -> Vec<Record> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::error::KafkaError;
     use rdkafka::message::Headers;
     use rdkafka::{Message, Offset, TopicPartitionList};
     let kafka = kafka.clone();
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = tickfetch::kafka::client_config(
+        let consumer: BaseConsumer<tickfetch::kafka::ReadToEnd> = tickfetch::kafka::client_config(
             &kafka,
             &[
                 ("group.id", "tickfetch-test-reader"),
-                ("isolation.level", "read_committed"),
+                ("isolation.level", isolation),
                 ("enable.auto.commit", "false"),
+                ("enable.partition.eof", "true"),
+                ("fetch.queue.backoff.ms", "1"),
             ],
         )
         .expect("config")
-        .create()
+        .create_with_context(tickfetch::kafka::ReadToEnd)
         .expect("consumer");
-        let mut ends = std::collections::HashMap::new();
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions {
-            let (low, high) = consumer
-                .fetch_watermarks(&topic, p, std::time::Duration::from_secs(10))
-                .expect("watermarks");
-            if high > low {
-                ends.insert(p, high);
-                tpl.add_partition_offset(&topic, p, Offset::Offset(low))
-                    .expect("tpl");
-            }
-        }
-        let mut records = Vec::new();
-        if ends.is_empty() {
-            return records;
+            tpl.add_partition_offset(&topic, p, Offset::Beginning)
+                .expect("tpl");
         }
         consumer.assign(&tpl).expect("assign");
-        // Poll until the partitions go quiet: some brokers (Nisshi 0.7) report a
-        // high watermark short of the last batch, so it cannot mark the end.
-        let mut idle = 0;
-        let mut reached = false;
-        while idle < 10 || !reached {
+        let mut records = Vec::new();
+        let mut at_end = std::collections::BTreeSet::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while at_end.len() < partitions as usize {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "reading {topic}: partitions {at_end:?} of {partitions} reached their end in 120 s"
+            );
             match consumer.poll(std::time::Duration::from_millis(100)) {
-                Some(Ok(m)) => {
-                    idle = 0;
-                    records.push(Record {
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        key: m.key().map(<[u8]>::to_vec),
-                        payload: m.payload().unwrap_or_default().to_vec(),
-                        headers: m
-                            .headers()
-                            .map(|h| {
-                                h.iter()
-                                    .map(|h| {
-                                        (
-                                            h.key.to_string(),
-                                            String::from_utf8_lossy(h.value.unwrap_or_default())
-                                                .into_owned(),
-                                        )
-                                    })
-                                    .collect()
-                            })
-                            .unwrap_or_default(),
-                    });
-                    reached = ends.iter().all(|(p, high)| {
-                        records
-                            .iter()
-                            .any(|r| r.partition == *p && r.offset >= high - 1)
-                    });
+                Some(Ok(m)) => records.push(Record {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                    headers: m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| {
+                                    (
+                                        h.key.to_string(),
+                                        String::from_utf8_lossy(h.value.unwrap_or_default())
+                                            .into_owned(),
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                }),
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    at_end.insert(p);
+                }
+                // Not created yet: nothing to read.
+                Some(Err(e))
+                    if e.rdkafka_error_code()
+                        == Some(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition) =>
+                {
+                    return records;
                 }
                 Some(Err(e)) => panic!("reading {topic}: {e}"),
-                None => {
-                    idle += 1;
-                    // Transaction markers may hold the last offsets: give up waiting for them.
-                    if idle >= 50 {
-                        break;
-                    }
-                }
+                None => {}
             }
         }
         records
@@ -189,6 +193,7 @@ pub async fn read_all(
     .expect("reader thread")
 }
 pub mod oracle;
+pub mod pipeline;
 
 /// Where a test writes its config file and process logs:
 /// `target/test-logs/<topic prefix>/`.
