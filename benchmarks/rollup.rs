@@ -202,8 +202,14 @@ fn passthrough(
     stride: u64,
 ) -> RunResult {
     let input = config.topics.trades();
-    let output = format!("{}.passthrough.{stride}.{guarantee:?}", config.topics.prefix);
-    let group = format!("{}.passthrough.{stride}.{guarantee:?}", config.topics.prefix);
+    let output = format!(
+        "{}.passthrough.{stride}.{guarantee:?}",
+        config.topics.prefix
+    );
+    let group = format!(
+        "{}.passthrough.{stride}.{guarantee:?}",
+        config.topics.prefix
+    );
     let exactly_once = guarantee == Guarantee::ExactlyOnce;
     let isolation = if exactly_once {
         "read_committed"
@@ -377,7 +383,9 @@ async fn main() {
     ];
     let candles = runs[0].report.map_or(0, |r| r.candles).max(1);
     let stride = (records / candles).max(1);
-    eprintln!("the stage wrote {candles} candles for {records} trades: the floor forwards 1 in {stride}");
+    eprintln!(
+        "the stage wrote {candles} candles for {records} trades: the floor forwards 1 in {stride}"
+    );
     for (name, guarantee, stride) in [
         ("passthrough, exactly-once", Guarantee::ExactlyOnce, stride),
         ("passthrough, at-least-once", Guarantee::AtLeastOnce, stride),
@@ -395,9 +403,8 @@ async fn main() {
 
     let result = BenchResult {
         machine: common::machine(),
-        broker: std::env::var("BENCH_BROKER").unwrap_or_else(|_| {
-            format!("{} (KAFKA_BOOTSTRAP)", config.kafka.bootstrap)
-        }),
+        broker: std::env::var("BENCH_BROKER")
+            .unwrap_or_else(|_| format!("{} (KAFKA_BOOTSTRAP)", config.kafka.bootstrap)),
         trades,
         symbols,
         partitions,

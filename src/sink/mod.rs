@@ -200,7 +200,22 @@ pub async fn run(
             .subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())
             .map_err(KafkaError::client("subscribe"))?,
         SinkAssignment::AllPartitions => {
-            let tpl = committed_assignment(&consumer, &topics, config.topics.partitions)?;
+            // A broker that just started may not have its group coordinator
+            // yet (`NotCoordinator`): wait for it like for MongoDB.
+            let mut backoff = Duration::from_millis(100);
+            let tpl = loop {
+                match committed_assignment(&consumer, &topics, config.topics.partitions) {
+                    Ok(tpl) => break tpl,
+                    Err(e) => {
+                        tracing::warn!(error = %e, bootstrap = %config.kafka.bootstrap, "waiting for the broker to read committed offsets");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return Ok(()),
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            };
             consumer
                 .assign(&tpl)
                 .map_err(KafkaError::client("assign"))?;

@@ -162,3 +162,21 @@ pub async fn window_at(config: &Config, interval: Interval, time: i64) -> Candle
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// Asserts that MongoDB holds exactly `m1` and `m5` (the topics' latest
+/// candles), naming the first difference instead of printing thousands.
+pub async fn assert_stored(config: &Config, m1: &[Candle], m5: &[Candle]) {
+    for (interval, expected) in [(Interval::M1, m1), (Interval::M5, m5)] {
+        let stored = read_mongo(config, interval, expected.len()).await;
+        assert_eq!(
+            stored.len(),
+            expected.len(),
+            "{interval}: MongoDB holds {} candles, the topic {}",
+            stored.len(),
+            expected.len()
+        );
+        if let Some((s, e)) = stored.iter().zip(expected).find(|(s, e)| s != e) {
+            panic!("{interval}: MongoDB holds {s:?} where the topic has {e:?}");
+        }
+    }
+}
