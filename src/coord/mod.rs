@@ -7,8 +7,14 @@
 //!   (header `tickfetch-epoch`). Readers keep, per key, the highest epoch seen
 //!   and refuse records from lower ones: the late writes of a paused or
 //!   partitioned old owner.
+//! - [`store`]: the etcd object mapper. Typed serde records under key
+//!   templates below the cluster's root prefix: get, put, create-if-absent,
+//!   compare-and-swap, paginated listings, guarded transactions, leases with
+//!   keep-alive and loss detection, and prefix watches that resume after a
+//!   disconnect and re-list after compaction.
 
 pub mod epoch;
+pub mod store;
 
 /// Errors of etcd coordination.
 #[derive(Debug, thiserror::Error)]

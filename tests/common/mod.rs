@@ -192,6 +192,7 @@ pub async fn read_all_with(
     .await
     .expect("reader thread")
 }
+pub mod etcd;
 pub mod oracle;
 pub mod pipeline;
 
