@@ -187,6 +187,14 @@ async fn run_stage(
     }
 }
 
+/// The passthrough's output topic (also its group and transactional id base).
+fn passthrough_topic(config: &Config, guarantee: Guarantee, stride: u64) -> String {
+    format!(
+        "{}.passthrough.{stride}.{guarantee:?}",
+        config.topics.prefix
+    )
+}
+
 /// The floor: consume → produce with the stage's own client settings and
 /// commit cadence, without parsing or aggregating. Like the stage it has one
 /// producer per input partition (transactional for exactly-once, with the
@@ -391,6 +399,16 @@ async fn main() {
         ("passthrough, at-least-once", Guarantee::AtLeastOnce, stride),
         ("passthrough, every record", Guarantee::ExactlyOnce, 1),
     ] {
+        ensure_topics(
+            &config.kafka,
+            &[TopicSpec {
+                name: passthrough_topic(&config, guarantee, stride),
+                partitions,
+                compacted: false,
+            }],
+        )
+        .await
+        .expect("passthrough topic");
         let config = config.clone();
         runs.push(
             tokio::task::spawn_blocking(move || {

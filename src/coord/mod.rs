@@ -7,12 +7,17 @@
 //!   (header `tickfetch-epoch`). Readers keep, per key, the highest epoch seen
 //!   and refuse records from lower ones: the late writes of a paused or
 //!   partitioned old owner.
+//! - [`assign`]: feed assignment, a pure function of (desired feeds, live
+//!   workers, current assignment): one primary and R replicas per feed on
+//!   distinct eligible workers, sticky, promoting replicas first, balanced by
+//!   capacity.
 //! - [`store`]: the etcd object mapper. Typed serde records under key
 //!   templates below the cluster's root prefix: get, put, create-if-absent,
 //!   compare-and-swap, paginated listings, guarded transactions, leases with
 //!   keep-alive and loss detection, and prefix watches that resume after a
 //!   disconnect and re-list after compaction.
 
+pub mod assign;
 pub mod epoch;
 pub mod store;
 
