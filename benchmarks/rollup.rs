@@ -238,6 +238,9 @@ fn passthrough(
     .expect("config")
     .create()
     .expect("consumer");
+    // Timed from here, like the stage (whose time includes its producers'
+    // init_transactions and its state restore).
+    let started = Instant::now();
     let queue = stage::PRODUCER_QUEUE_MESSAGES.to_string();
     let producers: Vec<ThreadedProducer<DefaultProducerContext>> = (0..config.topics.partitions)
         .map(|p| {
@@ -271,7 +274,6 @@ fn passthrough(
     consumer.assign(&tpl).expect("assign");
     let metadata = consumer.group_metadata().expect("group metadata");
     let interval = Duration::from_millis(config.rollup.commit_interval_ms);
-    let started = Instant::now();
     let mut seen = 0u64;
     let mut next: Vec<Option<i64>> = vec![None; producers.len()];
     let mut last_commit = Instant::now();

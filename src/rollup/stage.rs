@@ -934,10 +934,20 @@ fn restore_state(
             // The end is where the broker says it is: transaction markers and
             // aborted records take offsets but are never delivered.
             ("enable.partition.eof", "true"),
+            // At the end, the broker answers at once rather than waiting for
+            // records that will not come.
+            ("fetch.wait.max.ms", "10"),
         ],
     )?
     .create_with_context(ReadToEnd)
     .map_err(KafkaError::client("creating restore consumer"))?;
+    // Nothing committed in the changelog yet (a first start): nothing to read.
+    let (low, high) = consumer
+        .fetch_watermarks(changelog, p, Duration::from_secs(10))
+        .map_err(KafkaError::client("changelog watermarks"))?;
+    if high <= low {
+        return Ok(restored);
+    }
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(changelog, p, Offset::Beginning)
         .map_err(KafkaError::client("changelog assignment"))?;
