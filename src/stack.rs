@@ -202,9 +202,10 @@ pub async fn up(options: &StackOptions) -> Result<StackEnv, StackError> {
     let previous = kafka::configured_ports(&dir);
     let kafka_port = options.kafka_port.or(previous.map(|(client, _)| client));
     let kafka = ensure_service(&dir, &mut state, KAFKA, kafka_port, |port, dir| {
+        // The controller's address is part of the formatted quorum: keep it.
         let controller = match previous {
-            Some((client, controller)) if client == port => controller,
-            _ => free_port()?,
+            Some((_, controller)) => controller,
+            None => free_port()?,
         };
         let cmd = kafka::broker_command(&broker, dir, port, controller)?;
         Ok((

@@ -11,6 +11,9 @@
 //!   workers, current assignment): one primary and R replicas per feed on
 //!   distinct eligible workers, sticky, promoting replicas first, balanced by
 //!   capacity.
+//! - [`keyspace`]: the records the master, workers and operators share.
+//! - [`master`]: `tickfetch-coord`, elected through etcd, stateless; keeps the
+//!   assignments equal to [`assign`]'s result, with guarded writes.
 //! - [`store`]: the etcd object mapper. Typed serde records under key
 //!   templates below the cluster's root prefix: get, put, create-if-absent,
 //!   compare-and-swap, paginated listings, guarded transactions, leases with
@@ -19,6 +22,8 @@
 
 pub mod assign;
 pub mod epoch;
+pub mod keyspace;
+pub mod master;
 pub mod store;
 
 /// Errors of etcd coordination.

@@ -1,0 +1,404 @@
+//! `tickfetch-coord`, the master: elected through etcd, stateless, it keeps
+//! `assignments/` equal to [`assign`](super::assign::assign) of the desired
+//! feeds and the live workers.
+//!
+//! - **Election.** Each master holds a lease and tries to create
+//!   `master/leader` bound to it (a transaction: only if absent). The one that
+//!   succeeds leads; the others watch the key and try again when it is deleted
+//!   (the leader resigned, or its lease ended: killed, paused, cut off).
+//! - **Guarded writes.** Every write the leader makes is an etcd transaction
+//!   that requires `master/leader` to have the creation revision of its own
+//!   election. A deposed leader that still runs (paused past its lease, then
+//!   resumed) changes nothing: its transactions fail, and it steps down.
+//! - **Stateless.** The leader rebuilds its view from listings of `feeds/`,
+//!   `workers/` and `assignments/` on every change its watches show and every
+//!   `resync` interval; it keeps nothing between two reconciliations, so a new
+//!   leader carries on where the last one stopped.
+//! - **Epochs.** A write that gives a feed a new primary sets its epoch to 0;
+//!   a second guarded write sets it to the first write's revision (the
+//!   record's `mod_revision`), the new primary's fencing epoch. A leader that
+//!   dies between the two leaves the epoch 0, and the next one completes it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::assign::{self, Assignment, LiveWorker, Placement};
+use super::keyspace::{AssignmentRecord, DesiredFeed, LeaderRecord, WorkerRecord};
+use super::store::{Lease, Record, Store, StoreError, Versioned, WatchEvent};
+use crate::config::EtcdConfig;
+use crate::shutdown::CancellationToken;
+
+/// Longest wait between attempts while etcd is unreachable.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long the leader lets changes settle before reconciling.
+const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// Errors of the master.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How the master runs.
+#[derive(Debug, Clone)]
+pub struct MasterOptions {
+    /// Its id in `master/leader`.
+    pub id: String,
+    /// TTL of its lease: how long a dead leader holds the key.
+    pub lease_ttl: Duration,
+    /// Full reconciliation at least this often, changes or not.
+    pub resync: Duration,
+}
+
+impl MasterOptions {
+    /// `id`, a 5 s lease, a resync every 30 s.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            lease_ttl: Duration::from_secs(5),
+            resync: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Campaigns and, when elected, leads, until `shutdown`; a leader that is
+/// shut down resigns so that another takes over at once.
+///
+/// # Errors
+/// Errors retrying cannot mend (etcd unreachable is retried, not returned).
+pub async fn run(
+    config: &EtcdConfig,
+    options: MasterOptions,
+    shutdown: CancellationToken,
+) -> Result<(), MasterError> {
+    let Some(store) = retry(&shutdown, "connecting", || Store::connect(config)).await? else {
+        return Ok(());
+    };
+    while !shutdown.is_cancelled() {
+        let Some(lease) = retry(&shutdown, "granting the master's lease", || {
+            store.grant_lease(options.lease_ttl)
+        })
+        .await?
+        else {
+            break;
+        };
+        let Some(elected) = campaign(&store, &lease, &options, &shutdown).await? else {
+            continue; // lease lost while waiting, or shutdown
+        };
+        tracing::info!(id = %options.id, revision = elected, "elected leader");
+        let leader = Leader {
+            store: &store,
+            elected,
+        };
+        match leader.lead(&lease, &options, &shutdown).await {
+            Ok(()) if shutdown.is_cancelled() => {
+                // Resign: delete our key (only ours) and end the lease.
+                let _ = store
+                    .commit(
+                        store
+                            .batch()
+                            .require_created(LeaderRecord::KEY, elected)
+                            .delete::<LeaderRecord, &str>(&[]),
+                    )
+                    .await;
+                let _ = store.revoke(lease).await;
+                tracing::info!(id = %options.id, "resigned");
+            }
+            Ok(()) => tracing::warn!(id = %options.id, "leadership lost; campaigning again"),
+            Err(e) => {
+                tracing::warn!(id = %options.id, error = %e, "leader stopped; campaigning again")
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs `op` until it succeeds, retrying retryable errors with backoff;
+/// `None` on shutdown.
+async fn retry<T, F, Fut>(
+    shutdown: &CancellationToken,
+    what: &str,
+    mut op: F,
+) -> Result<Option<T>, MasterError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match op().await {
+            Ok(value) => return Ok(Some(value)),
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, ?backoff, "{what}: waiting for etcd");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Tries to become leader until it is, the lease is lost, or shutdown.
+/// Returns the creation revision of our leader key.
+async fn campaign(
+    store: &Store,
+    lease: &Lease,
+    options: &MasterOptions,
+    shutdown: &CancellationToken,
+) -> Result<Option<i64>, MasterError> {
+    let me = LeaderRecord {
+        id: options.id.clone(),
+        since: chrono::Utc::now().timestamp_millis(),
+    };
+    loop {
+        let attempt = store
+            .commit(
+                store
+                    .batch()
+                    .require::<LeaderRecord, &str>(&[], 0)
+                    .put_leased(&me, lease),
+            )
+            .await;
+        let current = match attempt {
+            Ok(outcome) if outcome.committed => return Ok(Some(outcome.revision)),
+            Ok(_) => store.get::<LeaderRecord, &str>(&[]).await,
+            Err(e) => Err(e),
+        };
+        let from = match current {
+            Ok(Some(leader)) => {
+                tracing::info!(leader = %leader.value.id, "following");
+                leader.mod_revision + 1
+            }
+            Ok(None) => continue, // gone meanwhile: try again
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, "campaign: waiting for etcd");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = lease.lost() => return Ok(None),
+                    _ = tokio::time::sleep(MAX_BACKOFF) => continue,
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // Wait for the leader key to go.
+        let mut watch = store.watch::<LeaderRecord, &str>(&[], from).await?;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(None),
+                _ = lease.lost() => return Ok(None),
+                event = watch.next() => match event? {
+                    WatchEvent::Deleted { .. } => break,
+                    WatchEvent::Relisted(listing) if listing.records.is_empty() => break,
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+struct Leader<'s> {
+    store: &'s Store,
+    /// Creation revision of our `master/leader` key: the guard of our writes.
+    elected: i64,
+}
+
+/// What one reconciliation did.
+enum Reconciled {
+    /// Up to date (maybe after writing).
+    Done,
+    /// A guarded write failed: someone else leads.
+    Deposed,
+}
+
+impl Leader<'_> {
+    /// Reconciles on every change and every resync until the lease is lost,
+    /// a write shows we were deposed, or shutdown.
+    async fn lead(
+        &self,
+        lease: &Lease,
+        options: &MasterOptions,
+        shutdown: &CancellationToken,
+    ) -> Result<(), MasterError> {
+        let start = self.store.list::<LeaderRecord, &str>(&[]).await?.revision + 1;
+        let mut feeds = self.store.watch::<DesiredFeed, &str>(&[], start).await?;
+        let mut workers = self.store.watch::<WorkerRecord, &str>(&[], start).await?;
+        let mut assignments = self
+            .store
+            .watch::<AssignmentRecord, &str>(&[], start)
+            .await?;
+        let mut resync = tokio::time::interval(options.resync);
+        loop {
+            match self.reconcile().await {
+                Ok(Reconciled::Done) => {}
+                Ok(Reconciled::Deposed) => return Ok(()),
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(error = %e, "reconcile: waiting for etcd");
+                    tokio::time::sleep(MAX_BACKOFF).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = lease.lost() => return Ok(()),
+                _ = resync.tick() => {}
+                event = feeds.next() => { event?; }
+                event = workers.next() => { event?; }
+                event = assignments.next() => { event?; }
+            }
+            tokio::time::sleep(DEBOUNCE).await;
+        }
+    }
+
+    /// Lists desired feeds, workers and assignments, writes the difference to
+    /// [`assign::assign`]'s result, then sets pending epochs.
+    async fn reconcile(&self) -> Result<Reconciled, StoreError> {
+        let store = self.store;
+        let desired = store.list::<DesiredFeed, &str>(&[]).await?;
+        let workers = store.list::<WorkerRecord, &str>(&[]).await?;
+        let current = store.list::<AssignmentRecord, &str>(&[]).await?;
+        for (key, reason) in desired
+            .undecodable
+            .iter()
+            .chain(&workers.undecodable)
+            .chain(&current.undecodable)
+        {
+            tracing::warn!(%key, %reason, "record ignored: it does not decode");
+        }
+        let feeds: BTreeMap<String, &DesiredFeed> = desired
+            .records
+            .iter()
+            .map(|r| (r.value.id(), &r.value))
+            .collect();
+        let held: BTreeMap<String, &Versioned<AssignmentRecord>> = current
+            .records
+            .iter()
+            .map(|r| {
+                (
+                    super::keyspace::feed_id(r.value.exchange, &r.value.symbol),
+                    r,
+                )
+            })
+            .collect();
+        let wanted: Vec<assign::DesiredFeed> = feeds
+            .iter()
+            .map(|(id, f)| assign::DesiredFeed {
+                id: id.clone(),
+                replicas: f.replicas as usize,
+            })
+            .collect();
+        let live: Vec<LiveWorker> = workers
+            .records
+            .iter()
+            .map(|w| LiveWorker {
+                id: w.value.id.clone(),
+                capacity: w.value.capacity,
+                draining: w.value.draining,
+            })
+            .collect();
+        let before: Assignment = held
+            .iter()
+            .map(|(id, r)| {
+                (
+                    id.clone(),
+                    Placement {
+                        primary: r.value.primary.clone(),
+                        replicas: r.value.replicas.clone(),
+                    },
+                )
+            })
+            .collect();
+        let after = assign::assign(&wanted, &live, &before);
+
+        let mut batch = store
+            .batch()
+            .require_created(LeaderRecord::KEY, self.elected);
+        let mut writes = 0;
+        for (id, placement) in &after {
+            let Some(feed) = feeds.get(id) else { continue };
+            let old = held.get(id);
+            let epoch = match old {
+                Some(o) if o.value.primary == placement.primary => o.value.epoch,
+                _ => 0, // a new primary: its epoch is set by the next write
+            };
+            let record = AssignmentRecord {
+                exchange: feed.exchange,
+                symbol: feed.symbol.clone(),
+                channel: feed.channel.clone(),
+                primary: placement.primary.clone(),
+                replicas: placement.replicas.clone(),
+                epoch,
+            };
+            if old.is_some_and(|o| o.value == record) {
+                continue;
+            }
+            let expected = old.map_or(0, |o| o.mod_revision);
+            batch = batch
+                .require::<AssignmentRecord, _>(&record.key_values(), expected)
+                .put(&record);
+            writes += 1;
+        }
+        for (id, old) in &held {
+            if !after.contains_key(id) {
+                batch = batch
+                    .require::<AssignmentRecord, _>(&old.value.key_values(), old.mod_revision)
+                    .delete::<AssignmentRecord, _>(&old.value.key_values());
+                writes += 1;
+            }
+        }
+        if writes > 0 {
+            let outcome = store.commit(batch).await?;
+            if !outcome.committed {
+                return Ok(self.why_failed().await);
+            }
+            tracing::info!(writes, revision = outcome.revision, "assignments written");
+        }
+        self.set_pending_epochs().await
+    }
+
+    /// Second step of a primary change: epoch := the record's mod_revision.
+    async fn set_pending_epochs(&self) -> Result<Reconciled, StoreError> {
+        let store = self.store;
+        let current = store.list::<AssignmentRecord, &str>(&[]).await?;
+        let mut batch = store
+            .batch()
+            .require_created(LeaderRecord::KEY, self.elected);
+        let mut pending = 0;
+        for r in current.records.iter().filter(|r| r.value.epoch == 0) {
+            let mut record = r.value.clone();
+            record.epoch = u64::try_from(r.mod_revision).unwrap_or(0);
+            batch = batch
+                .require::<AssignmentRecord, _>(&record.key_values(), r.mod_revision)
+                .put(&record);
+            pending += 1;
+        }
+        if pending == 0 {
+            return Ok(Reconciled::Done);
+        }
+        let outcome = store.commit(batch).await?;
+        if outcome.committed {
+            tracing::info!(feeds = pending, "fencing epochs set for new primaries");
+            Ok(Reconciled::Done)
+        } else {
+            Ok(self.why_failed().await)
+        }
+    }
+
+    /// A guarded write failed: deposed, or an assignment changed under us
+    /// (then reconcile again).
+    async fn why_failed(&self) -> Reconciled {
+        match self.store.get::<LeaderRecord, &str>(&[]).await {
+            Ok(Some(leader)) if leader.create_revision == self.elected => Reconciled::Done,
+            _ => {
+                tracing::warn!(
+                    elected = self.elected,
+                    "a guarded write failed: no longer the leader"
+                );
+                Reconciled::Deposed
+            }
+        }
+    }
+}
