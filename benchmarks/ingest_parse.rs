@@ -188,7 +188,7 @@ async fn bench_publish(n: usize) -> Option<serde_json::Value> {
     let start = Instant::now();
     for payload in &payloads {
         let record = BaseRecord::to(&topic).key(key).payload(payload.as_slice());
-        tickfetch::kafka::send_waiting(&producer, record).expect("produce");
+        tickfetch::wire::send_waiting(&producer, record).expect("produce");
     }
     producer.flush(Duration::from_secs(60)).ok()?;
     let raw = start.elapsed();

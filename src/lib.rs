@@ -6,8 +6,10 @@
 //! - [`config`]: the TOML / environment / flag configuration every binary loads.
 //! - [`stack`]: the local stack (Kafka-API broker, etcd, MongoDB wire server) for
 //!   development, tests and the demo.
+//! - [`wire`]: the record envelope between stages: keys, kind and epoch
+//!   headers, dead letters, payload encoding, producing with back-pressure.
 //! - [`kafka`]: client configuration, topic creation.
-//! - [`coord`]: etcd coordination: fencing epochs.
+//! - [`coord`]: etcd coordination: fencing epochs (no Kafka in it).
 //! - [`telemetry`], [`shutdown`]: logs, `/metrics`, `/healthz`, signal handling.
 #![forbid(unsafe_code)]
 
@@ -24,3 +26,4 @@ pub mod shutdown;
 pub mod sink;
 pub mod stack;
 pub mod telemetry;
+pub mod wire;

@@ -16,14 +16,17 @@ use std::time::Duration;
 use tickfetch::config::{Config, FeedConfig};
 use tickfetch::ingest::exchanges::Feed;
 use tickfetch::ingest::metrics::FeedStatsSnapshot;
-use tickfetch::ingest::output::{GapMarker, DEAD_LETTER_REASON, DEAD_LETTER_SOURCE, KIND_GAP};
 use tickfetch::ingest::simulator::{
     generated_symbols, ConnectionRules as SimRules, Fault, FaultKind, GenerateConfig, SimConfig,
     SimHandle, Simulator, Source,
 };
 use tickfetch::ingest::worker::{FeedHandle, Role, Worker};
-use tickfetch::model::{Exchange, Trade, Watermark, KIND_HEADER, KIND_TRADE, KIND_WATERMARK};
+use tickfetch::model::{Exchange, GapMarker, Trade, Watermark};
 use tickfetch::shutdown::CancellationToken;
+use tickfetch::wire::{
+    DEAD_LETTER_REASON, DEAD_LETTER_SOURCE, EPOCH_HEADER, KIND_GAP, KIND_HEADER, KIND_TRADE,
+    KIND_WATERMARK,
+};
 
 /// Longest any wait in these tests may take.
 const WAIT: Duration = Duration::from_secs(30);
@@ -1030,7 +1033,7 @@ async fn an_old_primary_that_keeps_publishing_is_fenced_by_its_epoch() {
     let epoch_of = |r: &common::Record| {
         r.headers
             .iter()
-            .find(|(k, _)| k == tickfetch::coord::epoch::EPOCH_HEADER)
+            .find(|(k, _)| k == EPOCH_HEADER)
             .and_then(|(_, v)| v.parse::<i64>().ok())
             .expect("every worker record has an epoch")
     };

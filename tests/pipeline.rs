@@ -13,10 +13,11 @@ use common::oracle::*;
 use common::Proc;
 use rand::Rng;
 use tickfetch::config::Config;
-use tickfetch::coord::epoch::{Epoch, EPOCH_HEADER};
+use tickfetch::coord::epoch::Epoch;
 use tickfetch::import::{publish_from_reader, ImportFormat};
 use tickfetch::ingest::publisher::TradePublisher;
 use tickfetch::model::{Candle, Exchange, Interval};
+use tickfetch::wire::EPOCH_HEADER;
 
 const STAGES: [&str; 4] = ["1s", "5s", "1m", "5m"];
 

@@ -10,11 +10,11 @@ use mongodb::bson::{doc, Document};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rust_decimal::Decimal;
-use tickfetch::coord::epoch::EPOCH_HEADER;
 use tickfetch::kafka::{client_config, ensure_topics, TopicSpec};
 use tickfetch::model::{Candle, CandleStatus, Exchange, Interval, Side, Trade};
 use tickfetch::shutdown::CancellationToken;
 use tickfetch::sink::{self, SinkAssignment};
+use tickfetch::wire::EPOCH_HEADER;
 
 fn candle(open_time: i64, close: i64, revision: u32) -> Candle {
     Candle {

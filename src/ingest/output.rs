@@ -15,7 +15,7 @@
 //!
 //! # Epochs
 //! Trades, watermarks and gap markers carry the fencing epoch their feed
-//! claimed when it became primary (header `tickfetch-epoch`, see
+//! claimed when it became primary (header `tickfetch-epoch`, see `wire` and
 //! `coord::epoch`), so readers can refuse the late writes of an old primary
 //! that kept running after a newer one took over.
 //!
@@ -41,27 +41,20 @@
 
 use std::time::Duration;
 
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use tokio::sync::{mpsc, oneshot};
 
 use super::publisher::TradePublisher;
 use crate::config::Config;
-use crate::coord::epoch::{Epoch, EpochStamp};
+use crate::coord::epoch::Epoch;
 use crate::kafka::{client_config, ensure_topics, KafkaError, TopicSpec};
-use crate::model::{feed_key, Exchange, Millis, Trade, KIND_HEADER};
+use crate::model::{Exchange, GapMarker, Millis, Trade};
+use crate::wire::{Body, DeadLetter, Encoder};
 
 /// Records queued between the feed tasks and the publisher thread.
 pub const OUTPUT_QUEUE: usize = 16_384;
 /// How long the publisher waits for the broker to acknowledge everything on exit.
 pub const FINAL_FLUSH: Duration = Duration::from_secs(10);
-pub use crate::model::KIND_GAP;
-/// Header naming why a record went to the dead-letter topic.
-pub const DEAD_LETTER_REASON: &str = crate::rollup::stage::DEAD_LETTER_REASON;
-/// Header naming where a dead letter came from (`ws:binance:aggTrade:s0c3`).
-pub const DEAD_LETTER_SOURCE: &str = "tickfetch-source";
-
-pub use crate::model::GapMarker;
 
 /// One record for the publisher thread; [`Epoch`]s are the writing feed's.
 #[derive(Debug)]
@@ -89,7 +82,7 @@ pub struct Publishers {
     side: ThreadedProducer<DefaultProducerContext>,
     trades_topic: String,
     dead_letter_topic: String,
-    buffer: Vec<u8>,
+    encoder: Encoder,
 }
 
 impl Publishers {
@@ -124,7 +117,7 @@ impl Publishers {
             side,
             trades_topic: config.topics.trades(),
             dead_letter_topic,
-            buffer: Vec::with_capacity(256),
+            encoder: Encoder::default(),
         })
     }
 
@@ -149,45 +142,27 @@ impl Publishers {
                 epoch,
             } => self.trades.send_watermark(exchange, &symbol, time, epoch),
             Output::Gap(marker, epoch) => {
-                self.buffer.clear();
-                serde_json::to_writer(&mut self.buffer, &marker).map_err(|e| {
-                    KafkaError::Encode {
+                let encoded = self
+                    .encoder
+                    .encode(Body::Gap(&marker), epoch)
+                    .map_err(|source| KafkaError::Encode {
                         topic: self.trades_topic.clone(),
-                        message: format!("serialising a gap marker: {e}"),
-                    }
-                })?;
-                let key = feed_key(marker.exchange, &marker.symbol);
-                let headers = EpochStamp::new(epoch).stamp(
-                    OwnedHeaders::new_with_capacity(2).insert(Header {
-                        key: KIND_HEADER,
-                        value: Some(KIND_GAP),
-                    }),
-                );
-                let record = BaseRecord::to(&self.trades_topic)
-                    .key(key.as_bytes())
-                    .payload(self.buffer.as_slice())
-                    .headers(headers);
-                send_waiting(&self.side, record)
+                        source,
+                    })?;
+                send_waiting(&self.side, encoded.record(&self.trades_topic))
             }
             Output::DeadLetter {
                 payload,
                 reason,
                 source,
             } => {
-                let headers = OwnedHeaders::new_with_capacity(2)
-                    .insert(Header {
-                        key: DEAD_LETTER_REASON,
-                        value: Some(reason.as_str()),
-                    })
-                    .insert(Header {
-                        key: DEAD_LETTER_SOURCE,
-                        value: Some(source.as_str()),
-                    });
-                let record = BaseRecord::to(&self.dead_letter_topic)
-                    .key(source.as_bytes())
-                    .payload(payload.as_slice())
-                    .headers(headers);
-                send_waiting(&self.side, record)
+                let letter = DeadLetter {
+                    payload: Some(&payload),
+                    key: Some(source.as_bytes()),
+                    reason: &reason,
+                    source: &source,
+                };
+                send_waiting(&self.side, letter.record(&self.dead_letter_topic))
             }
             Output::Flush(reply) => {
                 let _ = reply.send(self.flush(FINAL_FLUSH));
@@ -204,12 +179,12 @@ impl Publishers {
     }
 }
 
-fn send_waiting(
+fn send_waiting<K: rdkafka::message::ToBytes + ?Sized>(
     producer: &ThreadedProducer<DefaultProducerContext>,
-    record: BaseRecord<'_, [u8], [u8]>,
+    record: BaseRecord<'_, K, [u8]>,
 ) -> Result<(), KafkaError> {
     let topic = record.topic.to_string();
-    crate::kafka::send_waiting(producer, record).map_err(|source| KafkaError::Client {
+    crate::wire::send_waiting(producer, record).map_err(|source| KafkaError::Client {
         what: format!("producing to {topic}"),
         source,
     })

@@ -2,21 +2,18 @@
 //!
 //! Records are keyed `exchange:symbol`, so a symbol's trades and watermarks stay
 //! in order on one partition, and sent by an idempotent producer (no duplicates
-//! from producer retries, order kept). Watermarks carry the header
-//! `tickfetch-kind: watermark`, trades `tickfetch-kind: trade`; both carry the
-//! writing feed's fencing epoch in `tickfetch-epoch` when it has one.
+//! from producer retries, order kept). The envelope (kind and epoch headers,
+//! JSON payload) is `wire`'s.
 
 use std::time::Duration;
 
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
 
 use crate::config::Config;
-use crate::coord::epoch::{Epoch, EpochStamp};
+use crate::coord::epoch::Epoch;
 use crate::kafka::{client_config, ensure_topics, KafkaError, TopicSpec};
-use crate::model::{
-    feed_key, Exchange, Millis, Trade, Watermark, KIND_HEADER, KIND_TRADE, KIND_WATERMARK,
-};
+use crate::model::{Exchange, Millis, Trade, Watermark};
+use crate::wire::{send_waiting, Body, Encoder};
 
 /// Most records waiting in the producer's queue; `send` waits while it is full.
 pub const PUBLISH_QUEUE_MESSAGES: usize = 100_000;
@@ -25,9 +22,7 @@ pub const PUBLISH_QUEUE_MESSAGES: usize = 100_000;
 pub struct TradePublisher {
     producer: ThreadedProducer<DefaultProducerContext>,
     topic: String,
-    buffer: Vec<u8>,
-    /// The last epoch stamped (epochs change rarely: its header text is kept).
-    stamp: EpochStamp,
+    encoder: Encoder,
 }
 
 impl TradePublisher {
@@ -61,8 +56,7 @@ impl TradePublisher {
         Ok(Self {
             producer,
             topic,
-            buffer: Vec::with_capacity(512),
-            stamp: EpochStamp::default(),
+            encoder: Encoder::default(),
         })
     }
 
@@ -71,13 +65,7 @@ impl TradePublisher {
     /// # Errors
     /// A producer error other than a full queue (on which it waits).
     pub fn send_trade(&mut self, trade: &Trade, epoch: Epoch) -> Result<(), KafkaError> {
-        self.buffer.clear();
-        serde_json::to_writer(&mut self.buffer, trade).map_err(|e| KafkaError::Encode {
-            topic: self.topic.clone(),
-            message: format!("serialising a trade: {e}"),
-        })?;
-        let key = trade.key();
-        self.send(&key, KIND_TRADE, epoch)
+        self.send(Body::Trade(trade), epoch)
     }
 
     /// Queues a watermark, written under `epoch`: no trade of
@@ -97,33 +85,23 @@ impl TradePublisher {
             symbol: symbol.to_string(),
             time,
         };
-        self.buffer.clear();
-        serde_json::to_writer(&mut self.buffer, &watermark).map_err(|e| KafkaError::Encode {
-            topic: self.topic.clone(),
-            message: format!("serialising a watermark: {e}"),
-        })?;
-        let key = feed_key(exchange, symbol);
-        self.send(&key, KIND_WATERMARK, epoch)
+        self.send(Body::Watermark(&watermark), epoch)
     }
 
-    /// Sends the buffer keyed `key`, with the kind and epoch headers.
-    fn send(&mut self, key: &str, kind: &str, epoch: Epoch) -> Result<(), KafkaError> {
-        if self.stamp.epoch() != epoch {
-            self.stamp = EpochStamp::new(epoch);
-        }
-        let headers = self
-            .stamp
-            .stamp(OwnedHeaders::new_with_capacity(2).insert(Header {
-                key: KIND_HEADER,
-                value: Some(kind),
-            }));
-        let record = BaseRecord::to(&self.topic)
-            .key(key)
-            .payload(self.buffer.as_slice())
-            .headers(headers);
-        crate::kafka::send_waiting(&self.producer, record).map_err(|source| KafkaError::Client {
-            what: format!("producing to {}", self.topic),
-            source,
+    /// Encodes `body` (key, kind and epoch headers) and queues it.
+    fn send(&mut self, body: Body<'_>, epoch: Epoch) -> Result<(), KafkaError> {
+        let encoded = self
+            .encoder
+            .encode(body, epoch)
+            .map_err(|source| KafkaError::Encode {
+                topic: self.topic.clone(),
+                source,
+            })?;
+        send_waiting(&self.producer, encoded.record(&self.topic)).map_err(|source| {
+            KafkaError::Client {
+                what: format!("producing to {}", self.topic),
+                source,
+            }
         })
     }
 

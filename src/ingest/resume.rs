@@ -17,13 +17,13 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::sequencer::{ResumePoint, RECENT_IDS_PER_SYMBOL};
 use crate::config::Config;
 use crate::kafka::{client_config, KafkaError};
-use crate::model::{feed_key, Exchange, Trade, KIND_HEADER, KIND_TRADE};
+use crate::model::{Exchange, Trade};
+use crate::wire::{feed_key, Envelope, Received};
 
 /// How long reading the tail may take.
 pub const RESUME_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -55,11 +55,9 @@ pub async fn last_published(
         .collect();
     tokio::task::spawn_blocking(move || read_tail(&kafka, &topic, partitions, &keys, lookback))
         .await
-        .map_err(|e| KafkaError::BadRecord {
+        .map_err(|source| KafkaError::ReaderThread {
             topic: config.topics.trades(),
-            partition: -1,
-            offset: -1,
-            message: format!("reader thread failed: {e}"),
+            source,
         })?
 }
 
@@ -128,19 +126,11 @@ fn read_tail(
         else {
             continue;
         };
-        let kind = message.headers().and_then(|h| {
-            h.iter()
-                .find(|h| h.key == KIND_HEADER)
-                .and_then(|h| h.value)
-                .map(<[u8]>::to_vec)
-        });
-        if kind.is_some_and(|k| k != KIND_TRADE.as_bytes()) {
+        let envelope = Envelope::of(&message);
+        if !envelope.kind.is_trade() {
             continue;
         }
-        let Some(trade) = message
-            .payload()
-            .and_then(|p| serde_json::from_slice::<Trade>(p).ok())
-        else {
+        let Ok(Received::Data(trade)) = envelope.decode::<Trade>() else {
             continue;
         };
         let entry = newest

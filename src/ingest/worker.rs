@@ -68,12 +68,13 @@ use super::connection::{
 };
 use super::exchanges::{ids_are_sequential, Feed};
 use super::metrics::{FeedEvents, FeedStatsSnapshot};
-use super::output::{GapMarker, Output, Publishers, OUTPUT_QUEUE};
+use super::output::{Output, Publishers, OUTPUT_QUEUE};
 pub use super::sequencer::ResumePoint;
 use super::sequencer::{SequencerEvent, SymbolSequencer};
 use crate::config::{Config, FeedConfig, IngestConfig};
 use crate::coord::epoch::{process_owner, Epoch, EpochClaimer};
 use crate::kafka::KafkaError;
+use crate::model::GapMarker;
 use crate::model::{Exchange, Millis, Trade};
 use crate::shutdown::{CancellationToken as Shutdown, DRAIN_DEADLINE};
 

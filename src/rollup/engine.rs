@@ -28,7 +28,7 @@
 //!
 //! Event time, tumbling, aligned to the UTC epoch: `[t, t + interval)`, with
 //! `close_time = t + interval − 1` ([`Interval::window_start`]). State is per
-//! `(exchange, symbol)`, keyed by [`crate::model::feed_key`] (`exchange:symbol`).
+//! `(exchange, symbol)`, keyed by [`crate::wire::feed_key`] (`exchange:symbol`).
 //! A symbol's watermark is the maximum of the trade times (level 1), child
 //! `close_time + 1` (levels 2+) and [`Watermark::time`] it has seen. A window closes
 //! when `watermark >= end + grace`; windows close in order, one candle per
@@ -118,9 +118,8 @@ use std::collections::{BTreeMap, HashMap};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{
-    feed_key, Candle, CandleStatus, Exchange, Interval, Millis, Side, Trade, Watermark,
-};
+use crate::model::{Candle, CandleStatus, Exchange, Interval, Millis, Side, Trade, Watermark};
+use crate::wire::feed_key;
 
 /// Latest accepted event time (9999-12-31T23:59:59.999Z); later or negative
 /// times are rejected as input errors so that window arithmetic cannot overflow.
