@@ -14,9 +14,9 @@ use rust_decimal::Decimal;
 use serde_json::json;
 use tickfetch::config::Config;
 use tickfetch::coord::epoch::Epoch;
-use tickfetch::ingest::exchanges::{self, Feed, WireFrame};
+use tickfetch::ingest::feed::sequence::SymbolSequencer;
 use tickfetch::ingest::output::{Output, Publishers, OUTPUT_QUEUE};
-use tickfetch::ingest::sequencer::SymbolSequencer;
+use tickfetch::ingest::venues::{self, Feed, WireFrame};
 use tickfetch::model::{Side, Trade};
 
 fn arg(name: &str, default: usize) -> usize {
@@ -37,7 +37,7 @@ fn trades(feed: Feed, n: usize) -> Vec<Trade> {
         tickfetch::model::Exchange::Coinbase => "BTC-USD",
         tickfetch::model::Exchange::Okx => "BTC-USDT",
     };
-    let instrument = exchanges::instrument(exchange, symbol).unwrap_or_default();
+    let instrument = venues::instrument(exchange, symbol).unwrap_or_default();
     (0..n)
         .map(|i| {
             let id = 1_000_000 + i as u64;
@@ -56,9 +56,9 @@ fn trades(feed: Feed, n: usize) -> Vec<Trade> {
                 side: if i % 3 == 0 { Side::Sell } else { Side::Buy },
                 exchange_time: 1_700_000_000_000 + i as i64,
                 receive_time: 1_700_000_000_000 + i as i64,
-                first_trade_id: matches!(feed, Feed::Binance(exchanges::binance::Feed::AggTrade))
+                first_trade_id: matches!(feed, Feed::Binance(venues::binance::Feed::AggTrade))
                     .then_some(id),
-                last_trade_id: matches!(feed, Feed::Binance(exchanges::binance::Feed::AggTrade))
+                last_trade_id: matches!(feed, Feed::Binance(venues::binance::Feed::AggTrade))
                     .then_some(id),
             }
         })
@@ -92,12 +92,12 @@ fn bench_parse(frames_per_feed: usize) -> serde_json::Value {
         let exchange = feed.exchange();
         // Warm up, then time.
         for frame in bytes.iter().take(1000) {
-            black_box(exchanges::parse_frame(exchange, frame, 0).ok());
+            black_box(venues::parse_frame(exchange, frame, 0).ok());
         }
         let start = Instant::now();
         let mut parsed = 0usize;
         for frame in &bytes {
-            if let Ok(exchanges::Frame::Trades(t)) = exchanges::parse_frame(exchange, frame, 0) {
+            if let Ok(venues::Frame::Trades(t)) = venues::parse_frame(exchange, frame, 0) {
                 parsed += t.len();
                 black_box(t);
             }

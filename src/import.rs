@@ -897,7 +897,7 @@ pub fn publish_from_reader<R: BufRead>(
     exchange: Exchange,
     symbol: &str,
     close_with_grace: Option<Millis>,
-    publisher: &mut crate::ingest::publisher::TradePublisher,
+    publisher: &mut crate::ingest::output::publisher::TradePublisher,
     mut on_error: impl FnMut(&ImportError),
 ) -> Result<PublishReport, ImportError> {
     let mut rows = TradeReader::new(reader, format, exchange, symbol)?;

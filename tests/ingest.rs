@@ -14,12 +14,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use tickfetch::config::{Config, FeedConfig};
-use tickfetch::ingest::exchanges::Feed;
-use tickfetch::ingest::metrics::FeedStatsSnapshot;
+use tickfetch::ingest::events::FeedStatsSnapshot;
 use tickfetch::ingest::simulator::{
     generated_symbols, ConnectionRules as SimRules, Fault, FaultKind, GenerateConfig, SimConfig,
     SimHandle, Simulator, Source,
 };
+use tickfetch::ingest::venues::Feed;
 use tickfetch::ingest::worker::{FeedHandle, Role, Worker};
 use tickfetch::model::{Exchange, GapMarker, Trade, Watermark};
 use tickfetch::shutdown::CancellationToken;
@@ -820,7 +820,7 @@ async fn watermarks_advance_for_quiet_symbols_and_no_trade_follows_behind_one() 
         .expect("feed starts");
     wait_live(&handle, 1).await;
     // Only the first symbol trades; the others stay quiet for 1.5 s.
-    let started = tickfetch::ingest::exchanges::receive_time_now();
+    let started = tickfetch::ingest::venues::receive_time_now();
     trade(
         &rig.sim,
         Exchange::Binance,
@@ -830,7 +830,7 @@ async fn watermarks_advance_for_quiet_symbols_and_no_trade_follows_behind_one() 
     )
     .await;
     wait_published(&handle, &rig.sim, feed, &names).await;
-    let ended = tickfetch::ingest::exchanges::receive_time_now();
+    let ended = tickfetch::ingest::venues::receive_time_now();
     let lateness = rig.config.ingest.allowed_lateness_ms as i64;
     let (contents, _, _) = rig.finish().await;
     for symbol in &names {
@@ -900,10 +900,14 @@ async fn replica_resumes_from_the_topic_after_the_primary_stops() {
     )
     .await;
     rig.worker.flush().await.expect("flush");
-    let resume =
-        tickfetch::ingest::resume::last_published(&rig.config, Exchange::Binance, &names, 1_000)
-            .await
-            .expect("tail of the trades topic");
+    let resume = tickfetch::ingest::feed::resume::last_published(
+        &rig.config,
+        Exchange::Binance,
+        &names,
+        1_000,
+    )
+    .await
+    .expect("tail of the trades topic");
     assert_eq!(resume.len(), names.len(), "a resume point per symbol");
     replica.promote(resume).await.expect("promote");
     trade(

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tickfetch::config::LogFormat;
-use tickfetch::ingest::exchanges::Feed;
 use tickfetch::ingest::simulator::{
     parse_duration, ConnectionRules, GenerateConfig, ReplayConfig, ReplayStart, SimConfig,
     Simulator, Source, HISTORY_CAPACITY,
 };
+use tickfetch::ingest::venues::Feed;
 use tickfetch::model::Exchange;
 use tickfetch::{shutdown, telemetry};
 

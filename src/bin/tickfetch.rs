@@ -169,7 +169,7 @@ fn decode(exchange: Exchange, file: Option<PathBuf>) -> anyhow::Result<ExitCode>
     let input = open_input(&path)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let clock = tickfetch::ingest::exchanges::receive_time_now();
+    let clock = tickfetch::ingest::venues::receive_time_now();
     let report = tickfetch::ingest::decode::decode_reader(exchange, input, clock, |trade| {
         serde_json::to_writer(&mut out, &trade)?;
         out.write_all(b"\n")
@@ -206,7 +206,7 @@ async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         eprintln!("{file}: {e}");
     };
     if args.to.is_some() {
-        let mut publisher = tickfetch::ingest::publisher::TradePublisher::connect(&config)
+        let mut publisher = tickfetch::ingest::output::publisher::TradePublisher::connect(&config)
             .await
             .context("connecting to Kafka")?;
         let report = import::publish_from_reader(

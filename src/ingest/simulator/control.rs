@@ -22,7 +22,7 @@ use serde_json::json;
 use super::faults::{Fault, FaultRequest};
 use super::http::{Request, Response};
 use super::{Shared, SimError};
-use crate::ingest::exchanges::Feed;
+use crate::ingest::venues::Feed;
 use crate::model::{Exchange, Trade};
 
 /// `POST /control/generate` body.

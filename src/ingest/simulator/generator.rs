@@ -26,7 +26,7 @@ use rust_decimal::Decimal;
 
 use super::market::{ExchangeBook, Series};
 use super::{lock, SimError};
-use crate::ingest::exchanges::{self, receive_time_now};
+use crate::ingest::venues::{self, receive_time_now};
 use crate::model::{Exchange, Millis, Side, Trade};
 use crate::shutdown::CancellationToken;
 
@@ -127,7 +127,7 @@ impl TradeGenerator {
         let mut states = Vec::with_capacity(symbols.len());
         let mut index = BTreeMap::new();
         for (i, symbol) in symbols.iter().enumerate() {
-            let instrument = exchanges::instrument(exchange, symbol)
+            let instrument = venues::instrument(exchange, symbol)
                 .map_err(|e| SimError::Config(e.to_string()))?;
             states.push(SymbolState {
                 symbol: symbol.clone(),
@@ -314,7 +314,7 @@ mod tests {
     fn generated_symbols_map_through_the_adapters() {
         for exchange in Exchange::ALL {
             for symbol in generated_symbols(exchange, 25) {
-                exchanges::instrument(exchange, &symbol)
+                venues::instrument(exchange, &symbol)
                     .unwrap_or_else(|e| panic!("{exchange} {symbol}: {e}"));
             }
         }

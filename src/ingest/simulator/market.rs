@@ -30,7 +30,7 @@ use tokio::sync::{broadcast, Notify};
 
 use super::faults::{Fate, FaultKind, FaultState};
 use super::lock;
-use crate::ingest::exchanges::{binance, okx, Feed, WireFrame};
+use crate::ingest::venues::{binance, okx, Feed, WireFrame};
 use crate::model::{Exchange, Trade};
 
 /// Events kept for slow connections before they lag and are closed (as a

@@ -14,7 +14,7 @@
 //! ```
 //!
 //! Every wire format comes from the exchange adapters
-//! ([`crate::ingest::exchanges`]): the simulator sends what `encode_trades`
+//! ([`crate::ingest::venues`]): the simulator sends what `encode_trades`
 //! and `encode_rest_trades` produce, so what a worker parses here is what it
 //! parses in production.
 //!
@@ -80,7 +80,7 @@ pub use faults::{Fault, FaultKind, FaultRequest};
 pub use generator::{generated_symbols, GeneratedOrder, TradeGenerator};
 pub use market::{ExchangeStatsSnapshot, Series};
 
-use crate::ingest::exchanges::{binance, receive_time_now, Feed};
+use crate::ingest::venues::{binance, receive_time_now, Feed};
 use crate::model::{Exchange, Trade};
 use crate::shutdown::CancellationToken;
 use generator::publish_orders;

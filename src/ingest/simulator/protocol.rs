@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Value};
 
 use super::market::{ExchangeBook, ExchangeStats};
-use crate::ingest::exchanges::{binance, bybit, coinbase, okx, upbit, Feed, WireFrame};
+use crate::ingest::venues::{binance, bybit, coinbase, okx, upbit, Feed, WireFrame};
 use crate::model::{Exchange, Millis};
 
 /// The JSON text of `value` as a text frame.

@@ -22,7 +22,7 @@ use serde_json::json;
 
 use super::http::{Request, Response};
 use super::market::{ExchangeBook, ExchangeStats, Series};
-use crate::ingest::exchanges::{binance, bybit, coinbase, okx, upbit, Feed};
+use crate::ingest::venues::{binance, bybit, coinbase, okx, upbit, Feed};
 use crate::model::{Exchange, Trade};
 
 /// Which trades of a history a request wants.
@@ -178,7 +178,7 @@ fn bybit_rest(book: &ExchangeBook, path: &str, request: &Request) -> Response {
     if path != bybit::REST_TRADES_PATH {
         return Response::not_found(path);
     }
-    let now = crate::ingest::exchanges::receive_time_now();
+    let now = crate::ingest::venues::receive_time_now();
     let error = |code: i64, message: &str| {
         Response::json(
             200,

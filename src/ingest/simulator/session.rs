@@ -32,7 +32,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::market::{Event, ExchangeBook, ExchangeStats, Series, TradeBatch};
 use super::protocol::Protocol;
 use super::ConnectionRules;
-use crate::ingest::exchanges::{receive_time_now, WireFrame};
+use crate::ingest::venues::{receive_time_now, WireFrame};
 use crate::model::Exchange;
 use crate::shutdown::CancellationToken;
 

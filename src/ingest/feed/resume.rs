@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use super::sequencer::{ResumePoint, RECENT_IDS_PER_SYMBOL};
+use super::sequence::{ResumePoint, RECENT_IDS_PER_SYMBOL};
 use crate::config::Config;
 use crate::kafka::{client_config, KafkaError};
 use crate::model::{Exchange, Trade};

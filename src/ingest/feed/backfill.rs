@@ -10,12 +10,12 @@
 //! `rest_max_trades` trades cannot be filled from this endpoint and is
 //! reported instead (see `output` for the gap marker).
 //!
-//! [`ConnectionLimits::rest_max_trades`]: super::exchanges::ConnectionLimits
+//! [`ConnectionLimits::rest_max_trades`]: crate::ingest::venues::ConnectionLimits
 
 use std::time::Duration;
 
-use super::exchanges::{receive_time_now, ExchangeError, Feed};
-use super::http::{self, HttpError};
+use crate::ingest::connection::http::{self, HttpError};
+use crate::ingest::venues::{receive_time_now, ExchangeError, Feed};
 use crate::model::Trade;
 
 /// Errors of one backfill request.
@@ -88,7 +88,7 @@ pub async fn recent_trades(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::exchanges::binance;
+    use crate::ingest::venues::binance;
 
     #[test]
     fn urls_join_base_and_path() {

@@ -29,6 +29,14 @@
 //! only), the request is split in halves and re-sent until the culprit stands
 //! alone.
 
+//! - [`transport`]: TCP and TLS to an endpoint (`ws://`, `wss://`, `http://`, `https://`).
+//! - [`http`]: the small HTTP/1.1 client REST backfill and instrument lists use.
+//! - [`policy`]: reconnect backoff, subscribe pacing, the data-progress watchdog.
+
+pub mod http;
+pub mod policy;
+pub mod transport;
+
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -43,15 +51,15 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::exchanges::{
+use crate::config::{FeedConfig, IngestConfig};
+use crate::ingest::events::{EndReason, FeedEvents};
+use crate::ingest::venues::{
     self, receive_time_now, Feed, Frame, Heartbeat, PingMessage, SubscribeRejection,
     SubscribeRequest,
 };
-use super::metrics::{EndReason, FeedEvents};
-use super::policy::{Backoff, Pacer, Watchdog};
-use super::transport::{self, Endpoint};
-use crate::config::{FeedConfig, IngestConfig};
 use crate::model::Trade;
+use policy::{Backoff, Pacer, Watchdog};
+use transport::Endpoint;
 
 /// Events queued from one feed's connections to its feed task.
 pub const CONNECTION_EVENTS: usize = 1_024;
@@ -606,7 +614,7 @@ impl Connection {
                         Message::Frame(_) => continue,
                     };
                     let now = Instant::now();
-                    match exchanges::parse_frame(exchange, payload, receive_time_now()) {
+                    match venues::parse_frame(exchange, payload, receive_time_now()) {
                         Ok(frame) => {
                             self.feed_events.frame(frame.kind());
                             match frame {
@@ -792,7 +800,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::exchanges::{binance, bybit};
+    use crate::ingest::venues::{binance, bybit};
 
     #[test]
     fn rules_follow_the_adapter_and_config() {

@@ -15,7 +15,7 @@
 //! ```
 //!
 //! Where the exchange's ids are contiguous integers
-//! ([`ids_are_sequential`](super::exchanges::ids_are_sequential)) continuity
+//! ([`ids_are_sequential`](crate::ingest::venues::ids_are_sequential)) continuity
 //! follows [`id_continuity`]; elsewhere (Bybit, Upbit) a bounded set of recent
 //! ids drops duplicates and there is no gap detection. Nothing here does I/O or
 //! reads the clock: times come in as arguments, so the feed task drives it and
@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use tokio::time::Instant;
 
-use super::exchanges::{id_continuity, ids_are_sequential, IdContinuity};
+use crate::ingest::venues::{id_continuity, ids_are_sequential, IdContinuity};
 use crate::model::{Exchange, Millis, Trade};
 
 /// Ids remembered per symbol for de-duplication where ids are not contiguous.

@@ -44,12 +44,14 @@ use std::time::Duration;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use tokio::sync::{mpsc, oneshot};
 
-use super::publisher::TradePublisher;
+pub mod publisher;
+
 use crate::config::Config;
 use crate::coord::epoch::Epoch;
 use crate::kafka::{client_config, ensure_topics, KafkaError, TopicSpec};
 use crate::model::{Exchange, GapMarker, Millis, Trade};
 use crate::wire::{Body, DeadLetter, Encoder};
+pub use publisher::TradePublisher;
 
 /// Records queued between the feed tasks and the publisher thread.
 pub const OUTPUT_QUEUE: usize = 16_384;
