@@ -14,7 +14,8 @@ use rust_decimal::Decimal;
 use serde_json::json;
 use tickfetch::config::Config;
 use tickfetch::coord::epoch::Epoch;
-use tickfetch::ingest::feed::sequence::SymbolSequencer;
+use tickfetch::ingest::feed::symbol::SymbolFeed;
+use tickfetch::ingest::feed::Role;
 use tickfetch::ingest::output::{Output, Publishers, OUTPUT_QUEUE};
 use tickfetch::ingest::venues::{self, Feed, WireFrame};
 use tickfetch::model::{Side, Trade};
@@ -130,7 +131,7 @@ fn bench_sequencer(n: usize) -> serde_json::Value {
     let feed: Feed = "binance:trade".parse().unwrap_or(Feed::ALL[0]);
     let input = trades(feed, n);
     let now = tokio::time::Instant::now();
-    let mut sequencer = SymbolSequencer::new(feed.exchange(), true);
+    let mut sequencer = SymbolFeed::new(feed.exchange(), Role::Primary, 1, now);
     let mut out = Vec::with_capacity(16);
     let start = Instant::now();
     let mut released = 0usize;

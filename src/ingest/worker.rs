@@ -6,7 +6,7 @@
 //! Worker ─ start_feed(FeedConfig, Role) ─▶ FeedHandle (promote / fence / stop / stats)
 //!   feed task ──┬─ run_shard × ⌈symbols / per-connection limit⌉ ──ConnectionEvent (bounded)──┐
 //!               │◀──────────────────────────────────────────────────────────────────────────┘
-//!               ├─ SymbolSequencer per symbol: dedup, order, gaps ─▶ REST backfill (≤ 4 at once)
+//!               ├─ SymbolFeed per symbol (pure): dedup, order, gaps, resync, watermark ─▶ REST backfill
 //!               └─ Output (bounded) ─▶ publisher thread ─▶ trades topic / dead-letter topic
 //! ```
 //!

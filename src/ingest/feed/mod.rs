@@ -13,7 +13,7 @@
 //! - [`task`]: the feed task: wires connections, commands, timers and
 //!   backfills to the symbols' state machines and sends what they decide.
 //! - [`symbol`]: [`symbol::SymbolFeed`], one symbol's state machine.
-//! - [`sequence`]: its release order (dedup, gaps), a part of it.
+//! - `sequence`: its release order (dedup, gaps), a private part of it.
 //! - [`backfill`]: REST recovery of missed trades.
 //! - [`resume`]: where a promoted replica resumes, read from the trades topic.
 //!
@@ -61,7 +61,8 @@
 
 pub mod backfill;
 pub mod resume;
-pub mod sequence;
+mod sequence;
+pub mod symbol;
 
 pub mod task;
 

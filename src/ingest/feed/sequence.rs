@@ -133,6 +133,11 @@ impl SymbolSequencer {
         sequencer
     }
 
+    /// Whether the exchange's ids are contiguous (gaps show by themselves).
+    pub fn sequential(&self) -> bool {
+        self.sequential
+    }
+
     /// The last trade released.
     pub fn last(&self) -> Option<&Trade> {
         self.last.as_ref()
@@ -146,11 +151,6 @@ impl SymbolSequencer {
     /// The gap being waited on, if any.
     pub fn pending_gap(&self) -> Option<&PendingGap> {
         self.gap.as_ref()
-    }
-
-    /// Trades held behind the pending gap.
-    pub fn held(&self) -> usize {
-        self.held.len()
     }
 
     /// Offers one received trade.

@@ -1,7 +1,7 @@
 //! The feed task: the select loop over connection events, commands, timers
 //! and REST backfills, and the I/O around the symbols' state machines.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::backfill::{self, BackfillError};
-use super::sequence::{ResumePoint, SequencerEvent, SymbolSequencer};
+use super::sequence::ResumePoint;
+use super::symbol::{RestCall, RestOutcome, SymbolEvent, SymbolFeed};
 use super::{FeedCommand, FeedSpec, Role, Tuning};
 use crate::coord::epoch::{Epoch, EpochClaimer};
 use crate::ingest::connection::{
@@ -20,65 +21,15 @@ use crate::ingest::connection::{
 };
 use crate::ingest::events::FeedEvents;
 use crate::ingest::output::Output;
-use crate::ingest::venues::ids_are_sequential;
 use crate::ingest::IngestError;
-use crate::model::{Exchange, GapMarker, Millis, Trade};
+use crate::model::{Exchange, GapMarker, Trade};
 
 /// REST backfills one feed runs at once.
 pub const MAX_CONCURRENT_BACKFILLS: usize = 4;
 /// How often pending gaps and resyncs are looked at.
 const SCHEDULE_TICK: Duration = Duration::from_millis(100);
 
-/// A REST request's purpose.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BackfillKind {
-    /// Fill a trade-id gap.
-    Gap,
-    /// After a reconnect, look for trades missed while away.
-    Resync,
-}
-
-/// One symbol inside a feed task.
-struct SymbolState {
-    seq: SymbolSequencer,
-    /// Connections on which the symbol is subscribed now.
-    live_on: u32,
-    ever_live: bool,
-    /// Reconnected and not yet shown to be caught up.
-    needs_resync: bool,
-    resync_since: Instant,
-    resync_attempts: u32,
-    resync_in_flight: bool,
-    /// Last watermark published.
-    watermark: Option<Millis>,
-    /// Exchange time of a heartbeat that found us caught up.
-    caught_up_at: Option<Millis>,
-    last_receive: Option<Millis>,
-    /// A replica's recent trades.
-    buffer: VecDeque<Trade>,
-    rejected: bool,
-}
-
-impl SymbolState {
-    fn new(exchange: Exchange, role: Role) -> Self {
-        Self {
-            seq: SymbolSequencer::new(exchange, role != Role::Replica),
-            live_on: 0,
-            ever_live: false,
-            needs_resync: false,
-            resync_since: Instant::now(),
-            resync_attempts: 0,
-            resync_in_flight: false,
-            watermark: None,
-            caught_up_at: None,
-            last_receive: None,
-            buffer: VecDeque::new(),
-            rejected: false,
-        }
-    }
-}
-
-type BackfillResult = (String, BackfillKind, Result<Vec<Trade>, BackfillError>);
+type BackfillResult = (String, RestCall, Result<Vec<Trade>, BackfillError>);
 
 /// One feed: its shards, sequencers and watermarks.
 pub(crate) struct FeedTask {
@@ -86,14 +37,13 @@ pub(crate) struct FeedTask {
     tuning: Tuning,
     role: Role,
     exchange: Exchange,
-    sequential: bool,
-    symbols: HashMap<String, SymbolState>,
+    symbols: HashMap<String, SymbolFeed>,
     live: HashMap<ConnectionId, Vec<String>>,
     output: mpsc::Sender<Output>,
     events: FeedEvents,
     cancel: CancellationToken,
     backfills: JoinSet<BackfillResult>,
-    scratch: Vec<SequencerEvent>,
+    scratch: Vec<SymbolEvent>,
     epochs: Option<EpochClaimer>,
     /// The epoch claimed when this feed became primary.
     epoch: Epoch,
@@ -110,17 +60,20 @@ impl FeedTask {
         epochs: Option<EpochClaimer>,
     ) -> Self {
         let exchange = spec.feed.exchange();
+        let now = Instant::now();
         let symbols = spec
             .symbols
             .iter()
-            .map(|s| (s.clone(), SymbolState::new(exchange, role)))
+            .map(|s| {
+                let symbol = SymbolFeed::new(exchange, role, tuning.replica_buffer, now);
+                (s.clone(), symbol)
+            })
             .collect();
         Self {
             spec: Arc::new(spec),
             tuning,
             role,
             exchange,
-            sequential: ids_are_sequential(exchange),
             symbols,
             live: HashMap::new(),
             output,
@@ -248,12 +201,7 @@ impl FeedTask {
         match event {
             ConnectionEvent::Live { conn, symbols } => {
                 for symbol in &symbols {
-                    let state = self.state(symbol);
-                    state.live_on += 1;
-                    state.ever_live = true;
-                    // Back after an outage: the resync (if still needed) looks
-                    // at REST once the new subscription is in place.
-                    state.resync_since = now;
+                    self.symbol(symbol).connection_live(now);
                 }
                 self.live.insert(conn, symbols);
                 self.events.connection_live();
@@ -263,38 +211,15 @@ impl FeedTask {
                     return Ok(());
                 };
                 self.events.connection_down();
-                let role = self.role;
                 for symbol in symbols {
-                    let state = self.state(&symbol);
-                    state.live_on = state.live_on.saturating_sub(1);
-                    if state.live_on == 0 {
-                        // No connection carries the symbol: trades made from
-                        // now until it is live again may be missed.
-                        state.needs_resync = true;
-                        state.resync_attempts = 0;
-                        if role == Role::Primary {
-                            // Untracked ids: hold what the next connection
-                            // brings until REST says what was missed.
-                            state.seq.begin_resync();
-                        }
-                    }
+                    self.symbol(&symbol).connection_ended();
                 }
             }
             ConnectionEvent::Trades { trades, .. } => {
                 for trade in trades {
                     let mut out = std::mem::take(&mut self.scratch);
-                    let state = self.state(&trade.symbol);
-                    state.last_receive = Some(trade.receive_time);
                     let symbol = trade.symbol.clone();
-                    state.seq.offer(trade, now, &mut out);
-                    if out.iter().any(|e| {
-                        matches!(
-                            e,
-                            SequencerEvent::Released(_) | SequencerEvent::GapOpened { .. }
-                        )
-                    }) {
-                        state.needs_resync = false;
-                    }
+                    self.symbol(&symbol).offer(trade, now, &mut out);
                     let result = self.apply(&symbol, &mut out).await;
                     self.scratch = out;
                     result?;
@@ -312,11 +237,8 @@ impl FeedTask {
                 };
                 let symbol = symbol.to_ascii_uppercase();
                 let mut out = std::mem::take(&mut self.scratch);
-                let state = self.state(&symbol);
-                if state.seq.heartbeat(last_id, now, &mut out) {
-                    state.needs_resync = false;
-                    state.caught_up_at = heartbeat.exchange_time.or(state.caught_up_at);
-                }
+                self.symbol(&symbol)
+                    .heartbeat(last_id, heartbeat.exchange_time, now, &mut out);
                 let result = self.apply(&symbol, &mut out).await;
                 self.scratch = out;
                 result?;
@@ -325,7 +247,7 @@ impl FeedTask {
                 symbols, reason, ..
             } => {
                 for symbol in symbols {
-                    self.state(&symbol).rejected = true;
+                    self.symbol(&symbol).reject();
                     tracing::debug!(symbol, reason, "symbol dropped from the feed");
                 }
             }
@@ -348,48 +270,34 @@ impl FeedTask {
         Ok(())
     }
 
-    fn state(&mut self, symbol: &str) -> &mut SymbolState {
-        let (exchange, role) = (self.exchange, self.role);
+    fn symbol(&mut self, symbol: &str) -> &mut SymbolFeed {
+        let (exchange, role, capacity) = (self.exchange, self.role, self.tuning.replica_buffer);
         self.symbols
             .entry(symbol.to_string())
-            .or_insert_with(|| SymbolState::new(exchange, role))
+            .or_insert_with(|| SymbolFeed::new(exchange, role, capacity, Instant::now()))
     }
 
-    /// Acts on a sequencer's events: publish, buffer, count, report.
-    async fn apply(
-        &mut self,
-        symbol: &str,
-        out: &mut Vec<SequencerEvent>,
-    ) -> Result<(), IngestError> {
+    /// Acts on what a symbol decided: publish, count, report.
+    async fn apply(&mut self, symbol: &str, out: &mut Vec<SymbolEvent>) -> Result<(), IngestError> {
         for event in out.drain(..) {
             match event {
-                SequencerEvent::Released(trade) => match self.role {
-                    Role::Primary => {
+                SymbolEvent::Publish(trade) => {
+                    if self.role == Role::Primary {
                         self.send(Output::Trade(trade, self.epoch)).await?;
                         self.events.published(1);
                     }
-                    Role::Replica => {
-                        let capacity = self.tuning.replica_buffer;
-                        if let Some(state) = self.symbols.get_mut(symbol) {
-                            if state.buffer.len() >= capacity {
-                                state.buffer.pop_front();
-                            }
-                            state.buffer.push_back(trade);
-                        }
-                        self.events.buffered(1);
-                    }
-                    Role::Fenced => {}
-                },
-                SequencerEvent::Duplicate { .. } => self.events.duplicate(),
-                SequencerEvent::GapOpened {
+                }
+                SymbolEvent::Buffered => self.events.buffered(1),
+                SymbolEvent::Duplicate => self.events.duplicate(),
+                SymbolEvent::GapOpened {
                     first_missing,
                     last_missing,
                 } => self.events.gap_found(symbol, first_missing, last_missing),
-                SequencerEvent::GapFilled {
+                SymbolEvent::GapFilled {
                     first_missing,
                     last_missing,
                 } => self.events.gap_filled(symbol, first_missing, last_missing),
-                SequencerEvent::GapUnfilled {
+                SymbolEvent::GapUnfilled {
                     first_missing,
                     last_missing,
                     from_time,
@@ -432,36 +340,17 @@ impl FeedTask {
             if self.backfills.len() >= MAX_CONCURRENT_BACKFILLS {
                 return;
             }
-            let kind = if state.seq.backfill_due(now, grace) {
-                if state.seq.start_backfill().is_none() {
-                    continue;
-                }
-                BackfillKind::Gap
-            } else if state.needs_resync
-                && state.live_on > 0
-                && !state.resync_in_flight
-                && (state.seq.resyncing()
-                    || (self.sequential
-                        && state.seq.pending_gap().is_none()
-                        && state.seq.last().is_some()
-                        && now.saturating_duration_since(state.resync_since) >= grace))
-            {
-                // Untracked ids resync at once (live trades wait for it);
-                // sequential ones only if no trade showed continuity first.
-                state.resync_in_flight = true;
-                state.resync_attempts += 1;
-                BackfillKind::Resync
-            } else {
+            let Some(call) = state.next_rest_call(now, grace) else {
                 continue;
             };
             let feed = self.spec.feed;
             let rest_url = self.spec.rest_url.clone();
             let timeout = self.tuning.rest_timeout;
             let symbol = symbol.clone();
-            tracing::debug!(symbol, ?kind, "REST backfill");
+            tracing::debug!(symbol, ?call, "REST backfill");
             self.backfills.spawn(async move {
                 let result = backfill::recent_trades(feed, &rest_url, &symbol, timeout).await;
-                (symbol, kind, result)
+                (symbol, call, result)
             });
         }
     }
@@ -469,46 +358,27 @@ impl FeedTask {
     async fn on_backfill(
         &mut self,
         symbol: String,
-        kind: BackfillKind,
+        call: RestCall,
         result: Result<Vec<Trade>, BackfillError>,
     ) -> Result<(), IngestError> {
         if self.role != Role::Primary {
             return Ok(());
         }
-        let now = Instant::now();
+        let outcome = match result {
+            Ok(trades) => RestOutcome::Trades(trades),
+            Err(error) => {
+                match call {
+                    RestCall::Gap => tracing::warn!(symbol, %error, "REST backfill failed"),
+                    RestCall::Resync => tracing::warn!(symbol, %error, "REST resync failed"),
+                }
+                RestOutcome::Failed {
+                    terminal: error.is_terminal(),
+                }
+            }
+        };
         let mut out = std::mem::take(&mut self.scratch);
-        let state = self.state(&symbol);
-        match (kind, result) {
-            (BackfillKind::Gap, Ok(trades)) => state.seq.backfilled(trades, now, &mut out),
-            (BackfillKind::Gap, Err(error)) => {
-                tracing::warn!(symbol, %error, "REST backfill failed");
-                if error.is_terminal() {
-                    state.seq.give_up(now, &mut out);
-                } else {
-                    state.seq.backfill_failed(now, &mut out);
-                }
-            }
-            (BackfillKind::Resync, Ok(trades)) => {
-                state.resync_in_flight = false;
-                state.needs_resync = false;
-                if state.seq.resyncing() {
-                    state.seq.resynced(Some(trades), &mut out);
-                } else {
-                    for trade in trades {
-                        state.seq.offer(trade, now, &mut out);
-                    }
-                }
-            }
-            (BackfillKind::Resync, Err(error)) => {
-                tracing::warn!(symbol, %error, "REST resync failed");
-                state.resync_in_flight = false;
-                state.resync_since = now;
-                if state.resync_attempts >= 2 || error.is_terminal() {
-                    state.needs_resync = false;
-                    state.seq.resynced(None, &mut out);
-                }
-            }
-        }
+        self.symbol(&symbol)
+            .rest_answered(call, outcome, Instant::now(), &mut out);
         let result = self.apply(&symbol, &mut out).await;
         self.scratch = out;
         result
@@ -518,32 +388,18 @@ impl FeedTask {
         if self.role != Role::Primary {
             return Ok(());
         }
-        let now = crate::ingest::venues::receive_time_now();
-        let wall = now.saturating_sub(self.tuning.allowed_lateness);
+        let wall = crate::ingest::venues::receive_time_now();
         let mut due = Vec::new();
         for (symbol, state) in &mut self.symbols {
-            if state.rejected {
+            if state.rejected() {
                 continue;
             }
-            if let Some(received) = state.last_receive {
+            if let Some(received) = state.last_receive() {
                 self.events
-                    .last_trade_age(symbol, (now - received).max(0) as f64 / 1000.0);
+                    .last_trade_age(symbol, (wall - received).max(0) as f64 / 1000.0);
             }
-            let caught_up =
-                state.live_on > 0 && !state.needs_resync && state.seq.pending_gap().is_none();
-            let mut candidate = state.watermark.unwrap_or(Millis::MIN);
-            if let Some(last) = state.seq.last() {
-                candidate = candidate.max(last.exchange_time);
-            }
-            if caught_up {
-                candidate = candidate.max(wall);
-                if let Some(at) = state.caught_up_at {
-                    candidate = candidate.max(at);
-                }
-            }
-            if candidate > state.watermark.unwrap_or(Millis::MIN) {
-                state.watermark = Some(candidate);
-                due.push((symbol.clone(), candidate));
+            if let Some(time) = state.watermark(wall, self.tuning.allowed_lateness) {
+                due.push((symbol.clone(), time));
             }
         }
         for (symbol, time) in due {
@@ -562,17 +418,7 @@ impl FeedTask {
     fn positions(&self) -> HashMap<String, ResumePoint> {
         self.symbols
             .iter()
-            .filter_map(|(symbol, state)| {
-                state.seq.last().map(|last| {
-                    (
-                        symbol.clone(),
-                        ResumePoint {
-                            last: last.clone(),
-                            recent_ids: state.seq.recent_ids(),
-                        },
-                    )
-                })
-            })
+            .filter_map(|(symbol, state)| state.position().map(|p| (symbol.clone(), p)))
             .collect()
     }
 
@@ -592,30 +438,7 @@ impl FeedTask {
         for symbol in symbols {
             let mut out = std::mem::take(&mut self.scratch);
             if let Some(state) = self.symbols.get_mut(&symbol) {
-                state.seq = match resume.get(&symbol) {
-                    Some(point) => SymbolSequencer::resume(self.exchange, point),
-                    None => SymbolSequencer::new(self.exchange, true),
-                };
-                if resume.contains_key(&symbol) {
-                    // Untracked ids: merge the buffer with REST before releasing.
-                    state.seq.begin_resync();
-                }
-                // Until a trade or a resync shows otherwise, trades may be
-                // missing between the predecessor's last and our buffer.
-                state.needs_resync = resume.contains_key(&symbol);
-                state.resync_since = now;
-                for trade in std::mem::take(&mut state.buffer) {
-                    replayed += 1;
-                    state.seq.offer(trade, now, &mut out);
-                }
-                if out.iter().any(|e| {
-                    matches!(
-                        e,
-                        SequencerEvent::Released(_) | SequencerEvent::GapOpened { .. }
-                    )
-                }) {
-                    state.needs_resync = false;
-                }
+                replayed += state.promote(resume.get(&symbol), now, &mut out);
             }
             let result = self.apply(&symbol, &mut out).await;
             self.scratch = out;
