@@ -32,7 +32,9 @@
 //! | wire types (`…Trade`, `…Event`) | serde structs mirroring the JSON, raw payload in the doc comment |
 //!
 //! [`Feed`] (this module) wraps the per-exchange feeds so that a worker can be
-//! configured with `binance:aggTrade` and dispatch everything from there.
+//! configured with `binance:aggTrade`; [`Feed::rules`] and [`venue`] are the
+//! only places that go from an exchange to its module ([`FeedRules`] and
+//! [`Venue`], implemented for every module by one macro).
 //!
 //! Decimals are parsed from the exchange's own text (JSON strings, or the exact
 //! text of a JSON number through `serde_json::value::RawValue`), never via
@@ -309,70 +311,45 @@ impl Feed {
         Feed::Okx(okx::Feed::TradesAll),
     ];
 
+    /// This feed's rules and codecs (the one dispatch to the exchange's module).
+    pub fn rules(&self) -> &dyn FeedRules {
+        match self {
+            Feed::Binance(f) => f,
+            Feed::Upbit(f) => f,
+            Feed::Coinbase(f) => f,
+            Feed::Bybit(f) => f,
+            Feed::Okx(f) => f,
+        }
+    }
+
     /// The exchange of this feed.
     pub fn exchange(self) -> Exchange {
-        match self {
-            Feed::Binance(_) => Exchange::Binance,
-            Feed::Upbit(_) => Exchange::Upbit,
-            Feed::Coinbase(_) => Exchange::Coinbase,
-            Feed::Bybit(_) => Exchange::Bybit,
-            Feed::Okx(_) => Exchange::Okx,
-        }
+        self.rules().exchange()
     }
 
     /// The feed's name within its exchange (`aggTrade`, `simple`, `matches`…).
     pub fn name(self) -> &'static str {
-        match self {
-            Feed::Binance(f) => f.as_str(),
-            Feed::Upbit(f) => f.as_str(),
-            Feed::Coinbase(f) => f.as_str(),
-            Feed::Bybit(f) => f.as_str(),
-            Feed::Okx(f) => f.as_str(),
-        }
+        self.rules().name()
     }
 
     /// The live websocket URL.
     pub fn ws_url(self) -> &'static str {
-        match self {
-            Feed::Binance(f) => binance::ws_url(f),
-            Feed::Upbit(f) => upbit::ws_url(f),
-            Feed::Coinbase(f) => coinbase::ws_url(f),
-            Feed::Bybit(f) => bybit::ws_url(f),
-            Feed::Okx(f) => okx::ws_url(f),
-        }
+        self.rules().ws_url()
     }
 
     /// The live REST base URL (scheme and host) of the recent-trades endpoint.
     pub fn rest_base_url(self) -> &'static str {
-        match self {
-            Feed::Binance(f) => binance::rest_base_url(f),
-            Feed::Upbit(f) => upbit::rest_base_url(f),
-            Feed::Coinbase(f) => coinbase::rest_base_url(f),
-            Feed::Bybit(f) => bybit::rest_base_url(f),
-            Feed::Okx(f) => okx::rest_base_url(f),
-        }
+        self.rules().rest_base_url()
     }
 
     /// Who pings whom, how often, and when the server hangs up.
     pub fn keep_alive(self) -> KeepAlive {
-        match self {
-            Feed::Binance(f) => binance::keep_alive(f),
-            Feed::Upbit(f) => upbit::keep_alive(f),
-            Feed::Coinbase(f) => coinbase::keep_alive(f),
-            Feed::Bybit(f) => bybit::keep_alive(f),
-            Feed::Okx(f) => okx::keep_alive(f),
-        }
+        self.rules().keep_alive()
     }
 
     /// Subscription and REST limits.
     pub fn limits(self) -> ConnectionLimits {
-        match self {
-            Feed::Binance(f) => binance::limits(f),
-            Feed::Upbit(f) => upbit::limits(f),
-            Feed::Coinbase(f) => coinbase::limits(f),
-            Feed::Bybit(f) => bybit::limits(f),
-            Feed::Okx(f) => okx::limits(f),
-        }
+        self.rules().limits()
     }
 
     /// The subscribe messages for `symbols` (exchange symbols), split to the
@@ -387,13 +364,8 @@ impl Feed {
         symbols: &[S],
         first_request_id: u64,
     ) -> Result<Vec<SubscribeRequest>, ExchangeError> {
-        match self {
-            Feed::Binance(f) => binance::subscribe_requests(f, symbols, first_request_id),
-            Feed::Upbit(f) => upbit::subscribe_requests(f, symbols, first_request_id),
-            Feed::Coinbase(f) => coinbase::subscribe_requests(f, symbols, first_request_id),
-            Feed::Bybit(f) => bybit::subscribe_requests(f, symbols, first_request_id),
-            Feed::Okx(f) => okx::subscribe_requests(f, symbols, first_request_id),
-        }
+        let symbols: Vec<&str> = symbols.iter().map(AsRef::as_ref).collect();
+        self.rules().subscribe_requests(&symbols, first_request_id)
     }
 
     /// The frames this exchange would send for `trades`, in this feed's dialect.
@@ -402,24 +374,12 @@ impl Feed {
     /// [`ExchangeError::Encode`] when a trade lacks what the wire form needs
     /// (an unknown side, a non-numeric id where the exchange's is numeric…).
     pub fn encode_trades(self, trades: &[Trade]) -> Result<Vec<WireFrame>, ExchangeError> {
-        match self {
-            Feed::Binance(f) => binance::encode_trades(f, trades),
-            Feed::Upbit(f) => upbit::encode_trades(f, trades),
-            Feed::Coinbase(f) => coinbase::encode_trades(f, trades),
-            Feed::Bybit(f) => bybit::encode_trades(f, trades),
-            Feed::Okx(f) => okx::encode_trades(f, trades),
-        }
+        self.rules().encode_trades(trades)
     }
 
     /// Path and query of the recent-trades REST call, relative to the base URL.
     pub fn rest_trades_path(self, symbol: &str, limit: usize) -> String {
-        match self {
-            Feed::Binance(f) => binance::rest_trades_path(f, symbol, limit),
-            Feed::Upbit(f) => upbit::rest_trades_path(f, symbol, limit),
-            Feed::Coinbase(f) => coinbase::rest_trades_path(f, symbol, limit),
-            Feed::Bybit(f) => bybit::rest_trades_path(f, symbol, limit),
-            Feed::Okx(f) => okx::rest_trades_path(f, symbol, limit),
-        }
+        self.rules().rest_trades_path(symbol, limit)
     }
 
     /// Trades of a recent-trades REST response, oldest first.
@@ -432,13 +392,7 @@ impl Feed {
         body: &[u8],
         receive_time: Millis,
     ) -> Result<Vec<Trade>, ExchangeError> {
-        match self {
-            Feed::Binance(f) => binance::parse_rest_trades(f, symbol, body, receive_time),
-            Feed::Upbit(f) => upbit::parse_rest_trades(f, symbol, body, receive_time),
-            Feed::Coinbase(f) => coinbase::parse_rest_trades(f, symbol, body, receive_time),
-            Feed::Bybit(f) => bybit::parse_rest_trades(f, symbol, body, receive_time),
-            Feed::Okx(f) => okx::parse_rest_trades(f, symbol, body, receive_time),
-        }
+        self.rules().parse_rest_trades(symbol, body, receive_time)
     }
 
     /// The REST body the exchange would return for `trades`.
@@ -446,13 +400,157 @@ impl Feed {
     /// # Errors
     /// As [`Feed::encode_trades`].
     pub fn encode_rest_trades(self, trades: &[Trade]) -> Result<String, ExchangeError> {
-        match self {
-            Feed::Binance(f) => binance::encode_rest_trades(f, trades),
-            Feed::Upbit(f) => upbit::encode_rest_trades(f, trades),
-            Feed::Coinbase(f) => coinbase::encode_rest_trades(f, trades),
-            Feed::Bybit(f) => bybit::encode_rest_trades(f, trades),
-            Feed::Okx(f) => okx::encode_rest_trades(f, trades),
+        self.rules().encode_rest_trades(trades)
+    }
+}
+
+/// What one exchange's adapter does for every feed: parse frames, map
+/// symbols, say whether ids are contiguous. [`venue`] is the table.
+pub trait Venue: Sync {
+    fn exchange(&self) -> Exchange;
+    /// See [`parse_frame`].
+    ///
+    /// # Errors
+    /// As [`parse_frame`].
+    fn parse_frame(&self, payload: &[u8], receive_time: Millis) -> Result<Frame, ExchangeError>;
+    /// See [`instrument`].
+    ///
+    /// # Errors
+    /// As [`instrument`].
+    fn instrument(&self, symbol: &str) -> Result<String, ExchangeError>;
+    fn ids_are_sequential(&self) -> bool;
+}
+
+/// One feed's rules and codecs, implemented by each exchange module's
+/// `Feed`; [`Feed::rules`] picks it. The methods are [`Feed`]'s.
+pub trait FeedRules: Venue {
+    fn name(&self) -> &'static str;
+    fn ws_url(&self) -> &'static str;
+    fn rest_base_url(&self) -> &'static str;
+    fn keep_alive(&self) -> KeepAlive;
+    fn limits(&self) -> ConnectionLimits;
+    /// # Errors
+    /// As [`Feed::subscribe_requests`].
+    fn subscribe_requests(
+        &self,
+        symbols: &[&str],
+        first_request_id: u64,
+    ) -> Result<Vec<SubscribeRequest>, ExchangeError>;
+    /// # Errors
+    /// As [`Feed::encode_trades`].
+    fn encode_trades(&self, trades: &[Trade]) -> Result<Vec<WireFrame>, ExchangeError>;
+    fn rest_trades_path(&self, symbol: &str, limit: usize) -> String;
+    /// # Errors
+    /// As [`Feed::parse_rest_trades`].
+    fn parse_rest_trades(
+        &self,
+        symbol: &str,
+        body: &[u8],
+        receive_time: Millis,
+    ) -> Result<Vec<Trade>, ExchangeError>;
+    /// # Errors
+    /// As [`Feed::encode_rest_trades`].
+    fn encode_rest_trades(&self, trades: &[Trade]) -> Result<String, ExchangeError>;
+}
+
+/// Implements [`Venue`] and [`FeedRules`] for each exchange module, whose
+/// functions all have the same names and shapes (see the table above).
+macro_rules! venue_modules {
+    ($($module:ident => $venue:ident),* $(,)?) => {$(
+        /// The exchange of the module of the same name, as a [`Venue`].
+        #[derive(Debug, Clone, Copy)]
+        pub struct $venue;
+
+        impl Venue for $venue {
+            fn exchange(&self) -> Exchange {
+                $module::EXCHANGE
+            }
+            fn parse_frame(&self, payload: &[u8], receive_time: Millis) -> Result<Frame, ExchangeError> {
+                $module::parse_frame(payload, receive_time)
+            }
+            fn instrument(&self, symbol: &str) -> Result<String, ExchangeError> {
+                $module::instrument(symbol)
+            }
+            fn ids_are_sequential(&self) -> bool {
+                $module::IDS_ARE_SEQUENTIAL
+            }
         }
+
+        impl Venue for $module::Feed {
+            fn exchange(&self) -> Exchange {
+                $venue.exchange()
+            }
+            fn parse_frame(&self, payload: &[u8], receive_time: Millis) -> Result<Frame, ExchangeError> {
+                $venue.parse_frame(payload, receive_time)
+            }
+            fn instrument(&self, symbol: &str) -> Result<String, ExchangeError> {
+                $venue.instrument(symbol)
+            }
+            fn ids_are_sequential(&self) -> bool {
+                $venue.ids_are_sequential()
+            }
+        }
+
+        impl FeedRules for $module::Feed {
+            fn name(&self) -> &'static str {
+                self.as_str()
+            }
+            fn ws_url(&self) -> &'static str {
+                $module::ws_url(*self)
+            }
+            fn rest_base_url(&self) -> &'static str {
+                $module::rest_base_url(*self)
+            }
+            fn keep_alive(&self) -> KeepAlive {
+                $module::keep_alive(*self)
+            }
+            fn limits(&self) -> ConnectionLimits {
+                $module::limits(*self)
+            }
+            fn subscribe_requests(
+                &self,
+                symbols: &[&str],
+                first_request_id: u64,
+            ) -> Result<Vec<SubscribeRequest>, ExchangeError> {
+                $module::subscribe_requests(*self, symbols, first_request_id)
+            }
+            fn encode_trades(&self, trades: &[Trade]) -> Result<Vec<WireFrame>, ExchangeError> {
+                $module::encode_trades(*self, trades)
+            }
+            fn rest_trades_path(&self, symbol: &str, limit: usize) -> String {
+                $module::rest_trades_path(*self, symbol, limit)
+            }
+            fn parse_rest_trades(
+                &self,
+                symbol: &str,
+                body: &[u8],
+                receive_time: Millis,
+            ) -> Result<Vec<Trade>, ExchangeError> {
+                $module::parse_rest_trades(*self, symbol, body, receive_time)
+            }
+            fn encode_rest_trades(&self, trades: &[Trade]) -> Result<String, ExchangeError> {
+                $module::encode_rest_trades(*self, trades)
+            }
+        }
+    )*};
+}
+
+venue_modules!(
+    binance => Binance,
+    upbit => Upbit,
+    coinbase => Coinbase,
+    bybit => Bybit,
+    okx => Okx,
+);
+
+/// The adapter of `exchange`: the one table from an exchange to its module.
+pub fn venue(exchange: Exchange) -> &'static dyn Venue {
+    match exchange {
+        Exchange::Binance => &Binance,
+        Exchange::Upbit => &Upbit,
+        Exchange::Coinbase => &Coinbase,
+        Exchange::Bybit => &Bybit,
+        Exchange::Okx => &Okx,
     }
 }
 
@@ -508,13 +606,7 @@ pub fn parse_frame(
     payload: &[u8],
     receive_time: Millis,
 ) -> Result<Frame, ExchangeError> {
-    match exchange {
-        Exchange::Binance => binance::parse_frame(payload, receive_time),
-        Exchange::Upbit => upbit::parse_frame(payload, receive_time),
-        Exchange::Coinbase => coinbase::parse_frame(payload, receive_time),
-        Exchange::Bybit => bybit::parse_frame(payload, receive_time),
-        Exchange::Okx => okx::parse_frame(payload, receive_time),
-    }
+    venue(exchange).parse_frame(payload, receive_time)
 }
 
 /// The normalised `BASE-QUOTE` instrument of an exchange symbol.
@@ -522,25 +614,13 @@ pub fn parse_frame(
 /// # Errors
 /// [`ExchangeError::UnknownSymbol`] when the symbol does not split.
 pub fn instrument(exchange: Exchange, symbol: &str) -> Result<String, ExchangeError> {
-    match exchange {
-        Exchange::Binance => binance::instrument(symbol),
-        Exchange::Upbit => upbit::instrument(symbol),
-        Exchange::Coinbase => coinbase::instrument(symbol),
-        Exchange::Bybit => bybit::instrument(symbol),
-        Exchange::Okx => okx::instrument(symbol),
-    }
+    venue(exchange).instrument(symbol)
 }
 
 /// Whether the exchange's trade ids are contiguous integers per symbol, so
 /// that a jump means missed trades (see [`id_continuity`]).
 pub fn ids_are_sequential(exchange: Exchange) -> bool {
-    match exchange {
-        Exchange::Binance => binance::IDS_ARE_SEQUENTIAL,
-        Exchange::Upbit => upbit::IDS_ARE_SEQUENTIAL,
-        Exchange::Coinbase => coinbase::IDS_ARE_SEQUENTIAL,
-        Exchange::Bybit => bybit::IDS_ARE_SEQUENTIAL,
-        Exchange::Okx => okx::IDS_ARE_SEQUENTIAL,
-    }
+    venue(exchange).ids_are_sequential()
 }
 
 /// How a symbol's next trade follows the previous one, by raw trade ids.
