@@ -62,12 +62,13 @@ pub const PONG_DEADLINE: Duration = Duration::from_secs(60);
 pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Quote assets of Binance (and Binance.US) spot symbols, for splitting
-/// `ETHUSDT` into `ETH-USDT`; the longest matching suffix wins.
+/// `ETHUSDT` into `ETH-USDT`; the longest matching suffix wins. The one list
+/// the live feed and `tickfetch import` share.
 pub const QUOTE_ASSETS: &[&str] = &[
     "USDT", "USDC", "FDUSD", "BUSD", "TUSD", "USDP", "USDS", "DAI", "UST", "PAX", "USD", "BTC",
     "ETH", "BNB", "XRP", "TRX", "DOGE", "DOT", "SOL", "EUR", "EURI", "AEUR", "GBP", "AUD", "TRY",
     "BRL", "RUB", "UAH", "NGN", "ZAR", "PLN", "RON", "ARS", "JPY", "MXN", "COP", "CZK", "IDRT",
-    "BIDR", "BVND", "VAI",
+    "BIDR", "BKRW", "BVND", "VAI",
 ];
 
 /// Binance's two trade streams.
