@@ -14,11 +14,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use tickfetch::config::{Config, FeedConfig};
-use tickfetch::ingest::events::FeedStatsSnapshot;
-use tickfetch::ingest::simulator::{
+use tickfetch::exsim::{
     generated_symbols, ConnectionRules as SimRules, Fault, FaultKind, GenerateConfig, SimConfig,
     SimHandle, Simulator, Source,
 };
+use tickfetch::ingest::events::FeedStatsSnapshot;
 use tickfetch::ingest::venues::Feed;
 use tickfetch::ingest::worker::{FeedHandle, Role, Worker};
 use tickfetch::model::{Exchange, GapMarker, Trade, Watermark};

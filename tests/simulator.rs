@@ -23,11 +23,11 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
 
-use tickfetch::ingest::decode::decode_reader;
-use tickfetch::ingest::simulator::{
+use tickfetch::exsim::{
     ConnectionRules, Fault, FaultKind, GenerateConfig, ReplayConfig, ReplayStart, SimConfig,
     SimHandle, Simulator, Source,
 };
+use tickfetch::ingest::decode::decode_reader;
 use tickfetch::ingest::venues::{
     self, binance, id_continuity, okx, ExchangeError, Feed, Frame, IdContinuity,
 };

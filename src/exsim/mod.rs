@@ -38,8 +38,8 @@
 //!
 //! # Library use
 //! ```no_run
-//! # async fn demo() -> Result<(), tickfetch::ingest::simulator::SimError> {
-//! use tickfetch::ingest::simulator::{Fault, FaultKind, GenerateConfig, SimConfig, Simulator, Source};
+//! # async fn demo() -> Result<(), tickfetch::exsim::SimError> {
+//! use tickfetch::exsim::{Fault, FaultKind, GenerateConfig, SimConfig, Simulator, Source};
 //! use tickfetch::model::Exchange;
 //! let sim = Simulator::start(SimConfig {
 //!     source: Source::Generate(GenerateConfig { rate_per_second: 0.0, ..Default::default() }),

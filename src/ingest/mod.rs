@@ -24,9 +24,6 @@
 //! - [`decode`]: raw frames (recordings, JSON lines) into normalised trades,
 //!   for `tickfetch decode` and the replays.
 
-// Not part of the worker: what tests, benchmarks and the demo connect it to.
-pub mod simulator;
-
 pub mod connection;
 pub mod decode;
 pub mod error;
