@@ -77,7 +77,7 @@ fn bench_parse(frames_per_feed: usize) -> serde_json::Value {
         // Advanced Trade would otherwise put every trade in one message).
         let Ok(frames) = trades(feed, frames_per_feed)
             .chunks(1)
-            .map(|one| feed.encode_trades(one))
+            .map(|one| tickfetch::exsim::encode::encode_trades(feed, one))
             .collect::<Result<Vec<_>, _>>()
             .map(|f| f.concat())
         else {

@@ -270,8 +270,7 @@ fn assert_contiguous_per_symbol(trades: &[Trade], context: &str) {
 
 /// Encode real trades in a feed's wire form and parse them back.
 fn assert_round_trip(feed: venues::Feed, trades: &[Trade]) {
-    let frames = feed
-        .encode_trades(trades)
+    let frames = tickfetch::exsim::encode::encode_trades(feed, trades)
         .unwrap_or_else(|e| panic!("{feed}: {e}"));
     let mut back = Vec::new();
     for frame in &frames {
@@ -476,7 +475,8 @@ fn binance_ws_and_rest_fixtures_decode_exactly() {
         let trades = binance::parse_rest_trades(feed, "BTCUSDT", text.as_bytes(), 5).expect(file);
         assert_trades(&trades, &want, file);
         assert_contiguous_per_symbol(&trades, file);
-        let body = binance::encode_rest_trades(feed, &trades).expect("encode");
+        let body =
+            tickfetch::exsim::encode::binance::encode_rest_trades(feed, &trades).expect("encode");
         assert_eq!(
             binance::parse_rest_trades(feed, "BTCUSDT", body.as_bytes(), 5).expect("own body"),
             trades,

@@ -114,13 +114,13 @@ impl TradeBatch {
 /// skip the trades that cannot be written (a replayed Coinbase trade with an
 /// unknown side, say).
 fn encode(feed: Feed, trades: &[Trade]) -> Encoded {
-    match feed.encode_trades(trades) {
+    match super::encode::encode_trades(feed, trades) {
         Ok(frames) => Encoded { frames, failed: 0 },
         Err(_) => {
             let mut frames = Vec::new();
             let mut failed = 0;
             for trade in trades {
-                match feed.encode_trades(std::slice::from_ref(trade)) {
+                match super::encode::encode_trades(feed, std::slice::from_ref(trade)) {
                     Ok(mut more) => frames.append(&mut more),
                     Err(error) => {
                         failed += 1;

@@ -13,10 +13,10 @@
 //!                      └─ /control ───▶ control.rs (faults.rs, history, stats)
 //! ```
 //!
-//! Every wire format comes from the exchange adapters
-//! ([`crate::ingest::venues`]): the simulator sends what `encode_trades`
-//! and `encode_rest_trades` produce, so what a worker parses here is what it
-//! parses in production.
+//! Every wire format comes from the exchange adapters' own wire structs
+//! ([`crate::ingest::venues`]), filled by [`encode`] (`encode_trades`,
+//! `encode_rest_trades`), so what a worker parses here is what it parses in
+//! production.
 //!
 //! # URL layout
 //! One port, one prefix per exchange; below the prefix, the live endpoint's
@@ -54,6 +54,7 @@
 //! ```
 
 pub mod control;
+pub mod encode;
 pub mod faults;
 pub mod generator;
 pub mod http;

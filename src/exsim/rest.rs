@@ -78,7 +78,7 @@ fn id_param(request: &Request, key: &str) -> Option<u64> {
 
 /// Encode through the adapter; a trade the exchange cannot express is a 500.
 fn body(feed: Feed, trades: &[Trade]) -> Response {
-    match feed.encode_rest_trades(trades) {
+    match super::encode::encode_rest_trades(feed, trades) {
         Ok(text) => Response::json(200, text),
         Err(e) => Response::error(500, &e.to_string()),
     }

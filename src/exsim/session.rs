@@ -100,7 +100,10 @@ fn corrupt_frame(book: &ExchangeBook, protocol: &Protocol, symbol: Option<&str>)
     let sample = pick.and_then(|(symbol, feeds)| {
         let feed = *feeds.first()?;
         let trade = book.last_trade(symbol, Series::of(feed))?;
-        feed.encode_trades(&[trade]).ok()?.into_iter().next()
+        super::encode::encode_trades(feed, &[trade])
+            .ok()?
+            .into_iter()
+            .next()
     });
     let bytes: Vec<u8> = match &sample {
         Some(frame) => {

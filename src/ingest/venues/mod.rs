@@ -8,15 +8,14 @@
 //! REST body (bytes) ──parse_rest_trades──▶ Vec<Trade>
 //! ```
 //!
-//! and the other way for the exchange simulator and for tests:
-//!
-//! ```text
-//! &[Trade] ──encode_trades──▶ Vec<WireFrame> (the exchange's real frames)
-//! &[Trade] ──encode_rest_trades──▶ REST body
-//! ```
+//! (The other way, trades into the exchange's frames, is the simulator's:
+//! `exsim::encode`.)
 //!
 //! Every exchange module ([`binance`], [`upbit`], [`coinbase`], [`bybit`],
 //! [`okx`]) has the same shape, so a reader who knows one knows all:
+//! `mod.rs` holds endpoints and rules, `wire.rs` the exchange's messages as
+//! serde structs (raw payload in each doc comment), `parse.rs` the parsing
+//! into [`Frame`]s and `Trade`s.
 //!
 //! | item | what it is |
 //! | --- | --- |
@@ -27,8 +26,7 @@
 //! | `instrument` | exchange symbol → normalised `BASE-QUOTE` |
 //! | `subscribe_requests` | the subscribe messages for a list of symbols, split to the exchange's limits |
 //! | `parse_frame` | one received frame → [`Frame`] |
-//! | `encode_trades` | the inverse of `parse_frame`, for the simulator |
-//! | `rest_trades_path`, `parse_rest_trades`, `encode_rest_trades` | recent-trades REST endpoint, both ways |
+//! | `rest_trades_path`, `parse_rest_trades` | the recent-trades REST endpoint |
 //! | wire types (`…Trade`, `…Event`) | serde structs mirroring the JSON, raw payload in the doc comment |
 //!
 //! [`Feed`] (this module) wraps the per-exchange feeds so that a worker can be
@@ -55,7 +53,7 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 
-use crate::model::{Exchange, Millis, Side, Trade};
+use crate::model::{Exchange, Millis, Trade};
 
 /// How many bytes of a bad input an error message quotes.
 const EXCERPT_BYTES: usize = 160;
@@ -368,15 +366,6 @@ impl Feed {
         self.rules().subscribe_requests(&symbols, first_request_id)
     }
 
-    /// The frames this exchange would send for `trades`, in this feed's dialect.
-    ///
-    /// # Errors
-    /// [`ExchangeError::Encode`] when a trade lacks what the wire form needs
-    /// (an unknown side, a non-numeric id where the exchange's is numeric…).
-    pub fn encode_trades(self, trades: &[Trade]) -> Result<Vec<WireFrame>, ExchangeError> {
-        self.rules().encode_trades(trades)
-    }
-
     /// Path and query of the recent-trades REST call, relative to the base URL.
     pub fn rest_trades_path(self, symbol: &str, limit: usize) -> String {
         self.rules().rest_trades_path(symbol, limit)
@@ -393,14 +382,6 @@ impl Feed {
         receive_time: Millis,
     ) -> Result<Vec<Trade>, ExchangeError> {
         self.rules().parse_rest_trades(symbol, body, receive_time)
-    }
-
-    /// The REST body the exchange would return for `trades`.
-    ///
-    /// # Errors
-    /// As [`Feed::encode_trades`].
-    pub fn encode_rest_trades(self, trades: &[Trade]) -> Result<String, ExchangeError> {
-        self.rules().encode_rest_trades(trades)
     }
 }
 
@@ -436,9 +417,6 @@ pub trait FeedRules: Venue {
         symbols: &[&str],
         first_request_id: u64,
     ) -> Result<Vec<SubscribeRequest>, ExchangeError>;
-    /// # Errors
-    /// As [`Feed::encode_trades`].
-    fn encode_trades(&self, trades: &[Trade]) -> Result<Vec<WireFrame>, ExchangeError>;
     fn rest_trades_path(&self, symbol: &str, limit: usize) -> String;
     /// # Errors
     /// As [`Feed::parse_rest_trades`].
@@ -448,9 +426,6 @@ pub trait FeedRules: Venue {
         body: &[u8],
         receive_time: Millis,
     ) -> Result<Vec<Trade>, ExchangeError>;
-    /// # Errors
-    /// As [`Feed::encode_rest_trades`].
-    fn encode_rest_trades(&self, trades: &[Trade]) -> Result<String, ExchangeError>;
 }
 
 /// Implements [`Venue`] and [`FeedRules`] for each exchange module, whose
@@ -514,9 +489,6 @@ macro_rules! venue_modules {
             ) -> Result<Vec<SubscribeRequest>, ExchangeError> {
                 $module::subscribe_requests(*self, symbols, first_request_id)
             }
-            fn encode_trades(&self, trades: &[Trade]) -> Result<Vec<WireFrame>, ExchangeError> {
-                $module::encode_trades(*self, trades)
-            }
             fn rest_trades_path(&self, symbol: &str, limit: usize) -> String {
                 $module::rest_trades_path(*self, symbol, limit)
             }
@@ -527,9 +499,6 @@ macro_rules! venue_modules {
                 receive_time: Millis,
             ) -> Result<Vec<Trade>, ExchangeError> {
                 $module::parse_rest_trades(*self, symbol, body, receive_time)
-            }
-            fn encode_rest_trades(&self, trades: &[Trade]) -> Result<String, ExchangeError> {
-                $module::encode_rest_trades(*self, trades)
             }
         }
     )*};
@@ -748,15 +717,7 @@ fn unknown_symbol(exchange: Exchange, symbol: &str, problem: impl Into<String>) 
     }
 }
 
-fn encode_error(exchange: Exchange, trade: &Trade, problem: impl Into<String>) -> ExchangeError {
-    ExchangeError::Encode {
-        exchange,
-        trade_id: trade.trade_id.clone(),
-        problem: problem.into(),
-    }
-}
-
-fn request_error(exchange: Exchange, problem: impl Into<String>) -> ExchangeError {
+pub(crate) fn request_error(exchange: Exchange, problem: impl Into<String>) -> ExchangeError {
     ExchangeError::Request {
         exchange,
         problem: problem.into(),
@@ -828,30 +789,6 @@ fn parse_int_text<T: FromStr>(
     })
 }
 
-/// The JSON-number text of a decimal (`Decimal`'s `Display` keeps its scale).
-fn decimal_raw_value(
-    exchange: Exchange,
-    trade: &Trade,
-    value: Decimal,
-) -> Result<Box<serde_json::value::RawValue>, ExchangeError> {
-    serde_json::value::RawValue::from_string(value.to_string())
-        .map_err(|e| encode_error(exchange, trade, format!("decimal {value} as JSON: {e}")))
-}
-
-fn side_or_err(exchange: Exchange, trade: &Trade) -> Result<Side, ExchangeError> {
-    match trade.side {
-        Side::Unknown => Err(encode_error(exchange, trade, "side is unknown")),
-        side => Ok(side),
-    }
-}
-
-fn numeric_id(exchange: Exchange, trade: &Trade) -> Result<u64, ExchangeError> {
-    trade
-        .trade_id
-        .parse()
-        .map_err(|_| encode_error(exchange, trade, "the exchange's trade ids are integers"))
-}
-
 /// Split `SYMBOL` by the longest known quote suffix.
 fn split_by_quote_suffix(
     exchange: Exchange,
@@ -899,131 +836,23 @@ fn oldest_first(mut trades: Vec<Trade>) -> Vec<Trade> {
     trades
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let yoe = year - era * 400;
-    let month = i64::from(month);
-    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of a day count since 1970-01-01.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-/// UTC date and time parts of an epoch-millisecond time.
-struct UtcParts {
-    year: i64,
-    month: u32,
-    day: u32,
-    hour: u32,
-    minute: u32,
-    second: u32,
-    millis: u32,
-}
-
-fn utc_parts(time: Millis) -> UtcParts {
-    let days = time.div_euclid(86_400_000);
-    let in_day = time.rem_euclid(86_400_000);
-    let (year, month, day) = civil_from_days(days);
-    UtcParts {
-        year,
-        month,
-        day,
-        hour: (in_day / 3_600_000) as u32,
-        minute: (in_day / 60_000 % 60) as u32,
-        second: (in_day / 1000 % 60) as u32,
-        millis: (in_day % 1000) as u32,
-    }
-}
-
-/// `2021-04-17T16:43:30.244000Z`: ISO-8601 with microseconds, as Coinbase sends.
-fn format_iso8601_micros(time: Millis) -> String {
-    let p = utc_parts(time);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}000Z",
-        p.year, p.month, p.day, p.hour, p.minute, p.second, p.millis
-    )
-}
-
 /// Parse `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+00:00)` to epoch ms, truncating
 /// the fraction (µs, ns) to the millisecond.
 fn parse_iso8601_millis(text: &str) -> Option<Millis> {
-    let bytes = text.as_bytes();
-    if bytes.len() < 20 {
-        return None;
-    }
-    let digits = |range: std::ops::Range<usize>| -> Option<u32> {
-        let part = text.get(range)?;
-        if !part.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        part.parse().ok()
-    };
-    let separators_ok = bytes[4] == b'-'
-        && bytes[7] == b'-'
-        && (bytes[10] == b'T' || bytes[10] == b' ')
-        && bytes[13] == b':'
-        && bytes[16] == b':';
-    if !separators_ok {
-        return None;
-    }
-    let year = digits(0..4)?;
-    let month = digits(5..7)?;
-    let day = digits(8..10)?;
-    let hour = digits(11..13)?;
-    let minute = digits(14..16)?;
-    let second = digits(17..19)?;
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    let mut rest = &text[19..];
-    let mut millis = 0u32;
-    if let Some(fraction) = rest.strip_prefix('.') {
-        let len = fraction.bytes().take_while(u8::is_ascii_digit).count();
-        if len == 0 {
-            return None;
-        }
-        // Position-scaled, so ".2" is 200 ms; digits past the third are truncated.
-        for (i, b) in fraction.bytes().take(len.min(3)).enumerate() {
-            millis += u32::from(b - b'0') * [100, 10, 1][i];
-        }
-        rest = &fraction[len..];
-    }
-    if !(rest == "Z" || rest == "+00:00" || rest == "+0000") {
-        return None;
-    }
-    let days = days_from_civil(i64::from(year), month, day);
-    Some(
-        days * 86_400_000
-            + i64::from(hour) * 3_600_000
-            + i64::from(minute) * 60_000
-            + i64::from(second) * 1000
-            + i64::from(millis),
-    )
+    // UTC only; exchanges write `Z` (Coinbase) or `+00:00`.
+    let local = ["Z", "+00:00", "+0000"]
+        .iter()
+        .find_map(|offset| text.strip_suffix(offset))?;
+    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+        .iter()
+        .find_map(|format| chrono::NaiveDateTime::parse_from_str(local, format).ok())
+        .map(|time| time.and_utc().timestamp_millis())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Side;
 
     fn trade(exchange: Exchange, id: &str, first: Option<u64>, last: Option<u64>) -> Trade {
         Trade {
@@ -1062,6 +891,7 @@ mod tests {
 
     #[test]
     fn iso8601_round_trips_through_the_formatter() {
+        use crate::exsim::encode::format_iso8601_micros;
         for ms in [0, 1_618_677_810_244, 951_825_600_000, 4_102_444_799_999] {
             let text = format_iso8601_micros(ms);
             assert_eq!(parse_iso8601_millis(&text), Some(ms), "{text}");

@@ -19,6 +19,9 @@
 //! lives at most 24 hours; at most 1024 streams per connection and 5 incoming
 //! messages (pings, pongs, JSON requests) per second.
 
+mod parse;
+mod wire;
+
 use std::borrow::Cow;
 use std::time::Duration;
 
@@ -26,39 +29,53 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::{
-    encode_error, field_error, from_json, numeric_id, oldest_first, parse_decimal, request_error,
-    side_or_err, split_by_quote_suffix, unknown_symbol, unrecognised, with_excerpt,
-    ConnectionLimits, ExchangeError, Frame, KeepAlive, ServerPing, SubscribeRejection,
-    SubscribeRequest, WireFrame,
+    field_error, from_json, oldest_first, parse_decimal, request_error, split_by_quote_suffix,
+    unknown_symbol, unrecognised, with_excerpt, ConnectionLimits, ExchangeError, Frame, KeepAlive,
+    ServerPing, SubscribeRejection, SubscribeRequest,
 };
 use crate::model::{Exchange, Millis, Side, Trade};
+
+pub use parse::*;
+pub use wire::*;
 
 /// The exchange this module speaks to.
 pub const EXCHANGE: Exchange = Exchange::Binance;
 
 /// Websocket host of spot market streams (`:443` works too).
 pub const WS_BASE_URL: &str = "wss://stream.binance.com:9443";
+
 /// Combined-stream endpoint: frames come wrapped in `{"stream":…,"data":…}`;
 /// subscribe with `?streams=a/b` in the URL or with JSON `SUBSCRIBE`.
 pub const WS_COMBINED_PATH: &str = "/stream";
+
 /// `WS_BASE_URL` + `WS_COMBINED_PATH`.
 pub const WS_URL: &str = "wss://stream.binance.com:9443/stream";
+
 pub const REST_BASE_URL: &str = "https://api.binance.com";
+
 /// `GET /api/v3/trades?symbol=&limit=`: the latest trades (limit ≤ 1000).
 pub const REST_TRADES_PATH: &str = "/api/v3/trades";
+
 /// `GET /api/v3/aggTrades?symbol=&fromId=&limit=`: aggregate trades from an id.
 pub const REST_AGG_TRADES_PATH: &str = "/api/v3/aggTrades";
+
 /// `GET /api/v3/historicalTrades?symbol=&fromId=&limit=`: raw trades from an id.
 pub const REST_HISTORICAL_TRADES_PATH: &str = "/api/v3/historicalTrades";
 
 /// `t` and `a` are contiguous per symbol.
 pub const IDS_ARE_SEQUENTIAL: bool = true;
+
 pub const MAX_STREAMS_PER_CONNECTION: usize = 1024;
+
 /// Incoming (client → server) messages per second, pings and pongs included.
 pub const MAX_INCOMING_MESSAGES_PER_SECOND: u32 = 5;
+
 pub const REST_MAX_LIMIT: usize = 1000;
+
 pub const SERVER_PING_INTERVAL: Duration = Duration::from_secs(20);
+
 pub const PONG_DEADLINE: Duration = Duration::from_secs(60);
+
 pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Quote assets of Binance (and Binance.US) spot symbols, for splitting
@@ -218,387 +235,6 @@ pub fn subscribe_requests<S: AsRef<str>>(
     }])
 }
 
-/// A JSON request on the stream connection.
-///
-/// `{"method":"SUBSCRIBE","params":["btcusdt@aggTrade","btcusdt@depth"],"id":1}`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StreamRequest<'a> {
-    #[serde(borrow)]
-    pub method: Cow<'a, str>,
-    #[serde(borrow)]
-    pub params: Vec<Cow<'a, str>>,
-    pub id: u64,
-}
-
-/// The combined-stream wrapper, or the fields that tell a reply or a bare
-/// event apart.
-///
-/// `{"stream":"nknusdt@aggTrade","data":{"e":"aggTrade",…}}`,
-/// `{"result":null,"id":1}`, `{"error":{"code":2,"msg":"Invalid request: …"},"id":1}`
-#[derive(Debug, Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow, default)]
-    stream: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    data: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    result: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    error: Option<ErrorBody<'a>>,
-    #[serde(default)]
-    code: Option<i64>,
-    #[serde(borrow, default)]
-    msg: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    e: Option<Cow<'a, str>>,
-}
-
-/// `{"code":2,"msg":"Invalid request: request ID must be an unsigned integer"}`
-#[derive(Debug, Deserialize)]
-struct ErrorBody<'a> {
-    #[serde(default)]
-    code: Option<i64>,
-    #[serde(borrow, default)]
-    msg: Option<Cow<'a, str>>,
-}
-
-/// A `<symbol>@trade` event.
-///
-/// ```json
-/// {"e":"trade","E":1639351062244,"s":"ETHUSDT","t":705291099,"p":"4149.74000000",
-///  "q":"0.43870000","b":7038593583,"a":7038593613,"T":1639351062243,"m":true,"M":true}
-/// ```
-/// (`b`/`a`, the buyer and seller order ids, are no longer sent since 2023.)
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TradeEvent<'a> {
-    #[serde(rename = "e", borrow)]
-    pub event_type: Cow<'a, str>,
-    #[serde(rename = "E")]
-    pub event_time: Millis,
-    #[serde(rename = "s", borrow)]
-    pub symbol: Cow<'a, str>,
-    #[serde(rename = "t")]
-    pub trade_id: u64,
-    #[serde(rename = "p", borrow)]
-    pub price: Cow<'a, str>,
-    #[serde(rename = "q", borrow)]
-    pub quantity: Cow<'a, str>,
-    #[serde(rename = "b", default, skip_serializing_if = "Option::is_none")]
-    pub buyer_order_id: Option<u64>,
-    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
-    pub seller_order_id: Option<u64>,
-    #[serde(rename = "T")]
-    pub trade_time: Millis,
-    #[serde(rename = "m")]
-    pub is_buyer_maker: bool,
-    #[serde(rename = "M", default = "default_true")]
-    pub is_best_match: bool,
-}
-
-/// A `<symbol>@aggTrade` event.
-///
-/// ```json
-/// {"e":"aggTrade","E":1633998523963,"s":"NKNUSDT","a":15683430,"p":"0.35280000",
-///  "q":"58.00000000","f":19862790,"l":19862790,"T":1633998523963,"m":false,"M":true}
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AggTradeEvent<'a> {
-    #[serde(rename = "e", borrow)]
-    pub event_type: Cow<'a, str>,
-    #[serde(rename = "E")]
-    pub event_time: Millis,
-    #[serde(rename = "s", borrow)]
-    pub symbol: Cow<'a, str>,
-    #[serde(rename = "a")]
-    pub agg_trade_id: u64,
-    #[serde(rename = "p", borrow)]
-    pub price: Cow<'a, str>,
-    #[serde(rename = "q", borrow)]
-    pub quantity: Cow<'a, str>,
-    #[serde(rename = "f")]
-    pub first_trade_id: u64,
-    #[serde(rename = "l")]
-    pub last_trade_id: u64,
-    #[serde(rename = "T")]
-    pub trade_time: Millis,
-    #[serde(rename = "m")]
-    pub is_buyer_maker: bool,
-    #[serde(rename = "M", default = "default_true")]
-    pub is_best_match: bool,
-}
-
-/// A row of `GET /api/v3/trades` (and `historicalTrades`).
-///
-/// ```json
-/// {"id":1111468873,"price":"60650.00000000","qty":"0.02924000","quoteQty":"1773.40600000",
-///  "time":1634942949263,"isBuyerMaker":true,"isBestMatch":true}
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RestTrade<'a> {
-    pub id: u64,
-    #[serde(borrow)]
-    pub price: Cow<'a, str>,
-    #[serde(borrow)]
-    pub qty: Cow<'a, str>,
-    #[serde(borrow)]
-    pub quote_qty: Cow<'a, str>,
-    pub time: Millis,
-    pub is_buyer_maker: bool,
-    #[serde(default = "default_true")]
-    pub is_best_match: bool,
-}
-
-/// A row of `GET /api/v3/aggTrades`: the aggTrade event without `e`, `E`, `s`.
-///
-/// ```json
-/// {"a":966492862,"p":"60759.60000000","q":"0.00841000","f":1111480471,"l":1111480471,
-///  "T":1634944096633,"m":false,"M":true}
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RestAggTrade<'a> {
-    #[serde(rename = "a")]
-    pub agg_trade_id: u64,
-    #[serde(rename = "p", borrow)]
-    pub price: Cow<'a, str>,
-    #[serde(rename = "q", borrow)]
-    pub quantity: Cow<'a, str>,
-    #[serde(rename = "f")]
-    pub first_trade_id: u64,
-    #[serde(rename = "l")]
-    pub last_trade_id: u64,
-    #[serde(rename = "T")]
-    pub trade_time: Millis,
-    #[serde(rename = "m")]
-    pub is_buyer_maker: bool,
-    #[serde(rename = "M", default = "default_true")]
-    pub is_best_match: bool,
-}
-
-fn default_true() -> bool {
-    true
-}
-
-fn taker_side(is_buyer_maker: bool) -> Side {
-    if is_buyer_maker {
-        Side::Sell
-    } else {
-        Side::Buy
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn trade(
-    symbol: &str,
-    trade_id: u64,
-    price: &str,
-    quantity: &str,
-    is_buyer_maker: bool,
-    trade_time: Millis,
-    raw_ids: Option<(u64, u64)>,
-    receive_time: Millis,
-) -> Result<Trade, ExchangeError> {
-    Ok(Trade {
-        exchange: EXCHANGE,
-        symbol: symbol.to_string(),
-        instrument: instrument(symbol)?,
-        trade_id: trade_id.to_string(),
-        price: parse_decimal(EXCHANGE, "p", price, b"")?,
-        quantity: parse_decimal(EXCHANGE, "q", quantity, b"")?,
-        side: taker_side(is_buyer_maker),
-        exchange_time: trade_time,
-        receive_time,
-        first_trade_id: raw_ids.map(|(first, _)| first),
-        last_trade_id: raw_ids.map(|(_, last)| last),
-    })
-}
-
-impl TradeEvent<'_> {
-    /// The normalised trade, stamped with the time the frame was received.
-    ///
-    /// # Errors
-    /// [`ExchangeError::Field`] for a bad price or quantity,
-    /// [`ExchangeError::UnknownSymbol`] for a symbol that does not split.
-    pub fn into_trade(self, receive_time: Millis) -> Result<Trade, ExchangeError> {
-        trade(
-            &self.symbol,
-            self.trade_id,
-            &self.price,
-            &self.quantity,
-            self.is_buyer_maker,
-            self.trade_time,
-            None,
-            receive_time,
-        )
-    }
-}
-
-impl AggTradeEvent<'_> {
-    /// The normalised trade: `trade_id` is the aggregate id `a`, and
-    /// `first_trade_id..=last_trade_id` the raw trades it holds.
-    ///
-    /// # Errors
-    /// As [`TradeEvent::into_trade`], and [`ExchangeError::Field`] when `l < f`.
-    pub fn into_trade(self, receive_time: Millis) -> Result<Trade, ExchangeError> {
-        if self.last_trade_id < self.first_trade_id {
-            return Err(field_error(
-                EXCHANGE,
-                "l",
-                "last trade id is below the first",
-                b"",
-            ));
-        }
-        trade(
-            &self.symbol,
-            self.agg_trade_id,
-            &self.price,
-            &self.quantity,
-            self.is_buyer_maker,
-            self.trade_time,
-            Some((self.first_trade_id, self.last_trade_id)),
-            receive_time,
-        )
-    }
-}
-
-/// Classify one frame from the combined or a raw stream.
-///
-/// # Errors
-/// [`ExchangeError::Malformed`] for bad JSON or a trade missing a field,
-/// [`ExchangeError::Field`] for a bad value, [`ExchangeError::UnknownSymbol`],
-/// [`ExchangeError::Unrecognised`] for a JSON object that is none of the above.
-pub fn parse_frame(payload: &[u8], receive_time: Millis) -> Result<Frame, ExchangeError> {
-    let envelope: Envelope = from_json(EXCHANGE, payload)?;
-    let frame = if let (Some(stream), Some(data)) = (&envelope.stream, envelope.data) {
-        let kind = stream
-            .split_once('@')
-            .map_or(stream.as_ref(), |(_, kind)| kind);
-        parse_event(kind, data.get().as_bytes(), receive_time)
-    } else if let Some(error) = envelope.error {
-        Ok(rejection(&envelope.id, error.code, error.msg))
-    } else if envelope.code.is_some() && envelope.msg.is_some() {
-        Ok(rejection(&envelope.id, envelope.code, envelope.msg))
-    } else if let Some(id) = envelope.id {
-        let topics = envelope
-            .result
-            .and_then(|result| serde_json::from_str::<Vec<String>>(result.get()).ok())
-            .unwrap_or_default();
-        Ok(Frame::SubscribeAck {
-            request_id: Some(request_id_text(id)),
-            topics,
-        })
-    } else if let Some(kind) = &envelope.e {
-        parse_event(kind, payload, receive_time)
-    } else {
-        Err(unrecognised(EXCHANGE, payload))
-    };
-    frame.map_err(|e| with_excerpt(e, payload))
-}
-
-fn parse_event(kind: &str, data: &[u8], receive_time: Millis) -> Result<Frame, ExchangeError> {
-    match kind {
-        "trade" => {
-            let event: TradeEvent = from_json(EXCHANGE, data)?;
-            Ok(Frame::Trades(vec![event.into_trade(receive_time)?]))
-        }
-        "aggTrade" => {
-            let event: AggTradeEvent = from_json(EXCHANGE, data)?;
-            Ok(Frame::Trades(vec![event.into_trade(receive_time)?]))
-        }
-        other => Ok(Frame::Other(other.to_string())),
-    }
-}
-
-fn request_id_text(id: &RawValue) -> String {
-    let text = id.get();
-    text.strip_prefix('"')
-        .and_then(|t| t.strip_suffix('"'))
-        .unwrap_or(text)
-        .to_string()
-}
-
-fn rejection(id: &Option<&RawValue>, code: Option<i64>, msg: Option<Cow<'_, str>>) -> Frame {
-    Frame::SubscribeError(SubscribeRejection {
-        request_id: id.filter(|id| id.get() != "null").map(request_id_text),
-        symbols: Vec::new(),
-        code: code.map(|c| c.to_string()),
-        message: msg.map(Cow::into_owned).unwrap_or_default(),
-    })
-}
-
-/// The combined-stream frames Binance would send for `trades`, one per trade.
-///
-/// # Errors
-/// [`ExchangeError::Encode`] for an unknown side, a non-numeric trade id, or
-/// (aggTrade) a trade without `first_trade_id`/`last_trade_id`.
-pub fn encode_trades(feed: Feed, trades: &[Trade]) -> Result<Vec<WireFrame>, ExchangeError> {
-    trades
-        .iter()
-        .map(|trade| {
-            let stream = stream_name(feed, &trade.symbol);
-            let is_buyer_maker = side_or_err(EXCHANGE, trade)? == Side::Sell;
-            let id = numeric_id(EXCHANGE, trade)?;
-            let price = trade.price.to_string();
-            let quantity = trade.quantity.to_string();
-            let data = match feed {
-                Feed::Trade if trade.trade_count() > 1 => {
-                    return Err(encode_error(
-                        EXCHANGE,
-                        trade,
-                        "an aggregated trade is not a @trade event",
-                    ))
-                }
-                Feed::Trade => serde_json::to_string(&TradeEvent {
-                    event_type: Cow::Borrowed("trade"),
-                    event_time: trade.exchange_time,
-                    symbol: Cow::Borrowed(&trade.symbol),
-                    trade_id: id,
-                    price: Cow::Borrowed(&price),
-                    quantity: Cow::Borrowed(&quantity),
-                    buyer_order_id: None,
-                    seller_order_id: None,
-                    trade_time: trade.exchange_time,
-                    is_buyer_maker,
-                    is_best_match: true,
-                }),
-                Feed::AggTrade => {
-                    let (first, last) = agg_ids(trade)?;
-                    serde_json::to_string(&AggTradeEvent {
-                        event_type: Cow::Borrowed("aggTrade"),
-                        event_time: trade.exchange_time,
-                        symbol: Cow::Borrowed(&trade.symbol),
-                        agg_trade_id: id,
-                        price: Cow::Borrowed(&price),
-                        quantity: Cow::Borrowed(&quantity),
-                        first_trade_id: first,
-                        last_trade_id: last,
-                        trade_time: trade.exchange_time,
-                        is_buyer_maker,
-                        is_best_match: true,
-                    })
-                }
-            }
-            .map_err(|e| encode_error(EXCHANGE, trade, e.to_string()))?;
-            Ok(WireFrame::Text(format!(
-                r#"{{"stream":"{stream}","data":{data}}}"#
-            )))
-        })
-        .collect()
-}
-
-fn agg_ids(trade: &Trade) -> Result<(u64, u64), ExchangeError> {
-    match (trade.first_trade_id, trade.last_trade_id) {
-        (Some(first), Some(last)) if first <= last => Ok((first, last)),
-        _ => Err(encode_error(
-            EXCHANGE,
-            trade,
-            "an aggTrade needs first_trade_id <= last_trade_id",
-        )),
-    }
-}
-
 /// `/api/v3/trades?symbol=ETHUSDT&limit=500` (Trade) or
 /// `/api/v3/aggTrades?symbol=ETHUSDT&limit=500` (AggTrade): the latest trades.
 pub fn rest_trades_path(feed: Feed, symbol: &str, limit: usize) -> String {
@@ -633,112 +269,11 @@ pub fn historical_trades_from_path(symbol: &str, from_id: u64, limit: usize) -> 
     )
 }
 
-/// Trades of a `trades`/`historicalTrades` (Trade) or `aggTrades` (AggTrade)
-/// response for `symbol`, oldest first.
-///
-/// # Errors
-/// [`ExchangeError::Rejected`] for `{"code":-1121,"msg":"Invalid symbol."}`,
-/// else as [`parse_frame`].
-pub fn parse_rest_trades(
-    feed: Feed,
-    symbol: &str,
-    body: &[u8],
-    receive_time: Millis,
-) -> Result<Vec<Trade>, ExchangeError> {
-    if let Ok(error) = serde_json::from_slice::<ErrorBody>(body) {
-        if error.code.is_some() || error.msg.is_some() {
-            return Err(ExchangeError::Rejected {
-                exchange: EXCHANGE,
-                code: error.code.map(|c| c.to_string()),
-                message: error.msg.map(Cow::into_owned).unwrap_or_default(),
-            });
-        }
-    }
-    let symbol = symbol.to_ascii_uppercase();
-    let trades: Result<Vec<Trade>, ExchangeError> = match feed {
-        Feed::Trade => from_json::<Vec<RestTrade>>(EXCHANGE, body)?
-            .into_iter()
-            .map(|row| {
-                trade(
-                    &symbol,
-                    row.id,
-                    &row.price,
-                    &row.qty,
-                    row.is_buyer_maker,
-                    row.time,
-                    None,
-                    receive_time,
-                )
-            })
-            .collect(),
-        Feed::AggTrade => from_json::<Vec<RestAggTrade>>(EXCHANGE, body)?
-            .into_iter()
-            .map(|row| {
-                trade(
-                    &symbol,
-                    row.agg_trade_id,
-                    &row.price,
-                    &row.quantity,
-                    row.is_buyer_maker,
-                    row.trade_time,
-                    Some((row.first_trade_id, row.last_trade_id)),
-                    receive_time,
-                )
-            })
-            .collect(),
-    };
-    trades.map(oldest_first).map_err(|e| with_excerpt(e, body))
-}
-
-/// The REST body Binance would return for `trades` (oldest first, as Binance).
-///
-/// # Errors
-/// As [`encode_trades`].
-pub fn encode_rest_trades(feed: Feed, trades: &[Trade]) -> Result<String, ExchangeError> {
-    let text = match feed {
-        Feed::Trade => {
-            let rows = trades
-                .iter()
-                .map(|trade| {
-                    Ok(RestTrade {
-                        id: numeric_id(EXCHANGE, trade)?,
-                        price: Cow::Owned(trade.price.to_string()),
-                        qty: Cow::Owned(trade.quantity.to_string()),
-                        quote_qty: Cow::Owned(trade.quote_quantity().round_dp(8).to_string()),
-                        time: trade.exchange_time,
-                        is_buyer_maker: side_or_err(EXCHANGE, trade)? == Side::Sell,
-                        is_best_match: true,
-                    })
-                })
-                .collect::<Result<Vec<_>, ExchangeError>>()?;
-            serde_json::to_string(&rows)
-        }
-        Feed::AggTrade => {
-            let rows = trades
-                .iter()
-                .map(|trade| {
-                    let (first, last) = agg_ids(trade)?;
-                    Ok(RestAggTrade {
-                        agg_trade_id: numeric_id(EXCHANGE, trade)?,
-                        price: Cow::Owned(trade.price.to_string()),
-                        quantity: Cow::Owned(trade.quantity.to_string()),
-                        first_trade_id: first,
-                        last_trade_id: last,
-                        trade_time: trade.exchange_time,
-                        is_buyer_maker: side_or_err(EXCHANGE, trade)? == Side::Sell,
-                        is_best_match: true,
-                    })
-                })
-                .collect::<Result<Vec<_>, ExchangeError>>()?;
-            serde_json::to_string(&rows)
-        }
-    };
-    text.map_err(|e| request_error(EXCHANGE, e.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exsim::encode::binance::{encode_rest_trades, encode_trades};
+    use crate::ingest::venues::WireFrame;
     use rust_decimal::Decimal;
     use std::str::FromStr;
 

@@ -19,39 +19,56 @@
 //! request carries at most 10 topics; on derivatives the topics of one
 //! connection add up to at most 21,000 characters.
 
+mod parse;
+mod wire;
+
 use std::borrow::Cow;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::{
-    encode_error, field_error, from_json, oldest_first, parse_decimal, parse_int_text,
-    request_error, side_or_err, split_by_quote_suffix, unknown_symbol, unrecognised, with_excerpt,
-    ClientPing, ConnectionLimits, ExchangeError, Frame, KeepAlive, PingMessage, SubscribeRejection,
-    SubscribeRequest, WireFrame,
+    field_error, from_json, oldest_first, parse_decimal, parse_int_text, request_error,
+    split_by_quote_suffix, unknown_symbol, unrecognised, with_excerpt, ClientPing,
+    ConnectionLimits, ExchangeError, Frame, KeepAlive, PingMessage, SubscribeRejection,
+    SubscribeRequest,
 };
 use crate::model::{Exchange, Millis, Side, Trade};
+
+pub use parse::*;
+pub use wire::*;
 
 /// The exchange this module speaks to.
 pub const EXCHANGE: Exchange = Exchange::Bybit;
 
 pub const WS_URL_SPOT: &str = "wss://stream.bybit.com/v5/public/spot";
+
 pub const WS_URL_LINEAR: &str = "wss://stream.bybit.com/v5/public/linear";
+
 pub const WS_URL_INVERSE: &str = "wss://stream.bybit.com/v5/public/inverse";
+
 pub const REST_BASE_URL: &str = "https://api.bybit.com";
+
 /// `GET /v5/market/recent-trade?category=spot&symbol=BTCUSDT&limit=N`, newest first.
 pub const REST_TRADES_PATH: &str = "/v5/market/recent-trade";
 
 /// `i` is a UUID or an unordered number.
 pub const IDS_ARE_SEQUENTIAL: bool = false;
+
 pub const TOPIC_PREFIX: &str = "publicTrade.";
+
 pub const PING_INTERVAL: Duration = Duration::from_secs(20);
+
 pub const PING_TEXT: &str = r#"{"op":"ping"}"#;
+
 /// Topics per subscribe request on the spot websocket.
 pub const SPOT_MAX_ARGS_PER_REQUEST: usize = 10;
+
 /// Characters of all topics of one derivatives connection.
 pub const DERIVATIVES_MAX_ARGS_CHARS: usize = 21_000;
+
 pub const REST_MAX_LIMIT_SPOT: usize = 60;
+
 pub const REST_MAX_LIMIT_DERIVATIVES: usize = 1000;
 
 /// Quote assets of Bybit symbols (`BTCUSDT` → `BTC-USDT`); longest suffix wins.
@@ -211,299 +228,6 @@ pub fn subscribe_requests<S: AsRef<str>>(
         .collect()
 }
 
-/// `{"op":"subscribe","args":["publicTrade.BTCUSDT"],"req_id":"1"}`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OpRequest<'a> {
-    #[serde(borrow)]
-    pub op: Cow<'a, str>,
-    #[serde(borrow, default)]
-    pub args: Vec<Cow<'a, str>>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    pub req_id: Option<Cow<'a, str>>,
-}
-
-/// A `publicTrade` message.
-///
-/// ```json
-/// {"topic":"publicTrade.BTCUSDT","type":"snapshot","ts":1672304486868,"data":[
-///  {"T":1672304486865,"s":"BTCUSDT","S":"Buy","v":"0.001","p":"16578.50","L":"PlusTick",
-///   "i":"20f43950-d8dd-5b31-9112-a178eb6023af","BT":false}]}
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PublicTradeMessage<'a> {
-    #[serde(borrow)]
-    pub topic: Cow<'a, str>,
-    #[serde(rename = "type", borrow)]
-    pub kind: Cow<'a, str>,
-    pub ts: Millis,
-    #[serde(borrow)]
-    pub data: Vec<PublicTrade<'a>>,
-}
-
-/// One trade of a `publicTrade` message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PublicTrade<'a> {
-    /// Trade time (ms).
-    #[serde(rename = "T")]
-    pub trade_time: Millis,
-    #[serde(rename = "s", borrow)]
-    pub symbol: Cow<'a, str>,
-    /// The taker's side, `Buy` or `Sell`.
-    #[serde(rename = "S", borrow)]
-    pub side: Cow<'a, str>,
-    #[serde(rename = "v", borrow)]
-    pub size: Cow<'a, str>,
-    #[serde(rename = "p", borrow)]
-    pub price: Cow<'a, str>,
-    /// Tick direction: `PlusTick`, `ZeroPlusTick`, `MinusTick`, `ZeroMinusTick`.
-    #[serde(rename = "L", borrow, default, skip_serializing_if = "Option::is_none")]
-    pub tick_direction: Option<Cow<'a, str>>,
-    #[serde(rename = "i", borrow)]
-    pub trade_id: Cow<'a, str>,
-    /// Block trade.
-    #[serde(rename = "BT", default)]
-    pub block_trade: bool,
-}
-
-/// The `GET /v5/market/recent-trade` body.
-///
-/// ```json
-/// {"retCode":0,"retMsg":"OK","result":{"category":"linear","list":[
-///  {"execId":"a905d5c3-1ed0-4f37-83e4-9c73a2fe2f01","symbol":"BTCUSDT","price":"27450.50",
-///   "size":"0.005","side":"Buy","time":"1709891679000","isBlockTrade":false}]},
-///  "retExtInfo":{},"time":1709891679050}
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RestResponse<'a> {
-    pub ret_code: i64,
-    #[serde(borrow)]
-    pub ret_msg: Cow<'a, str>,
-    #[serde(borrow, default)]
-    pub result: Option<RestResult<'a>>,
-    #[serde(default)]
-    pub time: Millis,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RestResult<'a> {
-    #[serde(borrow, default)]
-    pub category: Cow<'a, str>,
-    #[serde(borrow, default)]
-    pub list: Vec<RestTrade<'a>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RestTrade<'a> {
-    #[serde(borrow)]
-    pub exec_id: Cow<'a, str>,
-    #[serde(borrow)]
-    pub symbol: Cow<'a, str>,
-    #[serde(borrow)]
-    pub price: Cow<'a, str>,
-    #[serde(borrow)]
-    pub size: Cow<'a, str>,
-    /// The taker's side.
-    #[serde(borrow)]
-    pub side: Cow<'a, str>,
-    /// Trade time, ms as a string.
-    #[serde(borrow)]
-    pub time: Cow<'a, str>,
-    #[serde(default)]
-    pub is_block_trade: bool,
-}
-
-/// What tells Bybit's frames apart.
-#[derive(Debug, Deserialize)]
-struct Peek<'a> {
-    #[serde(borrow, default)]
-    topic: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    op: Option<Cow<'a, str>>,
-    #[serde(default)]
-    success: Option<bool>,
-    #[serde(borrow, default)]
-    ret_msg: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    req_id: Option<Cow<'a, str>>,
-}
-
-fn taker_side(side: &str) -> Result<Side, ExchangeError> {
-    match side {
-        "Buy" => Ok(Side::Buy),
-        "Sell" => Ok(Side::Sell),
-        other => Err(field_error(
-            EXCHANGE,
-            "S",
-            format!("expected Buy or Sell, got {other:?}"),
-            b"",
-        )),
-    }
-}
-
-impl PublicTrade<'_> {
-    /// The normalised trade.
-    ///
-    /// # Errors
-    /// [`ExchangeError::Field`] for a bad price, size or side,
-    /// [`ExchangeError::UnknownSymbol`] for a symbol that does not split.
-    pub fn into_trade(self, receive_time: Millis) -> Result<Trade, ExchangeError> {
-        if self.trade_id.is_empty() {
-            return Err(field_error(EXCHANGE, "i", "empty trade id", b""));
-        }
-        Ok(Trade {
-            exchange: EXCHANGE,
-            instrument: instrument(&self.symbol)?,
-            symbol: self.symbol.into_owned(),
-            trade_id: self.trade_id.into_owned(),
-            price: parse_decimal(EXCHANGE, "p", &self.price, b"")?,
-            quantity: parse_decimal(EXCHANGE, "v", &self.size, b"")?,
-            side: taker_side(&self.side)?,
-            exchange_time: self.trade_time,
-            receive_time,
-            first_trade_id: None,
-            last_trade_id: None,
-        })
-    }
-}
-
-impl RestTrade<'_> {
-    /// The normalised trade.
-    ///
-    /// # Errors
-    /// As [`PublicTrade::into_trade`], and for a `time` that is not an integer.
-    pub fn into_trade(self, receive_time: Millis) -> Result<Trade, ExchangeError> {
-        Ok(Trade {
-            exchange: EXCHANGE,
-            instrument: instrument(&self.symbol)?,
-            symbol: self.symbol.into_owned(),
-            trade_id: self.exec_id.into_owned(),
-            price: parse_decimal(EXCHANGE, "price", &self.price, b"")?,
-            quantity: parse_decimal(EXCHANGE, "size", &self.size, b"")?,
-            side: taker_side(&self.side)?,
-            exchange_time: parse_int_text(EXCHANGE, "time", &self.time, b"")?,
-            receive_time,
-            first_trade_id: None,
-            last_trade_id: None,
-        })
-    }
-}
-
-/// Symbols named by `publicTrade.X` topics inside an error message.
-fn symbols_in(message: &str) -> Vec<String> {
-    message
-        .match_indices(TOPIC_PREFIX)
-        .map(|(at, prefix)| {
-            message[at + prefix.len()..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric())
-                .collect::<String>()
-        })
-        .filter(|s| !s.is_empty())
-        .collect()
-}
-
-/// Classify one frame.
-///
-/// # Errors
-/// [`ExchangeError::Malformed`] for bad JSON or a trade missing a field,
-/// [`ExchangeError::Field`] for a bad value, [`ExchangeError::UnknownSymbol`],
-/// [`ExchangeError::Unrecognised`].
-pub fn parse_frame(payload: &[u8], receive_time: Millis) -> Result<Frame, ExchangeError> {
-    let peek: Peek = from_json(EXCHANGE, payload)?;
-    let frame = if let Some(topic) = peek.topic {
-        if topic.starts_with(TOPIC_PREFIX) {
-            let wire: PublicTradeMessage = from_json(EXCHANGE, payload)?;
-            wire.data
-                .into_iter()
-                .map(|t| t.into_trade(receive_time))
-                .collect::<Result<Vec<Trade>, ExchangeError>>()
-                .map(|trades| Frame::Trades(oldest_first(trades)))
-        } else {
-            let kind = topic.split('.').next().unwrap_or_default();
-            Ok(Frame::Other(kind.to_string()))
-        }
-    } else if let Some(op) = peek.op {
-        let ret_msg = peek.ret_msg.as_deref().unwrap_or_default();
-        match (op.as_ref(), peek.success) {
-            ("pong", _) | ("ping", Some(true)) => Ok(Frame::Pong),
-            (_, Some(false)) => Ok(Frame::SubscribeError(SubscribeRejection {
-                request_id: peek.req_id.map(Cow::into_owned),
-                symbols: symbols_in(ret_msg),
-                code: None,
-                message: ret_msg.to_string(),
-            })),
-            ("subscribe", Some(true)) => Ok(Frame::SubscribeAck {
-                request_id: peek.req_id.map(Cow::into_owned),
-                topics: Vec::new(),
-            }),
-            (other, _) => Ok(Frame::Other(other.to_string())),
-        }
-    } else {
-        Err(unrecognised(EXCHANGE, payload))
-    };
-    frame.map_err(|e| with_excerpt(e, payload))
-}
-
-fn side_text(trade: &Trade) -> Result<&'static str, ExchangeError> {
-    Ok(match side_or_err(EXCHANGE, trade)? {
-        Side::Buy => "Buy",
-        _ => "Sell",
-    })
-}
-
-/// The messages Bybit would send for `trades`: one `publicTrade` message per
-/// run of trades of one symbol, `ts` the last trade's time, `L` worked out
-/// from the previous trade of the run.
-///
-/// # Errors
-/// [`ExchangeError::Encode`] for an unknown side or an empty trade id.
-pub fn encode_trades(_feed: Feed, trades: &[Trade]) -> Result<Vec<WireFrame>, ExchangeError> {
-    trades
-        .chunk_by(|a, b| a.symbol == b.symbol)
-        .map(|run| {
-            let mut data = Vec::with_capacity(run.len());
-            let mut previous: Option<&Trade> = None;
-            let mut direction = "ZeroPlusTick";
-            for trade in run {
-                if trade.trade_id.is_empty() {
-                    return Err(encode_error(EXCHANGE, trade, "empty trade id"));
-                }
-                if let Some(previous) = previous {
-                    direction = match trade.price.cmp(&previous.price) {
-                        std::cmp::Ordering::Greater => "PlusTick",
-                        std::cmp::Ordering::Less => "MinusTick",
-                        std::cmp::Ordering::Equal if direction.contains("Minus") => "ZeroMinusTick",
-                        std::cmp::Ordering::Equal => "ZeroPlusTick",
-                    };
-                }
-                previous = Some(trade);
-                data.push(PublicTrade {
-                    trade_time: trade.exchange_time,
-                    symbol: Cow::Borrowed(&trade.symbol),
-                    side: Cow::Borrowed(side_text(trade)?),
-                    size: Cow::Owned(trade.quantity.to_string()),
-                    price: Cow::Owned(trade.price.to_string()),
-                    tick_direction: Some(Cow::Borrowed(direction)),
-                    trade_id: Cow::Borrowed(&trade.trade_id),
-                    block_trade: false,
-                });
-            }
-            let last = &run[run.len() - 1];
-            let message = PublicTradeMessage {
-                topic: Cow::Owned(topic(&last.symbol)),
-                kind: Cow::Borrowed("snapshot"),
-                ts: last.exchange_time,
-                data,
-            };
-            serde_json::to_string(&message)
-                .map(WireFrame::Text)
-                .map_err(|e| encode_error(EXCHANGE, last, e.to_string()))
-        })
-        .collect()
-}
-
 /// `/v5/market/recent-trade?category=spot&symbol=BTCUSDT&limit=60`.
 pub fn rest_trades_path(feed: Feed, symbol: &str, limit: usize) -> String {
     format!(
@@ -514,75 +238,10 @@ pub fn rest_trades_path(feed: Feed, symbol: &str, limit: usize) -> String {
     )
 }
 
-/// Trades of a recent-trade response, oldest first.
-///
-/// # Errors
-/// [`ExchangeError::Rejected`] when `retCode` is not 0, else as [`parse_frame`].
-pub fn parse_rest_trades(
-    _feed: Feed,
-    _symbol: &str,
-    body: &[u8],
-    receive_time: Millis,
-) -> Result<Vec<Trade>, ExchangeError> {
-    let response: RestResponse = from_json(EXCHANGE, body)?;
-    if response.ret_code != 0 {
-        return Err(ExchangeError::Rejected {
-            exchange: EXCHANGE,
-            code: Some(response.ret_code.to_string()),
-            message: response.ret_msg.into_owned(),
-        });
-    }
-    response
-        .result
-        .map(|r| r.list)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|row| row.into_trade(receive_time))
-        .collect::<Result<Vec<Trade>, ExchangeError>>()
-        .map(oldest_first)
-        .map_err(|e| with_excerpt(e, body))
-}
-
-/// The REST body Bybit would return for `trades` (newest first, as Bybit).
-///
-/// # Errors
-/// As [`encode_trades`].
-pub fn encode_rest_trades(feed: Feed, trades: &[Trade]) -> Result<String, ExchangeError> {
-    let list = trades
-        .iter()
-        .rev()
-        .map(|trade| {
-            Ok(RestTrade {
-                exec_id: Cow::Borrowed(&trade.trade_id),
-                symbol: Cow::Borrowed(&trade.symbol),
-                price: Cow::Owned(trade.price.to_string()),
-                size: Cow::Owned(trade.quantity.to_string()),
-                side: Cow::Borrowed(side_text(trade)?),
-                time: Cow::Owned(trade.exchange_time.to_string()),
-                is_block_trade: false,
-            })
-        })
-        .collect::<Result<Vec<_>, ExchangeError>>()?;
-    let time = trades
-        .iter()
-        .map(|t| t.exchange_time)
-        .max()
-        .unwrap_or_default();
-    serde_json::to_string(&RestResponse {
-        ret_code: 0,
-        ret_msg: Cow::Borrowed("OK"),
-        result: Some(RestResult {
-            category: Cow::Borrowed(feed.as_str()),
-            list,
-        }),
-        time,
-    })
-    .map_err(|e| request_error(EXCHANGE, e.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exsim::encode::bybit::{encode_rest_trades, encode_trades};
     use rust_decimal::Decimal;
     use std::str::FromStr;
 

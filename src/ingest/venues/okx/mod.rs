@@ -23,43 +23,60 @@
 //! than that. A subscribe message is at most 64 KB; each connection may send
 //! 480 subscribe/unsubscribe/login requests an hour.
 
+mod parse;
+mod wire;
+
 use std::borrow::Cow;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::{
-    encode_error, field_error, from_json, numeric_id, oldest_first, parse_decimal, parse_int_text,
-    request_error, side_or_err, unknown_symbol, unrecognised, with_excerpt, ClientPing,
-    ConnectionLimits, ExchangeError, Frame, KeepAlive, PingMessage, SubscribeRejection,
-    SubscribeRequest, WireFrame,
+    field_error, from_json, oldest_first, parse_decimal, parse_int_text, request_error,
+    unknown_symbol, unrecognised, with_excerpt, ClientPing, ConnectionLimits, ExchangeError, Frame,
+    KeepAlive, PingMessage, SubscribeRejection, SubscribeRequest,
 };
 use crate::model::{Exchange, Millis, Side, Trade};
+
+pub use parse::*;
+pub use wire::*;
 
 /// The exchange this module speaks to.
 pub const EXCHANGE: Exchange = Exchange::Okx;
 
 /// Public websocket: the `trades` channel.
 pub const WS_URL_PUBLIC: &str = "wss://ws.okx.com:8443/ws/v5/public";
+
 /// Business websocket: the `trades-all` channel.
 pub const WS_URL_BUSINESS: &str = "wss://ws.okx.com:8443/ws/v5/business";
+
 pub const REST_BASE_URL: &str = "https://www.okx.com";
+
 /// `GET /api/v5/market/trades?instId=BTC-USDT&limit=N` (N ≤ 500), newest first.
 pub const REST_TRADES_PATH: &str = "/api/v5/market/trades";
+
 /// `GET /api/v5/market/history-trades?instId=…&type=1&after=tradeId&limit=N`
 /// (N ≤ 100): older trades, for paging back over a gap.
 pub const REST_HISTORY_TRADES_PATH: &str = "/api/v5/market/history-trades";
 
 /// `tradeId` is contiguous per instrument.
 pub const IDS_ARE_SEQUENTIAL: bool = true;
+
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Below [`IDLE_TIMEOUT`], as OKX asks.
 pub const PING_INTERVAL: Duration = Duration::from_secs(25);
+
 pub const PING_TEXT: &str = "ping";
+
 pub const PONG_TEXT: &str = "pong";
+
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
 pub const MAX_SUBSCRIBE_REQUESTS_PER_HOUR: u32 = 480;
+
 pub const REST_MAX_LIMIT: usize = 500;
+
 pub const REST_HISTORY_MAX_LIMIT: usize = 100;
 
 /// OKX's two trade channels.
@@ -202,297 +219,6 @@ pub fn subscribe_requests<S: AsRef<str>>(
         .collect()
 }
 
-/// `{"id":"1","op":"subscribe","args":[{"channel":"trades","instId":"BTC-USDT"}]}`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OpRequest<'a> {
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub op: Cow<'a, str>,
-    #[serde(borrow)]
-    pub args: Vec<ChannelArg<'a>>,
-}
-
-/// `{"channel":"trades","instId":"BTC-USDT"}`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChannelArg<'a> {
-    #[serde(borrow)]
-    pub channel: Cow<'a, str>,
-    #[serde(rename = "instId", borrow)]
-    pub inst_id: Cow<'a, str>,
-}
-
-/// A `trades` (or `trades-all`) push.
-///
-/// ```json
-/// {"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT",
-///  "tradeId":"338476307","px":"30236","sz":"0.0002","side":"buy","ts":"1652459224818"}]}
-/// ```
-/// Since 2023 a `trades` row also has `"count":"3"` (and later `source`, `seqId`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TradesPush<'a> {
-    #[serde(borrow)]
-    pub arg: ChannelArg<'a>,
-    #[serde(borrow)]
-    pub data: Vec<OkxTrade<'a>>,
-}
-
-/// One trade of a push, or a row of the REST response.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OkxTrade<'a> {
-    #[serde(rename = "instId", borrow)]
-    pub inst_id: Cow<'a, str>,
-    /// The last fill's id when `count` > 1.
-    #[serde(rename = "tradeId", borrow)]
-    pub trade_id: Cow<'a, str>,
-    #[serde(borrow)]
-    pub px: Cow<'a, str>,
-    #[serde(borrow)]
-    pub sz: Cow<'a, str>,
-    /// The taker's side, `buy` or `sell`.
-    #[serde(borrow)]
-    pub side: Cow<'a, str>,
-    /// Trade time, ms as a string.
-    #[serde(borrow)]
-    pub ts: Cow<'a, str>,
-    /// Fills aggregated (`trades` channel only).
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    pub count: Option<Cow<'a, str>>,
-}
-
-/// The `GET /api/v5/market/trades` body.
-///
-/// ```json
-/// {"code":"0","msg":"","data":[{"instId":"BTC-USDT","side":"sell","sz":"0.00013669",
-///  "px":"102537.9","tradeId":"734864333","ts":"1747087163557"}]}
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RestResponse<'a> {
-    #[serde(borrow)]
-    pub code: Cow<'a, str>,
-    #[serde(borrow, default)]
-    pub msg: Cow<'a, str>,
-    #[serde(borrow, default)]
-    pub data: Vec<OkxTrade<'a>>,
-}
-
-/// What tells OKX's JSON frames apart.
-#[derive(Debug, Deserialize)]
-struct Peek<'a> {
-    #[serde(borrow, default)]
-    event: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    arg: Option<PeekArg<'a>>,
-    #[serde(borrow, default)]
-    code: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    msg: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
-    #[serde(default)]
-    data: Option<serde::de::IgnoredAny>,
-}
-
-/// A push's or reply's `arg`; some channels have no `instId`.
-#[derive(Debug, Deserialize)]
-struct PeekArg<'a> {
-    #[serde(borrow, default)]
-    channel: Cow<'a, str>,
-    #[serde(rename = "instId", borrow, default)]
-    inst_id: Option<Cow<'a, str>>,
-}
-
-fn taker_side(side: &str) -> Result<Side, ExchangeError> {
-    match side {
-        "buy" => Ok(Side::Buy),
-        "sell" => Ok(Side::Sell),
-        other => Err(field_error(
-            EXCHANGE,
-            "side",
-            format!("expected buy or sell, got {other:?}"),
-            b"",
-        )),
-    }
-}
-
-impl OkxTrade<'_> {
-    /// The normalised trade; with `count`, an aggregated trade covering raw ids
-    /// `tradeId − count + 1 ..= tradeId`.
-    ///
-    /// # Errors
-    /// [`ExchangeError::Field`] for a bad price, size, side, time, id or count,
-    /// [`ExchangeError::UnknownSymbol`] for an id without `BASE-QUOTE`.
-    pub fn into_trade(self, receive_time: Millis) -> Result<Trade, ExchangeError> {
-        let raw_ids = match &self.count {
-            None => None,
-            Some(count) => {
-                let count: u64 = parse_int_text(EXCHANGE, "count", count, b"")?;
-                let last: u64 = parse_int_text(EXCHANGE, "tradeId", &self.trade_id, b"")?;
-                let first = last
-                    .checked_add(1)
-                    .and_then(|end| end.checked_sub(count))
-                    .filter(|_| count >= 1)
-                    .ok_or_else(|| {
-                        field_error(
-                            EXCHANGE,
-                            "count",
-                            format!("{count} fills cannot end at id {last}"),
-                            b"",
-                        )
-                    })?;
-                Some((first, last))
-            }
-        };
-        if self.trade_id.is_empty() {
-            return Err(field_error(EXCHANGE, "tradeId", "empty trade id", b""));
-        }
-        Ok(Trade {
-            exchange: EXCHANGE,
-            instrument: instrument(&self.inst_id)?,
-            symbol: self.inst_id.into_owned(),
-            trade_id: self.trade_id.into_owned(),
-            price: parse_decimal(EXCHANGE, "px", &self.px, b"")?,
-            quantity: parse_decimal(EXCHANGE, "sz", &self.sz, b"")?,
-            side: taker_side(&self.side)?,
-            exchange_time: parse_int_text(EXCHANGE, "ts", &self.ts, b"")?,
-            receive_time,
-            first_trade_id: raw_ids.map(|(first, _)| first),
-            last_trade_id: raw_ids.map(|(_, last)| last),
-        })
-    }
-}
-
-/// Instrument ids named in an error message: `instId:FOO-USDT` or
-/// `\"instId\" : \"FOO-USDT\"`.
-fn inst_ids_in(message: &str) -> Vec<String> {
-    message
-        .match_indices("instId")
-        .map(|(at, key)| {
-            message[at + key.len()..]
-                .trim_start_matches([' ', ':', '"', '\\'])
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
-                .collect::<String>()
-        })
-        .filter(|s| !s.is_empty())
-        .collect()
-}
-
-/// Classify one frame (JSON, or the bare text `pong`).
-///
-/// # Errors
-/// [`ExchangeError::Malformed`] for bad JSON or a trade missing a field,
-/// [`ExchangeError::Field`] for a bad value, [`ExchangeError::UnknownSymbol`],
-/// [`ExchangeError::Unrecognised`].
-pub fn parse_frame(payload: &[u8], receive_time: Millis) -> Result<Frame, ExchangeError> {
-    if payload.trim_ascii() == PONG_TEXT.as_bytes() {
-        return Ok(Frame::Pong);
-    }
-    let peek: Peek = from_json(EXCHANGE, payload)?;
-    let frame = match (peek.event.as_deref(), &peek.arg) {
-        (Some("subscribe"), arg) => Ok(Frame::SubscribeAck {
-            request_id: peek.id.map(Cow::into_owned),
-            topics: arg
-                .iter()
-                .map(|a| match &a.inst_id {
-                    Some(inst_id) => format!("{}:{inst_id}", a.channel),
-                    None => a.channel.to_string(),
-                })
-                .collect(),
-        }),
-        (Some("error"), arg) => {
-            let msg = peek.msg.as_deref().unwrap_or_default();
-            let mut symbols = inst_ids_in(msg);
-            if let Some(inst_id) = arg.as_ref().and_then(|a| a.inst_id.as_ref()) {
-                symbols.push(inst_id.to_string());
-            }
-            symbols.dedup();
-            Ok(Frame::SubscribeError(SubscribeRejection {
-                request_id: peek.id.map(Cow::into_owned),
-                symbols,
-                code: peek.code.map(Cow::into_owned),
-                message: msg.to_string(),
-            }))
-        }
-        (Some(event), _) => Ok(Frame::Other(event.to_string())),
-        (None, Some(arg)) if peek.data.is_some() => match arg.channel.as_ref() {
-            "trades" | "trades-all" => {
-                let push: TradesPush = from_json(EXCHANGE, payload)?;
-                push.data
-                    .into_iter()
-                    .map(|t| t.into_trade(receive_time))
-                    .collect::<Result<Vec<Trade>, ExchangeError>>()
-                    .map(|trades| Frame::Trades(oldest_first(trades)))
-            }
-            other => Ok(Frame::Other(other.to_string())),
-        },
-        _ => Err(unrecognised(EXCHANGE, payload)),
-    };
-    frame.map_err(|e| with_excerpt(e, payload))
-}
-
-fn okx_trade<'t>(feed: Feed, trade: &'t Trade) -> Result<OkxTrade<'t>, ExchangeError> {
-    let id = numeric_id(EXCHANGE, trade)?;
-    let count = match (trade.first_trade_id, trade.last_trade_id) {
-        (None, None) => 1,
-        (Some(first), Some(last)) if last == id && first <= last => last - first + 1,
-        _ => {
-            return Err(encode_error(
-                EXCHANGE,
-                trade,
-                "an aggregated trade needs last_trade_id == trade_id >= first_trade_id",
-            ))
-        }
-    };
-    let count = match feed {
-        Feed::Trades => Some(Cow::Owned(count.to_string())),
-        Feed::TradesAll if count == 1 => None,
-        Feed::TradesAll => {
-            return Err(encode_error(
-                EXCHANGE,
-                trade,
-                "trades-all carries single fills only",
-            ))
-        }
-    };
-    Ok(OkxTrade {
-        inst_id: Cow::Borrowed(&trade.symbol),
-        trade_id: Cow::Borrowed(&trade.trade_id),
-        px: Cow::Owned(trade.price.to_string()),
-        sz: Cow::Owned(trade.quantity.to_string()),
-        side: Cow::Borrowed(match side_or_err(EXCHANGE, trade)? {
-            Side::Buy => "buy",
-            _ => "sell",
-        }),
-        ts: Cow::Owned(trade.exchange_time.to_string()),
-        count,
-    })
-}
-
-/// The pushes OKX would send for `trades`, one per trade. On `trades` every
-/// row carries `count` (1 for a trade without raw ids).
-///
-/// # Errors
-/// [`ExchangeError::Encode`] for an unknown side, a non-numeric id, raw ids
-/// that do not end at `trade_id`, or an aggregated trade on `trades-all`.
-pub fn encode_trades(feed: Feed, trades: &[Trade]) -> Result<Vec<WireFrame>, ExchangeError> {
-    trades
-        .iter()
-        .map(|trade| {
-            let push = TradesPush {
-                arg: ChannelArg {
-                    channel: Cow::Borrowed(feed.as_str()),
-                    inst_id: Cow::Borrowed(&trade.symbol),
-                },
-                data: vec![okx_trade(feed, trade)?],
-            };
-            serde_json::to_string(&push)
-                .map(WireFrame::Text)
-                .map_err(|e| encode_error(EXCHANGE, trade, e.to_string()))
-        })
-        .collect()
-}
-
 /// `/api/v5/market/trades?instId=BTC-USDT&limit=100`.
 pub fn rest_trades_path(_feed: Feed, symbol: &str, limit: usize) -> String {
     format!(
@@ -512,55 +238,10 @@ pub fn rest_trades_before_path(symbol: &str, after: u64, limit: usize) -> String
     )
 }
 
-/// Trades of a `market/trades` or `history-trades` response, oldest first.
-///
-/// # Errors
-/// [`ExchangeError::Rejected`] when `code` is not `"0"`, else as [`parse_frame`].
-pub fn parse_rest_trades(
-    _feed: Feed,
-    _symbol: &str,
-    body: &[u8],
-    receive_time: Millis,
-) -> Result<Vec<Trade>, ExchangeError> {
-    let response: RestResponse = from_json(EXCHANGE, body)?;
-    if response.code != "0" {
-        return Err(ExchangeError::Rejected {
-            exchange: EXCHANGE,
-            code: Some(response.code.into_owned()),
-            message: response.msg.into_owned(),
-        });
-    }
-    response
-        .data
-        .into_iter()
-        .map(|row| row.into_trade(receive_time))
-        .collect::<Result<Vec<Trade>, ExchangeError>>()
-        .map(oldest_first)
-        .map_err(|e| with_excerpt(e, body))
-}
-
-/// The REST body OKX would return for `trades` (newest first, as OKX; REST
-/// rows are single fills, so aggregated trades are refused).
-///
-/// # Errors
-/// As [`encode_trades`] on `trades-all`.
-pub fn encode_rest_trades(_feed: Feed, trades: &[Trade]) -> Result<String, ExchangeError> {
-    let data = trades
-        .iter()
-        .rev()
-        .map(|trade| okx_trade(Feed::TradesAll, trade))
-        .collect::<Result<Vec<_>, _>>()?;
-    serde_json::to_string(&RestResponse {
-        code: Cow::Borrowed("0"),
-        msg: Cow::Borrowed(""),
-        data,
-    })
-    .map_err(|e| request_error(EXCHANGE, e.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exsim::encode::okx::{encode_rest_trades, encode_trades};
     use rust_decimal::Decimal;
     use std::str::FromStr;
 
