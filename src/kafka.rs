@@ -30,6 +30,12 @@ pub enum KafkaError {
         #[source]
         source: crate::wire::WireError,
     },
+    #[error("{what}: the blocking thread failed: {source}")]
+    Blocking {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
     #[error("reading {topic}: the reader thread failed: {source}")]
     ReaderThread {
         topic: String,

@@ -24,6 +24,7 @@ pub mod query;
 pub mod writer;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -176,27 +177,29 @@ pub async fn run(
         }
     }
 
-    let consumer: StreamConsumer = client_config(
-        &config.kafka,
-        &[
-            ("group.id", &config.sink.group_id),
-            ("enable.auto.commit", "false"),
-            ("enable.auto.offset.store", "false"),
-            ("auto.offset.reset", "earliest"),
-            ("isolation.level", "read_committed"),
-            ("fetch.queue.backoff.ms", "1"),
-            // Input topics may be created after the consumer starts.
-            ("topic.metadata.refresh.interval.ms", "1000"),
-        ],
-    )?
-    .create()
-    .map_err(KafkaError::client("creating sink consumer"))?;
+    let consumer: Arc<StreamConsumer> = Arc::new(
+        client_config(
+            &config.kafka,
+            &[
+                ("group.id", &config.sink.group_id),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", "earliest"),
+                ("isolation.level", "read_committed"),
+                ("fetch.queue.backoff.ms", "1"),
+                // Input topics may be created after the consumer starts.
+                ("topic.metadata.refresh.interval.ms", "1000"),
+            ],
+        )?
+        .create()
+        .map_err(KafkaError::client("creating sink consumer"))?,
+    );
     match assignment {
         SinkAssignment::Group => consumer
             .subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())
             .map_err(KafkaError::client("subscribe"))?,
         SinkAssignment::AllPartitions => {
-            let tpl = committed_assignment(&consumer, &topics, config.topics.partitions)?;
+            let tpl = committed_assignment(&consumer, &topics, config.topics.partitions).await?;
             consumer
                 .assign(&tpl)
                 .map_err(KafkaError::client("assign"))?;
@@ -276,9 +279,7 @@ pub async fn run(
                 tpl.add_partition_offset(&topic, partition, Offset::Offset(offset))
                     .map_err(KafkaError::client("building offsets"))?;
             }
-            consumer
-                .commit(&tpl, CommitMode::Sync)
-                .map_err(KafkaError::client("committing offsets"))?;
+            commit(&consumer, tpl).await?;
             metrics.batches.inc();
             batch_started = None;
         }
@@ -354,9 +355,26 @@ fn storage(config: &Config) -> writer::Storage {
     }
 }
 
-/// The sink's committed offsets for every partition (earliest where none).
-fn committed_assignment(
-    consumer: &StreamConsumer,
+/// Commits `offsets` synchronously on a blocking thread: librdkafka's commit
+/// blocks until the broker answers, which must not stall the runtime.
+async fn commit(
+    consumer: &Arc<StreamConsumer>,
+    offsets: TopicPartitionList,
+) -> Result<(), KafkaError> {
+    let consumer = Arc::clone(consumer);
+    tokio::task::spawn_blocking(move || consumer.commit(&offsets, CommitMode::Sync))
+        .await
+        .map_err(|source| KafkaError::Blocking {
+            what: "committing offsets",
+            source,
+        })?
+        .map_err(KafkaError::client("committing offsets"))
+}
+
+/// The sink's committed offsets for every partition (earliest where none),
+/// read on a blocking thread.
+async fn committed_assignment(
+    consumer: &Arc<StreamConsumer>,
     topics: &[String],
     partitions: i32,
 ) -> Result<TopicPartitionList, KafkaError> {
@@ -366,9 +384,16 @@ fn committed_assignment(
             query.add_partition(topic, p);
         }
     }
-    let committed = consumer
-        .committed_offsets(query, Duration::from_secs(10))
-        .map_err(KafkaError::client("reading committed offsets"))?;
+    let reader = Arc::clone(consumer);
+    let committed = tokio::task::spawn_blocking(move || {
+        reader.committed_offsets(query, Duration::from_secs(10))
+    })
+    .await
+    .map_err(|source| KafkaError::Blocking {
+        what: "reading committed offsets",
+        source,
+    })?
+    .map_err(KafkaError::client("reading committed offsets"))?;
     let mut tpl = TopicPartitionList::new();
     for element in committed.elements() {
         let offset = match element.offset() {

@@ -38,7 +38,7 @@ pub use headers::{
     read_epoch, EpochStamp, Kind, DEAD_LETTER_REASON, DEAD_LETTER_SOURCE, EPOCH_HEADER, KIND_GAP,
     KIND_HEADER, KIND_TRADE, KIND_WATERMARK,
 };
-pub use send::{send_waiting, send_waiting_async};
+pub use send::send_waiting;
 
 /// Errors encoding or decoding a record.
 #[derive(Debug, thiserror::Error)]

@@ -11,8 +11,8 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(1);
 
 /// `send`, waiting while the producer's bounded queue is full. For blocking
-/// threads (the worker's publisher thread, a rollup stage's loop): it sleeps
-/// the calling thread. Async code calls [`send_waiting_async`].
+/// threads only (the worker's publisher thread, a rollup stage's loop,
+/// `tickfetch import`'s publishing thread): it sleeps the calling thread.
 ///
 /// # Errors
 /// Any producer error other than a full queue.
@@ -30,31 +30,6 @@ where
             Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                 record = back;
                 std::thread::sleep(QUEUE_FULL_WAIT);
-            }
-            Err((e, _)) => return Err(e),
-        }
-    }
-}
-
-/// [`send_waiting`] for async callers: waits on the tokio timer, so a full
-/// queue never blocks a runtime worker thread.
-///
-/// # Errors
-/// Any producer error other than a full queue.
-pub async fn send_waiting_async<K, P>(
-    producer: &ThreadedProducer<DefaultProducerContext>,
-    mut record: BaseRecord<'_, K, P>,
-) -> Result<(), RdKafkaError>
-where
-    K: ToBytes + ?Sized,
-    P: ToBytes + ?Sized,
-{
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                record = back;
-                tokio::time::sleep(QUEUE_FULL_WAIT).await;
             }
             Err((e, _)) => return Err(e),
         }
