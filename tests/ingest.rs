@@ -592,13 +592,14 @@ async fn unanswered_pings_trip_keepalive() {
         |sim, _| {
             sim.inject(Fault::new(
                 Exchange::Okx,
+                // Four pong timeouts long: a loaded machine still sees one.
                 FaultKind::NoPong {
-                    duration: Some(Duration::from_millis(1_000)),
+                    duration: Some(Duration::from_millis(2_000)),
                 },
             ))
             .expect("inject");
         },
-        Duration::from_secs(2),
+        Duration::from_secs(3),
     )
     .await;
     assert!(stats.keepalive_failures >= 1, "{stats:?}");
@@ -615,13 +616,15 @@ async fn ignored_pongs_make_binance_hang_up_and_the_worker_reconnects() {
         |sim, _| {
             sim.inject(Fault::new(
                 Exchange::Binance,
+                // Well past the simulator's 900 ms pong deadline, so that
+                // it hangs up even when the machine is loaded.
                 FaultKind::IgnorePongs {
-                    duration: Some(Duration::from_millis(1_200)),
+                    duration: Some(Duration::from_millis(2_400)),
                 },
             ))
             .expect("inject");
         },
-        Duration::from_secs(2),
+        Duration::from_secs(3),
     )
     .await;
     assert!(stats.connections >= 2, "{stats:?}");
@@ -667,17 +670,20 @@ async fn rejected_symbol_is_dropped_and_its_neighbours_keep_flowing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_before_the_forced_disconnect_overlaps_without_duplicates() {
+    // A 6 s connection age leaves the rotation a 1.5 s head start before the
+    // forced close (a quarter of the age): enough to connect and subscribe
+    // the replacement on a loaded machine. Two rotations take 9 s.
     let rules = SimRules {
-        max_connection_age: Duration::from_millis(2_000),
+        max_connection_age: Duration::from_millis(6_000),
         ..SimRules::default()
     };
     let (stats, _, _, _) = scenario(
         "ingest-rotation",
         "binance:trade",
         rules,
-        |feed| feed.max_connection_age_ms = Some(2_000),
+        |feed| feed.max_connection_age_ms = Some(6_000),
         |_, _| {},
-        Duration::from_secs(5),
+        Duration::from_secs(10),
     )
     .await;
     assert!(stats.rotations >= 2, "{stats:?}");
