@@ -150,7 +150,7 @@ pub(crate) fn handle(shared: &Shared, request: &Request) -> Response {
                     None => shared.history(exchange, symbol),
                     Some(name) => {
                         let feed = Feed::from_str(&format!("{exchange}:{name}"))
-                            .map_err(SimError::BadRequest)?;
+                            .map_err(|e| SimError::BadRequest(e.to_string()))?;
                         shared.feed_history(feed, symbol)
                     }
                 }

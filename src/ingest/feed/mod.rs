@@ -130,9 +130,9 @@ impl FeedSpec {
             Some(name) => format!("{}:{name}", config.exchange).parse(),
             None => config.exchange.as_str().parse(),
         }
-        .map_err(|problem| IngestError::Feed {
+        .map_err(|problem: super::venues::FeedNameError| IngestError::Feed {
             feed: config.exchange.to_string(),
-            problem,
+            problem: problem.to_string(),
         })?;
         let symbols = normalised_symbols(&config.symbols);
         if symbols.is_empty() {

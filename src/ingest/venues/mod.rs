@@ -529,8 +529,23 @@ impl fmt::Display for Feed {
     }
 }
 
+/// A feed name that names no feed.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FeedNameError {
+    #[error(transparent)]
+    Exchange(#[from] crate::model::ModelError),
+    #[error("no feed for {0}")]
+    NoFeed(Exchange),
+    #[error("unknown {exchange} feed {name:?} (expected one of {known})")]
+    Unknown {
+        exchange: Exchange,
+        name: String,
+        known: String,
+    },
+}
+
 impl FromStr for Feed {
-    type Err = String;
+    type Err = FeedNameError;
 
     /// `exchange:feed`, e.g. `binance:aggTrade`, `upbit:simple`,
     /// `coinbase:matches`, `bybit:linear`, `okx:trades`; a bare exchange name
@@ -540,24 +555,24 @@ impl FromStr for Feed {
             Some((exchange, name)) => (exchange, Some(name)),
             None => (s, None),
         };
-        let exchange = Exchange::from_str(exchange).map_err(|e| e.to_string())?;
+        let exchange = Exchange::from_str(exchange)?;
         let mut feeds = Feed::ALL.into_iter().filter(|f| f.exchange() == exchange);
         match name {
-            None => feeds
-                .next()
-                .ok_or_else(|| format!("no feed for {exchange}")),
+            None => feeds.next().ok_or(FeedNameError::NoFeed(exchange)),
             Some(name) => {
                 let known: Vec<Feed> = feeds.collect();
                 known
                     .iter()
                     .copied()
                     .find(|f| f.name().eq_ignore_ascii_case(name))
-                    .ok_or_else(|| {
-                        let names: Vec<&str> = known.iter().map(|f| f.name()).collect();
-                        format!(
-                            "unknown {exchange} feed {name:?} (expected one of {})",
-                            names.join(", ")
-                        )
+                    .ok_or_else(|| FeedNameError::Unknown {
+                        exchange,
+                        name: name.to_string(),
+                        known: known
+                            .iter()
+                            .map(|f| f.name())
+                            .collect::<Vec<_>>()
+                            .join(", "),
                     })
             }
         }
@@ -976,7 +991,10 @@ mod tests {
             assert_eq!(feed.to_string().parse::<Feed>(), Ok(feed));
         }
         assert_eq!("okx".parse::<Feed>(), Ok(Feed::Okx(okx::Feed::Trades)));
-        let err = "binance:depth".parse::<Feed>().expect_err("unknown feed");
+        let err = "binance:depth"
+            .parse::<Feed>()
+            .expect_err("unknown feed")
+            .to_string();
         assert!(err.contains("aggTrade"), "{err}");
         assert!("kraken:trades".parse::<Feed>().is_err());
     }
