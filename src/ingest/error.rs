@@ -5,6 +5,8 @@ use crate::kafka::KafkaError;
 /// Errors of the ingest worker.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
+    /// A feed configuration that does not resolve (unknown feed name, no
+    /// symbols, a symbol in two feeds).
     #[error("feed {feed}: {problem}")]
     Feed { feed: String, problem: String },
     #[error(transparent)]
@@ -13,10 +15,12 @@ pub enum IngestError {
     PublisherGone,
     #[error("feed {0} is no longer running")]
     FeedGone(String),
+    /// A feed task or the publisher thread panicked or was cancelled.
     #[error("a worker task failed: {0}")]
-    Task(String),
-    #[error("stopped before etcd answered: {0}")]
-    Stopped(String),
+    Task(#[from] tokio::task::JoinError),
+    /// Shutdown came while the worker waited for etcd (for fencing epochs).
+    #[error("stopped before etcd answered: connecting for fencing epochs")]
+    Stopped,
 }
 
 impl IngestError {
@@ -28,7 +32,7 @@ impl IngestError {
             IngestError::PublisherGone
             | IngestError::FeedGone(_)
             | IngestError::Task(_)
-            | IngestError::Stopped(_) => false,
+            | IngestError::Stopped => false,
         }
     }
 }

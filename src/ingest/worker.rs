@@ -130,7 +130,7 @@ impl Worker {
         let epochs = if config.etcd.epochs {
             let claimer = EpochClaimer::connect_waiting(&config.etcd, &process_owner(), &shutdown)
                 .await
-                .ok_or_else(|| IngestError::Stopped("connecting for fencing epochs".into()))?;
+                .ok_or(IngestError::Stopped)?;
             Some(claimer)
         } else {
             None
@@ -253,7 +253,7 @@ impl Worker {
                 first_error.get_or_insert(e.into());
             }
             Err(e) => {
-                first_error.get_or_insert(IngestError::Task(e.to_string()));
+                first_error.get_or_insert(IngestError::Task(e));
             }
         }
         first_error.map_or(Ok(()), Err)
@@ -265,7 +265,7 @@ fn reap(
 ) -> Result<(), IngestError> {
     match joined {
         Ok((_, result)) => result,
-        Err(e) => Err(IngestError::Task(e.to_string())),
+        Err(e) => Err(IngestError::Task(e)),
     }
 }
 

@@ -174,7 +174,7 @@ impl FeedTask {
                 Some(done) = self.backfills.join_next() => {
                     let result = match done {
                         Ok((symbol, kind, result)) => self.on_backfill(symbol, kind, result).await,
-                        Err(e) => Err(IngestError::Task(e.to_string())),
+                        Err(e) => Err(IngestError::Task(e)),
                     };
                     if let Err(e) = result { break Err(e); }
                 }
