@@ -1,7 +1,7 @@
 //! A minimal HTTP/1.1 GET client for the exchanges' recent-trades endpoints.
 //!
 //! REST backfill makes one small request now and then, so this is deliberately
-//! tiny and hand-written over [`transport`](super::transport) (plain TCP on
+//! tiny and hand-written over [`transport`] (plain TCP on
 //! loopback, rustls for `https://`): one request per connection
 //! (`Connection: close`), the body framed by `Content-Length`, chunked
 //! encoding or the end of the stream, capped at [`MAX_BODY_BYTES`], all

@@ -21,7 +21,7 @@
 //! - [`Role::Primary`] publishes trades, watermarks, gap markers and dead letters.
 //! - [`Role::Replica`] is connected and subscribed, de-duplicates, and keeps
 //!   the last `replica_buffer_trades` trades of each symbol, publishing
-//!   nothing. [`FeedHandle::promote`] makes it primary from a [`ResumePoint`]
+//!   nothing. [`FeedHandle::promote`](crate::ingest::worker::FeedHandle::promote) makes it primary from a [`ResumePoint`]
 //!   per symbol (the last trade its predecessor published): the buffer is
 //!   replayed through fresh sequencers, so it publishes from just after that
 //!   trade; a hole between the two (a buffer that did not reach back far

@@ -6,7 +6,7 @@
 //! reads the last `lookback` records of every partition (with assigned
 //! partitions: no consumer-group join) and returns, per symbol of the feed,
 //! the newest trade and the ids published just before it, as
-//! [`ResumePoint`]s for [`FeedHandle::promote`](super::worker::FeedHandle::promote).
+//! [`ResumePoint`]s for [`FeedHandle::promote`](crate::ingest::worker::FeedHandle::promote).
 //!
 //! A symbol whose last trade lies further back than the lookback gets no
 //! resume point, and the promoted replica publishes its whole buffer for it:

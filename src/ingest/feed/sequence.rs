@@ -11,7 +11,7 @@
 //!              ──▶ gap?        (ids missing before it)               ──▶ held; gap opened
 //! held trades are released as soon as the missing ids arrive (another
 //! connection, a REST backfill); a gap that cannot be filled is skipped and
-//! reported ([`SequencerEvent::GapUnfilled`]).
+//! reported (`SymbolEvent::GapUnfilled`).
 //! ```
 //!
 //! Where the exchange's ids are contiguous integers
@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use tokio::time::Instant;
 
+use super::symbol::SymbolEvent;
 use crate::ingest::venues::{id_continuity, ids_are_sequential, IdContinuity};
 use crate::model::{Exchange, Millis, Trade};
 
@@ -33,32 +34,8 @@ pub const RECENT_IDS_PER_SYMBOL: usize = 2_048;
 /// Trades held behind one gap before it is given up as unfillable.
 pub const MAX_HELD_PER_SYMBOL: usize = 50_000;
 
-/// What happened while offering input to a sequencer, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SequencerEvent {
-    /// Publish this trade next.
-    Released(Trade),
-    /// A trade seen before (reconnect or rotation overlap, replayed snapshot).
-    Duplicate { trade_id: String },
-    /// Raw trade ids `first_missing..=last_missing` are missing.
-    GapOpened {
-        first_missing: u64,
-        last_missing: u64,
-    },
-    /// A gap closed: every missing trade arrived.
-    GapFilled {
-        first_missing: u64,
-        last_missing: u64,
-    },
-    /// These trades could not be found; the sequence goes on after them. The
-    /// missing trades' exchange times lie in `from_time..=to_time`.
-    GapUnfilled {
-        first_missing: u64,
-        last_missing: u64,
-        from_time: Millis,
-        to_time: Millis,
-    },
-}
+// What the sequencer says, in order, is a `SymbolEvent` (`Publish` for a
+// trade released next); `SymbolFeed` buffers a replica's instead.
 
 /// Where a symbol's backfill stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,7 +131,7 @@ impl SymbolSequencer {
     }
 
     /// Offers one received trade.
-    pub fn offer(&mut self, trade: Trade, now: Instant, out: &mut Vec<SequencerEvent>) {
+    pub fn offer(&mut self, trade: Trade, now: Instant, out: &mut Vec<SymbolEvent>) {
         if !self.sequential {
             return self.offer_untracked(trade, out);
         }
@@ -163,7 +140,7 @@ impl SymbolSequencer {
             return;
         };
         match id_continuity(last, &trade) {
-            IdContinuity::Overlap => out.push(SequencerEvent::Duplicate {
+            IdContinuity::Overlap => out.push(SymbolEvent::Duplicate {
                 trade_id: trade.trade_id,
             }),
             // Ids that do not parse: nothing to order by, pass it on.
@@ -185,7 +162,7 @@ impl SymbolSequencer {
         &mut self,
         last_trade_id: u64,
         now: Instant,
-        out: &mut Vec<SequencerEvent>,
+        out: &mut Vec<SymbolEvent>,
     ) -> bool {
         if !self.sequential || !self.hold_gaps {
             return false;
@@ -208,7 +185,7 @@ impl SymbolSequencer {
                         attempts: 0,
                     },
                 });
-                out.push(SequencerEvent::GapOpened {
+                out.push(SymbolEvent::GapOpened {
                     first_missing: last_id + 1,
                     last_missing: last_trade_id,
                 });
@@ -242,8 +219,8 @@ impl SymbolSequencer {
     /// The REST backfill answered with `trades` (the exchange's recent trades,
     /// oldest first). Missing trades among them are released in id order; what
     /// is still missing afterwards cannot be had from the recent-trades
-    /// endpoint and is skipped as [`SequencerEvent::GapUnfilled`].
-    pub fn backfilled(&mut self, trades: Vec<Trade>, now: Instant, out: &mut Vec<SequencerEvent>) {
+    /// endpoint and is skipped as [`SymbolEvent::GapUnfilled`].
+    pub fn backfilled(&mut self, trades: Vec<Trade>, now: Instant, out: &mut Vec<SymbolEvent>) {
         let Some(gap) = self.gap else {
             // Filled live meanwhile: the REST rows are all duplicates.
             return;
@@ -274,7 +251,7 @@ impl SymbolSequencer {
     }
 
     /// The REST backfill failed. Retries once, then gives up on the gap.
-    pub fn backfill_failed(&mut self, now: Instant, out: &mut Vec<SequencerEvent>) {
+    pub fn backfill_failed(&mut self, now: Instant, out: &mut Vec<SymbolEvent>) {
         let Some(gap) = &mut self.gap else { return };
         match gap.backfill {
             BackfillState::InFlight { attempts } if attempts < 2 => {
@@ -288,7 +265,7 @@ impl SymbolSequencer {
     }
 
     /// Skips the pending gap: reports it, then releases what was held behind it.
-    pub fn give_up(&mut self, now: Instant, out: &mut Vec<SequencerEvent>) {
+    pub fn give_up(&mut self, now: Instant, out: &mut Vec<SymbolEvent>) {
         let Some(gap) = self.gap.take() else { return };
         let from_time = self.last.as_ref().map_or(0, |t| t.exchange_time);
         let next = self.held.first_key_value().map(|(_, t)| t.clone());
@@ -297,7 +274,7 @@ impl SymbolSequencer {
             Some(first) => first.saturating_sub(1).max(gap.first_missing),
             None => gap.last_missing,
         };
-        out.push(SequencerEvent::GapUnfilled {
+        out.push(SymbolEvent::GapUnfilled {
             first_missing: gap.first_missing,
             last_missing,
             from_time,
@@ -336,7 +313,7 @@ impl SymbolSequencer {
     /// trades not seen yet are released, merged with the held live ones in
     /// exchange-time order (REST rows first on equal times: they were made
     /// earlier or are the same trades).
-    pub fn resynced(&mut self, rest: Option<Vec<Trade>>, out: &mut Vec<SequencerEvent>) {
+    pub fn resynced(&mut self, rest: Option<Vec<Trade>>, out: &mut Vec<SymbolEvent>) {
         let Some(held) = self.resync_held.take() else {
             return;
         };
@@ -354,7 +331,7 @@ impl SymbolSequencer {
         }
     }
 
-    fn offer_untracked(&mut self, trade: Trade, out: &mut Vec<SequencerEvent>) {
+    fn offer_untracked(&mut self, trade: Trade, out: &mut Vec<SymbolEvent>) {
         if let Some(held) = &mut self.resync_held {
             if held.len() < MAX_HELD_PER_SYMBOL {
                 held.push(trade);
@@ -365,7 +342,7 @@ impl SymbolSequencer {
             return self.offer_untracked(trade, out);
         }
         if self.recent.contains(&trade.trade_id) || self.recent.is_stale(trade.exchange_time) {
-            out.push(SequencerEvent::Duplicate {
+            out.push(SymbolEvent::Duplicate {
                 trade_id: trade.trade_id,
             });
             return;
@@ -373,20 +350,20 @@ impl SymbolSequencer {
         self.recent
             .insert(trade.trade_id.clone(), trade.exchange_time);
         self.last = Some(trade.clone());
-        out.push(SequencerEvent::Released(trade));
+        out.push(SymbolEvent::Publish(trade));
     }
 
-    fn release(&mut self, trade: Trade, out: &mut Vec<SequencerEvent>) {
+    fn release(&mut self, trade: Trade, out: &mut Vec<SymbolEvent>) {
         self.last = Some(trade.clone());
-        out.push(SequencerEvent::Released(trade));
+        out.push(SymbolEvent::Publish(trade));
     }
 
-    fn hold(&mut self, trade: Trade, now: Instant, out: &mut Vec<SequencerEvent>) {
+    fn hold(&mut self, trade: Trade, now: Instant, out: &mut Vec<SymbolEvent>) {
         let Some(first) = first_raw_id(&trade) else {
             return self.release(trade, out);
         };
         if self.held.contains_key(&first) {
-            out.push(SequencerEvent::Duplicate {
+            out.push(SymbolEvent::Duplicate {
                 trade_id: trade.trade_id,
             });
             return;
@@ -398,7 +375,7 @@ impl SymbolSequencer {
     }
 
     /// Releases held trades while they follow on; updates or closes the gap.
-    fn drain(&mut self, now: Instant, out: &mut Vec<SequencerEvent>) {
+    fn drain(&mut self, now: Instant, out: &mut Vec<SymbolEvent>) {
         loop {
             let Some(last) = &self.last else { return };
             let Some((&first, next)) = self.held.first_key_value() else {
@@ -412,7 +389,7 @@ impl SymbolSequencer {
                 }
                 IdContinuity::Overlap => {
                     if let Some(trade) = self.held.remove(&first) {
-                        out.push(SequencerEvent::Duplicate {
+                        out.push(SymbolEvent::Duplicate {
                             trade_id: trade.trade_id,
                         });
                     }
@@ -427,7 +404,7 @@ impl SymbolSequencer {
                         }
                         Some(gap) => {
                             // The front of the gap arrived; a later part is still missing.
-                            out.push(SequencerEvent::GapFilled {
+                            out.push(SymbolEvent::GapFilled {
                                 first_missing: gap.first_missing,
                                 last_missing: first_missing - 1,
                             });
@@ -444,7 +421,7 @@ impl SymbolSequencer {
                                     attempts: 0,
                                 },
                             });
-                            out.push(SequencerEvent::GapOpened {
+                            out.push(SymbolEvent::GapOpened {
                                 first_missing,
                                 last_missing,
                             });
@@ -463,7 +440,7 @@ impl SymbolSequencer {
                 .is_some_and(|id| id >= gap.last_missing);
             if reached {
                 self.gap = None;
-                out.push(SequencerEvent::GapFilled {
+                out.push(SymbolEvent::GapFilled {
                     first_missing: gap.first_missing,
                     last_missing: gap.last_missing,
                 });
@@ -540,17 +517,17 @@ mod tests {
         trade(Exchange::Binance, &id.to_string(), id as Millis * 10)
     }
 
-    fn released(events: &[SequencerEvent]) -> Vec<String> {
+    fn released(events: &[SymbolEvent]) -> Vec<String> {
         events
             .iter()
             .filter_map(|e| match e {
-                SequencerEvent::Released(t) => Some(t.trade_id.clone()),
+                SymbolEvent::Publish(t) => Some(t.trade_id.clone()),
                 _ => None,
             })
             .collect()
     }
 
-    fn count(events: &[SequencerEvent], f: impl Fn(&SequencerEvent) -> bool) -> usize {
+    fn count(events: &[SymbolEvent], f: impl Fn(&SymbolEvent) -> bool) -> usize {
         events.iter().filter(|e| f(e)).count()
     }
 
@@ -583,7 +560,7 @@ mod tests {
             let expected: Vec<String> = expected.iter().map(u64::to_string).collect();
             assert_eq!(released(&out), expected, "{name}");
             assert_eq!(
-                count(&out, |e| matches!(e, SequencerEvent::Duplicate { .. })),
+                count(&out, |e| matches!(e, SymbolEvent::Duplicate { .. })),
                 duplicates,
                 "{name}"
             );
@@ -600,7 +577,7 @@ mod tests {
             seq.offer(b(id), now, &mut out);
         }
         assert_eq!(released(&out), ["1", "2"]);
-        assert!(out.contains(&SequencerEvent::GapOpened {
+        assert!(out.contains(&SymbolEvent::GapOpened {
             first_missing: 3,
             last_missing: 5
         }));
@@ -614,7 +591,7 @@ mod tests {
         let rest: Vec<Trade> = (2..=9).map(b).collect();
         seq.backfilled(rest, now, &mut out);
         assert_eq!(released(&out), ["3", "4", "5", "6", "7"]);
-        assert!(out.contains(&SequencerEvent::GapFilled {
+        assert!(out.contains(&SymbolEvent::GapFilled {
             first_missing: 3,
             last_missing: 5
         }));
@@ -637,7 +614,7 @@ mod tests {
         // 7..=9 come back; 3..=6 are too old for the endpoint.
         assert_eq!(
             out.first(),
-            Some(&SequencerEvent::GapUnfilled {
+            Some(&SymbolEvent::GapUnfilled {
                 first_missing: 3,
                 last_missing: 6,
                 from_time: 20,
@@ -664,7 +641,7 @@ mod tests {
         seq.backfill_failed(now, &mut out);
         assert_eq!(released(&out), ["5"]);
         assert_eq!(
-            count(&out, |e| matches!(e, SequencerEvent::GapUnfilled { .. })),
+            count(&out, |e| matches!(e, SymbolEvent::GapUnfilled { .. })),
             1
         );
     }
@@ -677,7 +654,7 @@ mod tests {
         seq.offer(b(1).with_exchange(Exchange::Coinbase), now, &mut out);
         assert!(seq.heartbeat(1, now, &mut out), "caught up");
         assert!(!seq.heartbeat(3, now, &mut out));
-        assert!(out.contains(&SequencerEvent::GapOpened {
+        assert!(out.contains(&SymbolEvent::GapOpened {
             first_missing: 2,
             last_missing: 3
         }));
@@ -723,7 +700,7 @@ mod tests {
         }
         assert_eq!(released(&out), ["a", "b", "c"]);
         assert_eq!(
-            count(&out, |e| matches!(e, SequencerEvent::Duplicate { .. })),
+            count(&out, |e| matches!(e, SymbolEvent::Duplicate { .. })),
             2
         );
     }
@@ -767,7 +744,7 @@ mod tests {
         let buffer: Vec<Trade> = out
             .iter()
             .filter_map(|e| match e {
-                SequencerEvent::Released(t) => Some(t.clone()),
+                SymbolEvent::Publish(t) => Some(t.clone()),
                 _ => None,
             })
             .collect();

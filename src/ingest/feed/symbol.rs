@@ -1,6 +1,6 @@
 //! One symbol of a feed as a pure state machine: [`SymbolFeed`] owns
 //! everything the feed knows about the symbol — its release order (dedup,
-//! gaps, through its [`SymbolSequencer`]), the resync after a reconnect,
+//! gaps, through its `SymbolSequencer`), the resync after a reconnect,
 //! which REST call is due, whether it is live, a replica's buffer, and the
 //! watermark — and says what to do as [`SymbolEvent`]s. It does no I/O and
 //! never reads the clock: `now` (monotonic, for waits) and `wall` (epoch
@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::sequence::{ResumePoint, SequencerEvent, SymbolSequencer};
+use super::sequence::{ResumePoint, SymbolSequencer};
 use super::Role;
 use crate::model::{Exchange, Millis, Trade};
 
@@ -70,17 +70,21 @@ pub enum SymbolEvent {
     Publish(Trade),
     /// A trade kept in the replica's buffer.
     Buffered,
-    /// A trade seen before.
-    Duplicate,
+    /// A trade seen before (reconnect or rotation overlap, replayed buffer).
+    Duplicate { trade_id: String },
+    /// Raw trade ids `first_missing..=last_missing` are missing.
     GapOpened {
         first_missing: u64,
         last_missing: u64,
     },
+    /// A gap closed: every missing trade arrived.
     GapFilled {
         first_missing: u64,
         last_missing: u64,
     },
-    /// Missing trades that cannot be had: a primary publishes a gap marker.
+    /// Missing trades that cannot be had; the sequence goes on after them,
+    /// and a primary publishes a gap marker. Their exchange times lie in
+    /// `from_time..=to_time`.
     GapUnfilled {
         first_missing: u64,
         last_missing: u64,
@@ -112,7 +116,7 @@ pub struct SymbolFeed {
     /// A replica's recent trades.
     buffer: VecDeque<Trade>,
     rejected: bool,
-    scratch: Vec<SequencerEvent>,
+    scratch: Vec<SymbolEvent>,
 }
 
 impl SymbolFeed {
@@ -346,56 +350,29 @@ impl SymbolFeed {
     /// After live input: a released trade or an opened gap shows the
     /// connection is past any outage, so no resync is needed any more.
     fn settle(&mut self, out: &mut Vec<SymbolEvent>) {
-        if self.scratch.iter().any(|e| {
-            matches!(
-                e,
-                SequencerEvent::Released(_) | SequencerEvent::GapOpened { .. }
-            )
-        }) {
+        if self
+            .scratch
+            .iter()
+            .any(|e| matches!(e, SymbolEvent::Publish(_) | SymbolEvent::GapOpened { .. }))
+        {
             self.needs_resync = false;
         }
         self.drain(out);
     }
 
-    /// Turns the sequencer's events into the feed task's, buffering what a
-    /// replica releases.
+    /// Hands the sequencer's events to the feed task, keeping what a replica
+    /// releases in its buffer instead.
     fn drain(&mut self, out: &mut Vec<SymbolEvent>) {
         for event in self.scratch.drain(..) {
             out.push(match event {
-                SequencerEvent::Released(trade) if self.buffering => {
+                SymbolEvent::Publish(trade) if self.buffering => {
                     if self.buffer.len() >= self.buffer_capacity {
                         self.buffer.pop_front();
                     }
                     self.buffer.push_back(trade);
                     SymbolEvent::Buffered
                 }
-                SequencerEvent::Released(trade) => SymbolEvent::Publish(trade),
-                SequencerEvent::Duplicate { .. } => SymbolEvent::Duplicate,
-                SequencerEvent::GapOpened {
-                    first_missing,
-                    last_missing,
-                } => SymbolEvent::GapOpened {
-                    first_missing,
-                    last_missing,
-                },
-                SequencerEvent::GapFilled {
-                    first_missing,
-                    last_missing,
-                } => SymbolEvent::GapFilled {
-                    first_missing,
-                    last_missing,
-                },
-                SequencerEvent::GapUnfilled {
-                    first_missing,
-                    last_missing,
-                    from_time,
-                    to_time,
-                } => SymbolEvent::GapUnfilled {
-                    first_missing,
-                    last_missing,
-                    from_time,
-                    to_time,
-                },
+                other => other,
             });
         }
     }
@@ -661,7 +638,9 @@ mod tests {
         let replayed = symbol.promote(Some(&resume), Instant::now(), &mut out);
         assert_eq!(replayed, 3);
         assert_eq!(published(&out), ["3", "4"]);
-        assert!(out.contains(&SymbolEvent::Duplicate));
+        assert!(out
+            .iter()
+            .any(|e| matches!(e, SymbolEvent::Duplicate { .. })));
         assert_eq!(symbol.position().map(|p| p.last.trade_id), Some("4".into()));
     }
 }

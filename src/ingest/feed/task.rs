@@ -288,7 +288,7 @@ impl FeedTask {
                     }
                 }
                 SymbolEvent::Buffered => self.events.buffered(1),
-                SymbolEvent::Duplicate => self.events.duplicate(),
+                SymbolEvent::Duplicate { .. } => self.events.duplicate(),
                 SymbolEvent::GapOpened {
                     first_missing,
                     last_missing,
