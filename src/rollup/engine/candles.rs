@@ -272,68 +272,7 @@ impl CandleRollup {
             }))
     }
 
-    /// Advances a symbol's watermark directly (optional: child candles advance
-    /// it already).
-    ///
-    /// # Errors
-    /// [`EngineError::InvalidWatermark`] for a time outside `0..=MAX_EVENT_TIME`.
-    pub fn on_watermark(
-        &mut self,
-        watermark: &Watermark,
-        out: &mut Vec<Candle>,
-    ) -> Result<(), EngineError> {
-        self.symbols.on_watermark(watermark, out)
-    }
-
-    /// Marks `[from, to)` as a known gap at this level (usually the gap is marked
-    /// at level 1 and flows up through degraded children instead).
-    ///
-    /// # Errors
-    /// [`EngineError::InvalidGap`] if `from >= to` or a bound is out of range.
-    pub fn mark_gap(
-        &mut self,
-        exchange: Exchange,
-        symbol: &str,
-        from: Millis,
-        to: Millis,
-        out: &mut Vec<Candle>,
-    ) -> Result<(), EngineError> {
-        self.symbols.mark_gap(exchange, symbol, from, to, out)
-    }
-
-    /// End of input: closes every open parent window that holds children, symbol
-    /// by symbol in key order.
-    pub fn finish(&mut self, out: &mut Vec<Candle>) {
-        self.symbols.finish(out)
-    }
-
-    /// The keys whose state changed since the last call, in first-touch order.
-    pub fn take_touched(&mut self) -> Vec<String> {
-        self.symbols.take_touched()
-    }
-
-    /// The state of one symbol.
-    pub fn state(&self, key: &str) -> Option<&CandleState> {
-        self.symbols.state(key)
-    }
-
-    /// Puts back a state read from the changelog (replacing any held).
-    ///
-    /// # Errors
-    /// [`EngineError::KeyMismatch`] if `key` is not the state's `exchange:symbol`.
-    pub fn restore(&mut self, key: &str, state: CandleState) -> Result<(), EngineError> {
-        self.symbols.restore(key, state)
-    }
-
-    /// Drops a symbol's state, returning it.
-    pub fn remove(&mut self, key: &str) -> Option<CandleState> {
-        self.symbols.remove(key)
-    }
-
-    /// Every symbol key held, in key order.
-    pub fn keys(&self) -> Vec<String> {
-        self.symbols.keys()
-    }
+    shared_level_methods!(CandleState);
 }
 
 pub(super) fn candle_problem(c: &Candle) -> Option<&'static str> {

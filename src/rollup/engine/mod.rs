@@ -33,7 +33,8 @@
 //! - `candles.rs`: levels 2+, [`CandleRollup`] and [`CandleState`].
 //! - `symbols.rs`: per-symbol maps and `Symbols`, the one implementation of
 //!   what both levels do alike (watermarks, gaps, finish, touched keys,
-//!   state, restore, remove, keys).
+//!   state, restore, remove, keys), and `shared_level_methods!`, which gives
+//!   both levels those public methods.
 //! - `pipeline.rs`: [`CandlePipeline`], every level chained in-process.
 //!
 //! # Windows

@@ -230,6 +230,80 @@ impl<S: LevelState> Symbols<S> {
     }
 }
 
+/// The public methods [`TradeRollup`] and [`CandleRollup`] share, written
+/// once: each delegates to the level's [`Symbols`].
+macro_rules! shared_level_methods {
+    ($state:ty) => {
+        /// Advances a symbol's watermark (a worker heartbeat, a forwarded
+        /// watermark); closes the windows it allows, quiet ones included.
+        ///
+        /// # Errors
+        /// [`EngineError::InvalidWatermark`] for a time outside `0..=MAX_EVENT_TIME`.
+        pub fn on_watermark(
+            &mut self,
+            watermark: &Watermark,
+            out: &mut Vec<Candle>,
+        ) -> Result<(), EngineError> {
+            self.symbols.on_watermark(watermark, out)
+        }
+
+        /// Marks `[from, to)` of a symbol as a known feed gap: the windows of
+        /// this level overlapping it are `degraded`; those already closed and
+        /// retained are re-emitted with `revision + 1`. (Usually the gap is
+        /// marked at level 1 and flows up through degraded children.)
+        ///
+        /// # Errors
+        /// [`EngineError::InvalidGap`] if `from >= to` or a bound is out of range.
+        pub fn mark_gap(
+            &mut self,
+            exchange: Exchange,
+            symbol: &str,
+            from: Millis,
+            to: Millis,
+            out: &mut Vec<Candle>,
+        ) -> Result<(), EngineError> {
+            self.symbols.mark_gap(exchange, symbol, from, to, out)
+        }
+
+        /// End of input: closes every open window up to the last one holding
+        /// data, symbol by symbol in key order.
+        pub fn finish(&mut self, out: &mut Vec<Candle>) {
+            self.symbols.finish(out)
+        }
+
+        /// The keys (`exchange:symbol`) whose state changed since the last
+        /// call, in first-touch order. Write their [`Self::state`] to the
+        /// changelog.
+        pub fn take_touched(&mut self) -> Vec<String> {
+            self.symbols.take_touched()
+        }
+
+        /// The state of one symbol.
+        pub fn state(&self, key: &str) -> Option<&$state> {
+            self.symbols.state(key)
+        }
+
+        /// Puts back a state read from the changelog (replacing any held).
+        ///
+        /// # Errors
+        /// [`EngineError::KeyMismatch`] if `key` is not the state's `exchange:symbol`.
+        pub fn restore(&mut self, key: &str, state: $state) -> Result<(), EngineError> {
+            self.symbols.restore(key, state)
+        }
+
+        /// Drops a symbol's state (e.g. a delisted symbol), returning it.
+        pub fn remove(&mut self, key: &str) -> Option<$state> {
+            self.symbols.remove(key)
+        }
+
+        /// Every symbol key held, in key order.
+        pub fn keys(&self) -> Vec<String> {
+            self.symbols.keys()
+        }
+    };
+}
+pub(super) use shared_level_methods;
+
 #[cfg(test)]
 mod tests {
     use super::*;
