@@ -14,9 +14,10 @@ use rust_decimal::Decimal;
 use serde_json::json;
 use tickfetch::config::Config;
 use tickfetch::coord::epoch::Epoch;
-use tickfetch::ingest::exchanges::{self, Feed, WireFrame};
+use tickfetch::ingest::feed::symbol::SymbolFeed;
+use tickfetch::ingest::feed::Role;
 use tickfetch::ingest::output::{Output, Publishers, OUTPUT_QUEUE};
-use tickfetch::ingest::sequencer::SymbolSequencer;
+use tickfetch::ingest::venues::{self, Feed, WireFrame};
 use tickfetch::model::{Side, Trade};
 
 fn arg(name: &str, default: usize) -> usize {
@@ -37,7 +38,7 @@ fn trades(feed: Feed, n: usize) -> Vec<Trade> {
         tickfetch::model::Exchange::Coinbase => "BTC-USD",
         tickfetch::model::Exchange::Okx => "BTC-USDT",
     };
-    let instrument = exchanges::instrument(exchange, symbol).unwrap_or_default();
+    let instrument = venues::instrument(exchange, symbol).unwrap_or_default();
     (0..n)
         .map(|i| {
             let id = 1_000_000 + i as u64;
@@ -56,9 +57,9 @@ fn trades(feed: Feed, n: usize) -> Vec<Trade> {
                 side: if i % 3 == 0 { Side::Sell } else { Side::Buy },
                 exchange_time: 1_700_000_000_000 + i as i64,
                 receive_time: 1_700_000_000_000 + i as i64,
-                first_trade_id: matches!(feed, Feed::Binance(exchanges::binance::Feed::AggTrade))
+                first_trade_id: matches!(feed, Feed::Binance(venues::binance::Feed::AggTrade))
                     .then_some(id),
-                last_trade_id: matches!(feed, Feed::Binance(exchanges::binance::Feed::AggTrade))
+                last_trade_id: matches!(feed, Feed::Binance(venues::binance::Feed::AggTrade))
                     .then_some(id),
             }
         })
@@ -76,7 +77,7 @@ fn bench_parse(frames_per_feed: usize) -> serde_json::Value {
         // Advanced Trade would otherwise put every trade in one message).
         let Ok(frames) = trades(feed, frames_per_feed)
             .chunks(1)
-            .map(|one| feed.encode_trades(one))
+            .map(|one| tickfetch::exsim::encode::encode_trades(feed, one))
             .collect::<Result<Vec<_>, _>>()
             .map(|f| f.concat())
         else {
@@ -92,12 +93,12 @@ fn bench_parse(frames_per_feed: usize) -> serde_json::Value {
         let exchange = feed.exchange();
         // Warm up, then time.
         for frame in bytes.iter().take(1000) {
-            black_box(exchanges::parse_frame(exchange, frame, 0).ok());
+            black_box(venues::parse_frame(exchange, frame, 0).ok());
         }
         let start = Instant::now();
         let mut parsed = 0usize;
         for frame in &bytes {
-            if let Ok(exchanges::Frame::Trades(t)) = exchanges::parse_frame(exchange, frame, 0) {
+            if let Ok(venues::Frame::Trades(t)) = venues::parse_frame(exchange, frame, 0) {
                 parsed += t.len();
                 black_box(t);
             }
@@ -130,7 +131,7 @@ fn bench_sequencer(n: usize) -> serde_json::Value {
     let feed: Feed = "binance:trade".parse().unwrap_or(Feed::ALL[0]);
     let input = trades(feed, n);
     let now = tokio::time::Instant::now();
-    let mut sequencer = SymbolSequencer::new(feed.exchange(), true);
+    let mut sequencer = SymbolFeed::new(feed.exchange(), Role::Primary, 1, now);
     let mut out = Vec::with_capacity(16);
     let start = Instant::now();
     let mut released = 0usize;
@@ -188,7 +189,7 @@ async fn bench_publish(n: usize) -> Option<serde_json::Value> {
     let start = Instant::now();
     for payload in &payloads {
         let record = BaseRecord::to(&topic).key(key).payload(payload.as_slice());
-        tickfetch::kafka::send_waiting(&producer, record).expect("produce");
+        tickfetch::wire::send_waiting(&producer, record).expect("produce");
     }
     producer.flush(Duration::from_secs(60)).ok()?;
     let raw = start.elapsed();

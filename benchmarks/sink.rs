@@ -19,12 +19,12 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rust_decimal::Decimal;
 use serde::Serialize;
 use tickfetch::config::Config;
-use tickfetch::coord::epoch::EPOCH_HEADER;
 use tickfetch::kafka::{client_config, ensure_topics, TopicSpec};
 use tickfetch::model::{Candle, CandleStatus, Exchange, Interval};
 use tickfetch::shutdown::CancellationToken;
 use tickfetch::sink::writer::{candle_collection, candle_document};
 use tickfetch::sink::{self, SinkAssignment};
+use tickfetch::wire::EPOCH_HEADER;
 
 #[derive(Debug, Serialize)]
 struct RunResult {
@@ -128,7 +128,7 @@ async fn main() {
                 key: EPOCH_HEADER,
                 value: Some("7"),
             }));
-        tickfetch::kafka::send_waiting(&producer, record).expect("produce");
+        tickfetch::wire::send_waiting(&producer, record).expect("produce");
     }
     producer.flush(Duration::from_secs(60)).expect("flush");
 

@@ -32,6 +32,21 @@ impl CommonArgs {
     }
 }
 
+/// Why a binary could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("installing signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    #[error("binding the metrics and health endpoint {addr}: {source}")]
+    Endpoint {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// A started process: its config, root shutdown token and health flag.
 pub struct Started {
     pub config: Config,
@@ -44,18 +59,23 @@ pub struct Started {
 /// Loads config, starts logging, signal handling and the HTTP endpoint.
 ///
 /// # Errors
-/// A configuration error, or the endpoint's address cannot be bound.
-pub async fn start(args: &CommonArgs) -> Result<Started, Box<dyn std::error::Error + Send + Sync>> {
+/// A configuration error, signal handlers that cannot be installed, or the
+/// endpoint's address cannot be bound.
+pub async fn start(args: &CommonArgs) -> Result<Started, StartError> {
     let config = args.load()?;
     telemetry::init_logging(config.telemetry.log_format);
-    let shutdown = crate::shutdown::on_signals()?;
+    let shutdown = crate::shutdown::on_signals().map_err(StartError::Signals)?;
     let health = Health::new();
     let http = telemetry::serve_http(
         &config.telemetry.http_addr,
         health.clone(),
         shutdown.child_token(),
     )
-    .await?;
+    .await
+    .map_err(|source| StartError::Endpoint {
+        addr: config.telemetry.http_addr.clone(),
+        source,
+    })?;
     Ok(Started {
         config,
         shutdown,

@@ -42,15 +42,6 @@ use crate::rollup::engine::{CandlePipeline, EngineError, Outcome, PipelineConfig
 /// is 1973).
 pub const MICROS_THRESHOLD: i64 = 100_000_000_000_000;
 
-/// Quote assets split off Binance symbols, longest first so that e.g. `BUSD`
-/// wins over `USD` and `FDUSD` over `USD`.
-pub const BINANCE_QUOTES: &[&str] = &[
-    "FDUSD", "USDT", "USDC", "BUSD", "TUSD", "USDP", "USDS", "AEUR", "BIDR", "IDRT", "BKRW",
-    "DOGE", "DAI", "EUR", "TRY", "BRL", "GBP", "AUD", "RUB", "UAH", "NGN", "ZAR", "PLN", "RON",
-    "ARS", "JPY", "MXN", "COP", "CZK", "BTC", "ETH", "BNB", "XRP", "TRX", "DOT", "SOL", "PAX",
-    "VAI", "USD",
-];
-
 /// Errors of the importer.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -58,7 +49,7 @@ pub enum ImportError {
     #[error("unknown import format {0:?} (expected one of binance-aggtrades-csv, binance-trades-csv, trades-jsonl)")]
     UnknownFormat(String),
     /// The Binance symbol ends in no known quote asset.
-    #[error("cannot split Binance symbol {0:?} into BASE-QUOTE: it must be upper-case letters and digits ending in a known quote asset ({quotes})", quotes = BINANCE_QUOTES.join(", "))]
+    #[error("cannot split Binance symbol {0:?} into BASE-QUOTE: it must be upper-case letters and digits ending in a known quote asset ({quotes})", quotes = crate::ingest::venues::binance::QUOTE_ASSETS.join(", "))]
     UnknownSymbol(String),
     /// One row could not be read as a trade; the import goes on.
     #[error("line {line}: {reason}")]
@@ -158,7 +149,8 @@ impl FromStr for ImportFormat {
     }
 }
 
-/// `BASE-QUOTE` for a Binance symbol, splitting the longest known quote suffix:
+/// `BASE-QUOTE` for a Binance symbol, as the live feed maps it
+/// (`venues::binance::instrument`, the longest known quote suffix):
 /// `XRPETH` → `XRP-ETH`, `BTCFDUSD` → `BTC-FDUSD`.
 ///
 /// # Errors
@@ -169,15 +161,12 @@ pub fn binance_instrument(symbol: &str) -> Result<String, ImportError> {
         && symbol
             .bytes()
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
-    if valid {
-        let quote = BINANCE_QUOTES
-            .iter()
-            .filter(|quote| symbol.len() > quote.len() && symbol.ends_with(*quote))
-            .max_by_key(|quote| quote.len());
-        if let Some(quote) = quote {
-            let base = &symbol[..symbol.len() - quote.len()];
-            return Ok(format!("{base}-{quote}"));
-        }
+    // The live feed's mapping: a CSV import and the feed name a symbol alike.
+    if let Some(instrument) = valid
+        .then(|| crate::ingest::venues::binance::instrument(symbol).ok())
+        .flatten()
+    {
+        return Ok(instrument);
     }
     Err(ImportError::UnknownSymbol(symbol.to_owned()))
 }
@@ -897,7 +886,7 @@ pub fn publish_from_reader<R: BufRead>(
     exchange: Exchange,
     symbol: &str,
     close_with_grace: Option<Millis>,
-    publisher: &mut crate::ingest::publisher::TradePublisher,
+    publisher: &mut crate::ingest::output::publisher::TradePublisher,
     mut on_error: impl FnMut(&ImportError),
 ) -> Result<PublishReport, ImportError> {
     let mut rows = TradeReader::new(reader, format, exchange, symbol)?;

@@ -226,13 +226,8 @@ impl Trade {
 
     /// The Kafka key shared by a symbol's trades, watermarks and candles.
     pub fn key(&self) -> String {
-        feed_key(self.exchange, &self.symbol)
+        crate::wire::feed_key(self.exchange, &self.symbol)
     }
-}
-
-/// `exchange:symbol`, the Kafka record key of a symbol's trades and candles.
-pub fn feed_key(exchange: Exchange, symbol: &str) -> String {
-    format!("{exchange}:{symbol}")
 }
 
 /// Whether a candle saw trades.
@@ -282,7 +277,7 @@ impl Candle {
     /// The Kafka key: `exchange:symbol`, so that a symbol's candles stay in order
     /// on one partition.
     pub fn key(&self) -> String {
-        feed_key(self.exchange, &self.symbol)
+        crate::wire::feed_key(self.exchange, &self.symbol)
     }
 
     /// The identity of the window, `exchange:symbol:interval:open_time` (the
@@ -307,17 +302,10 @@ pub struct Watermark {
     pub time: Millis,
 }
 
-/// Kafka header naming the kind of record on a topic that carries more than one.
-pub const KIND_HEADER: &str = "tickfetch-kind";
-/// [`KIND_HEADER`] value of a [`Watermark`] record (trades carry `trade` or no header).
-pub const KIND_WATERMARK: &str = "watermark";
-/// [`KIND_HEADER`] value of a [`Trade`] record.
-pub const KIND_TRADE: &str = "trade";
-/// [`KIND_HEADER`] value of a [`GapMarker`] record.
-pub const KIND_GAP: &str = "gap";
-/// Kafka header carrying the writer's fencing epoch in decimal ASCII (see
-/// `coord::epoch`); absent means epoch 0.
-pub const EPOCH_HEADER: &str = "tickfetch-epoch";
+// The envelope (keys, headers) lives in `wire`; these names stay here for
+// callers of the old paths.
+#[doc(hidden)]
+pub use crate::wire::{feed_key, EPOCH_HEADER, KIND_GAP, KIND_HEADER, KIND_TRADE, KIND_WATERMARK};
 
 /// Trades of `exchange:symbol` in raw ids `first_missing..=last_missing` were
 /// missed by a worker and could not be backfilled. Their exchange times lie in

@@ -17,7 +17,7 @@ use std::str::FromStr;
 use rust_decimal::Decimal;
 use serde_json::Value;
 use tickfetch::ingest::decode::{self, DecodeReport};
-use tickfetch::ingest::exchanges::{
+use tickfetch::ingest::venues::{
     self, binance, bybit, coinbase, id_continuity, okx, upbit, ExchangeError, Frame, Heartbeat,
     IdContinuity, SubscribeRejection,
 };
@@ -269,15 +269,14 @@ fn assert_contiguous_per_symbol(trades: &[Trade], context: &str) {
 }
 
 /// Encode real trades in a feed's wire form and parse them back.
-fn assert_round_trip(feed: exchanges::Feed, trades: &[Trade]) {
-    let frames = feed
-        .encode_trades(trades)
+fn assert_round_trip(feed: venues::Feed, trades: &[Trade]) {
+    let frames = tickfetch::exsim::encode::encode_trades(feed, trades)
         .unwrap_or_else(|e| panic!("{feed}: {e}"));
     let mut back = Vec::new();
     for frame in &frames {
         let exchange = feed.exchange();
         let mut parsed = trades_of(
-            exchanges::parse_frame(exchange, frame.as_bytes(), 0).expect("own frame parses"),
+            venues::parse_frame(exchange, frame.as_bytes(), 0).expect("own frame parses"),
         );
         back.append(&mut parsed);
     }
@@ -358,7 +357,7 @@ fn binance_recordings_decode_exactly() {
         assert_eq!(kind_count(&report, "kline_1m"), klines, "{file}");
         assert_eq!(report.trades, trades_expected as u64);
         assert_contiguous_per_symbol(&trades, file);
-        assert_round_trip(exchanges::Feed::Binance(binance::Feed::AggTrade), &trades);
+        assert_round_trip(venues::Feed::Binance(binance::Feed::AggTrade), &trades);
 
         // The recorded connection URL subscribes the same aggTrade streams we would.
         let url = serde_json::from_str::<Value>(text.lines().next().expect("connect line"))
@@ -476,7 +475,8 @@ fn binance_ws_and_rest_fixtures_decode_exactly() {
         let trades = binance::parse_rest_trades(feed, "BTCUSDT", text.as_bytes(), 5).expect(file);
         assert_trades(&trades, &want, file);
         assert_contiguous_per_symbol(&trades, file);
-        let body = binance::encode_rest_trades(feed, &trades).expect("encode");
+        let body =
+            tickfetch::exsim::encode::binance::encode_rest_trades(feed, &trades).expect("encode");
         assert_eq!(
             binance::parse_rest_trades(feed, "BTCUSDT", body.as_bytes(), 5).expect("own body"),
             trades,
@@ -532,7 +532,7 @@ fn upbit_simple_recording_decodes_exactly() {
     );
     // JSON numbers keep their text: "tp":127.0 stays 127.0.
     assert_eq!(trades[0].price.to_string(), "127.0");
-    assert_round_trip(exchanges::Feed::Upbit(upbit::Feed::Simple), &trades);
+    assert_round_trip(venues::Feed::Upbit(upbit::Feed::Simple), &trades);
 
     // The recorded request asks for the same trade codes, realtime only, in SIMPLE.
     let sent: Value = text
@@ -584,7 +584,7 @@ fn upbit_default_format_candle_and_rest_decode() {
     let trades =
         trades_of(upbit::parse_frame(trade_file.update.as_bytes(), 9).expect("DEFAULT trade"));
     assert_trades(&trades, &[want], "DEFAULT");
-    assert_round_trip(exchanges::Feed::Upbit(upbit::Feed::Default), &trades);
+    assert_round_trip(venues::Feed::Upbit(upbit::Feed::Default), &trades);
 
     let candle = jkorf(&read(&dir, "upbit/JKorf_Upbit.Net_ws_candle_1m.txt"));
     assert_eq!(
@@ -676,7 +676,7 @@ fn coinbase_matches_recording_decodes_exactly() {
     }
     assert_contiguous_per_symbol(&trades, file);
     assert_round_trip(
-        exchanges::Feed::Coinbase(coinbase::Feed::ExchangeMatches),
+        venues::Feed::Coinbase(coinbase::Feed::ExchangeMatches),
         &trades,
     );
     for trade in &mut trades {
@@ -756,7 +756,7 @@ fn coinbase_advanced_trade_files_decode() {
         );
     }
     assert_round_trip(
-        exchanges::Feed::Coinbase(coinbase::Feed::AdvancedMarketTrades),
+        venues::Feed::Coinbase(coinbase::Feed::AdvancedMarketTrades),
         &trades,
     );
     trades.iter_mut().for_each(|t| t.exchange_time = 0);
@@ -878,7 +878,7 @@ fn bybit_v5_files_decode() {
         &bybit_expected(&docs, 4, "BTC-USDT"),
         "docs publicTrade",
     );
-    assert_round_trip(exchanges::Feed::Bybit(bybit::Feed::Linear), &trades);
+    assert_round_trip(venues::Feed::Bybit(bybit::Feed::Linear), &trades);
 
     for (file, feed) in [
         (
@@ -1001,7 +1001,7 @@ fn okx_recording_decodes_exactly() {
         (0, 18)
     );
     assert_contiguous_per_symbol(&trades, file);
-    assert_round_trip(exchanges::Feed::Okx(okx::Feed::TradesAll), &trades);
+    assert_round_trip(venues::Feed::Okx(okx::Feed::TradesAll), &trades);
 
     // The recorded subscribe request's trades args are ours.
     let sent: Vec<Value> = text
@@ -1052,7 +1052,7 @@ fn okx_docs_and_rest_decode() {
     let trades = trades_of(okx::parse_frame(docs.as_bytes(), 6).expect("docs"));
     assert_trades(&trades, &[want], "docs trades");
     assert_eq!(trades[0].trade_count(), 3);
-    assert_round_trip(exchanges::Feed::Okx(okx::Feed::Trades), &trades);
+    assert_round_trip(venues::Feed::Okx(okx::Feed::Trades), &trades);
 
     let rest = read(&dir, "okx/nautilus_v5_rest_trades.json");
     let rows = serde_json::from_str::<Value>(&rest).expect("json")["data"]
@@ -1219,7 +1219,7 @@ fn malformed_lines_are_reported_and_decoding_goes_on() {
             .into_iter()
             .filter(|r| {
                 matches!(
-                    exchanges::parse_frame(exchange, r.raw.as_bytes(), 0),
+                    venues::parse_frame(exchange, r.raw.as_bytes(), 0),
                     Ok(Frame::Trades(_))
                 )
             })
@@ -1326,13 +1326,13 @@ fn rejected_symbols_are_named() {
     ];
     for (exchange, text, symbols) in cases {
         let Frame::SubscribeError(rejection) =
-            exchanges::parse_frame(exchange, text.as_bytes(), 0).expect("frame")
+            venues::parse_frame(exchange, text.as_bytes(), 0).expect("frame")
         else {
             panic!("{exchange}: not a rejection")
         };
         assert_eq!(rejection.symbols, symbols, "{exchange}");
     }
-    let err = exchanges::instrument(Exchange::Binance, "DELISTEDXYZ").unwrap_err();
+    let err = venues::instrument(Exchange::Binance, "DELISTEDXYZ").unwrap_err();
     assert!(matches!(err, ExchangeError::UnknownSymbol { .. }) && err.is_terminal());
     assert!(err.to_string().contains("\"DELISTEDXYZ\""), "{err}");
 }

@@ -14,16 +14,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use tickfetch::config::{Config, FeedConfig};
-use tickfetch::ingest::exchanges::Feed;
-use tickfetch::ingest::metrics::FeedStatsSnapshot;
-use tickfetch::ingest::output::{GapMarker, DEAD_LETTER_REASON, DEAD_LETTER_SOURCE, KIND_GAP};
-use tickfetch::ingest::simulator::{
+use tickfetch::exsim::{
     generated_symbols, ConnectionRules as SimRules, Fault, FaultKind, GenerateConfig, SimConfig,
     SimHandle, Simulator, Source,
 };
+use tickfetch::ingest::events::FeedStatsSnapshot;
+use tickfetch::ingest::venues::Feed;
 use tickfetch::ingest::worker::{FeedHandle, Role, Worker};
-use tickfetch::model::{Exchange, Trade, Watermark, KIND_HEADER, KIND_TRADE, KIND_WATERMARK};
+use tickfetch::model::{Exchange, GapMarker, Trade, Watermark};
 use tickfetch::shutdown::CancellationToken;
+use tickfetch::wire::{
+    DEAD_LETTER_REASON, DEAD_LETTER_SOURCE, EPOCH_HEADER, KIND_GAP, KIND_HEADER, KIND_TRADE,
+    KIND_WATERMARK,
+};
 
 /// Longest any wait in these tests may take.
 const WAIT: Duration = Duration::from_secs(30);
@@ -589,13 +592,14 @@ async fn unanswered_pings_trip_keepalive() {
         |sim, _| {
             sim.inject(Fault::new(
                 Exchange::Okx,
+                // Four pong timeouts long: a loaded machine still sees one.
                 FaultKind::NoPong {
-                    duration: Some(Duration::from_millis(1_000)),
+                    duration: Some(Duration::from_millis(2_000)),
                 },
             ))
             .expect("inject");
         },
-        Duration::from_secs(2),
+        Duration::from_secs(3),
     )
     .await;
     assert!(stats.keepalive_failures >= 1, "{stats:?}");
@@ -612,13 +616,15 @@ async fn ignored_pongs_make_binance_hang_up_and_the_worker_reconnects() {
         |sim, _| {
             sim.inject(Fault::new(
                 Exchange::Binance,
+                // Well past the simulator's 900 ms pong deadline, so that
+                // it hangs up even when the machine is loaded.
                 FaultKind::IgnorePongs {
-                    duration: Some(Duration::from_millis(1_200)),
+                    duration: Some(Duration::from_millis(2_400)),
                 },
             ))
             .expect("inject");
         },
-        Duration::from_secs(2),
+        Duration::from_secs(3),
     )
     .await;
     assert!(stats.connections >= 2, "{stats:?}");
@@ -664,17 +670,20 @@ async fn rejected_symbol_is_dropped_and_its_neighbours_keep_flowing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_before_the_forced_disconnect_overlaps_without_duplicates() {
+    // A 6 s connection age leaves the rotation a 1.5 s head start before the
+    // forced close (a quarter of the age): enough to connect and subscribe
+    // the replacement on a loaded machine. Two rotations take 9 s.
     let rules = SimRules {
-        max_connection_age: Duration::from_millis(2_000),
+        max_connection_age: Duration::from_millis(6_000),
         ..SimRules::default()
     };
     let (stats, _, _, _) = scenario(
         "ingest-rotation",
         "binance:trade",
         rules,
-        |feed| feed.max_connection_age_ms = Some(2_000),
+        |feed| feed.max_connection_age_ms = Some(6_000),
         |_, _| {},
-        Duration::from_secs(5),
+        Duration::from_secs(10),
     )
     .await;
     assert!(stats.rotations >= 2, "{stats:?}");
@@ -817,7 +826,7 @@ async fn watermarks_advance_for_quiet_symbols_and_no_trade_follows_behind_one() 
         .expect("feed starts");
     wait_live(&handle, 1).await;
     // Only the first symbol trades; the others stay quiet for 1.5 s.
-    let started = tickfetch::ingest::exchanges::receive_time_now();
+    let started = tickfetch::ingest::venues::receive_time_now();
     trade(
         &rig.sim,
         Exchange::Binance,
@@ -827,7 +836,7 @@ async fn watermarks_advance_for_quiet_symbols_and_no_trade_follows_behind_one() 
     )
     .await;
     wait_published(&handle, &rig.sim, feed, &names).await;
-    let ended = tickfetch::ingest::exchanges::receive_time_now();
+    let ended = tickfetch::ingest::venues::receive_time_now();
     let lateness = rig.config.ingest.allowed_lateness_ms as i64;
     let (contents, _, _) = rig.finish().await;
     for symbol in &names {
@@ -897,10 +906,14 @@ async fn replica_resumes_from_the_topic_after_the_primary_stops() {
     )
     .await;
     rig.worker.flush().await.expect("flush");
-    let resume =
-        tickfetch::ingest::resume::last_published(&rig.config, Exchange::Binance, &names, 1_000)
-            .await
-            .expect("tail of the trades topic");
+    let resume = tickfetch::ingest::feed::resume::last_published(
+        &rig.config,
+        Exchange::Binance,
+        &names,
+        1_000,
+    )
+    .await
+    .expect("tail of the trades topic");
     assert_eq!(resume.len(), names.len(), "a resume point per symbol");
     replica.promote(resume).await.expect("promote");
     trade(
@@ -1030,7 +1043,7 @@ async fn an_old_primary_that_keeps_publishing_is_fenced_by_its_epoch() {
     let epoch_of = |r: &common::Record| {
         r.headers
             .iter()
-            .find(|(k, _)| k == tickfetch::coord::epoch::EPOCH_HEADER)
+            .find(|(k, _)| k == EPOCH_HEADER)
             .and_then(|(_, v)| v.parse::<i64>().ok())
             .expect("every worker record has an epoch")
     };

@@ -13,9 +13,10 @@ use common::oracle::*;
 use common::pipeline::*;
 use common::Proc;
 use rand::Rng;
-use tickfetch::coord::epoch::{Epoch, EPOCH_HEADER};
+use tickfetch::coord::epoch::Epoch;
 use tickfetch::ingest::publisher::TradePublisher;
 use tickfetch::model::{Exchange, Interval};
+use tickfetch::wire::EPOCH_HEADER;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oracle_through_kafka_stages_and_sink() {

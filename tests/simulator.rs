@@ -23,13 +23,13 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
 
-use tickfetch::ingest::decode::decode_reader;
-use tickfetch::ingest::exchanges::{
-    self, binance, id_continuity, okx, ExchangeError, Feed, Frame, IdContinuity,
-};
-use tickfetch::ingest::simulator::{
+use tickfetch::exsim::{
     ConnectionRules, Fault, FaultKind, GenerateConfig, ReplayConfig, ReplayStart, SimConfig,
     SimHandle, Simulator, Source,
+};
+use tickfetch::ingest::decode::decode_reader;
+use tickfetch::ingest::venues::{
+    self, binance, id_continuity, okx, ExchangeError, Feed, Frame, IdContinuity,
 };
 use tickfetch::model::{Exchange, Trade};
 
@@ -122,7 +122,7 @@ async fn collect_trades(ws: &mut Ws, exchange: Exchange, n: usize) -> (Vec<Trade
                 trades.len()
             ),
         };
-        match exchanges::parse_frame(exchange, &payload, 1) {
+        match venues::parse_frame(exchange, &payload, 1) {
             Ok(Frame::Trades(batch)) => trades.extend(batch),
             Ok(frame) => others.push(frame),
             Err(e) => panic!("{exchange}: unparseable frame: {e}"),
@@ -135,7 +135,7 @@ async fn collect_trades(ws: &mut Ws, exchange: Exchange, n: usize) -> (Vec<Trade
 async fn assert_no_trades(ws: &mut Ws, exchange: Exchange, wait: Duration, context: &str) {
     let until = tokio::time::Instant::now() + wait;
     while let Some(Ok(payload)) = next_payload(ws, until - tokio::time::Instant::now()).await {
-        if let Ok(Frame::Trades(trades)) = exchanges::parse_frame(exchange, &payload, 1) {
+        if let Ok(Frame::Trades(trades)) = venues::parse_frame(exchange, &payload, 1) {
             panic!("{context}: unexpected trades {trades:?}");
         }
     }
@@ -170,10 +170,10 @@ async fn sync(ws: &mut Ws, exchange: Exchange) -> Vec<Frame> {
         match message {
             Message::Pong(payload) if payload.as_ref() == b"sync" => return frames,
             Message::Text(text) => {
-                frames.push(exchanges::parse_frame(exchange, text.as_bytes(), 1).expect("frame"))
+                frames.push(venues::parse_frame(exchange, text.as_bytes(), 1).expect("frame"))
             }
             Message::Binary(bytes) => {
-                frames.push(exchanges::parse_frame(exchange, &bytes, 1).expect("frame"))
+                frames.push(venues::parse_frame(exchange, &bytes, 1).expect("frame"))
             }
             _ => {}
         }
@@ -428,7 +428,7 @@ async fn application_pings_get_each_exchange_pong() {
             .expect("reply")
             .expect("data");
         assert_eq!(
-            exchanges::parse_frame(feed.exchange(), &reply, 1),
+            venues::parse_frame(feed.exchange(), &reply, 1),
             Ok(Frame::Pong),
             "{name}: {}",
             String::from_utf8_lossy(&reply)
@@ -666,7 +666,7 @@ async fn malformed_frames_fail_every_adapter() {
                 Some(Ok(payload)) => payload,
                 other => panic!("{name}: no corrupt frame, got {other:?}"),
             };
-            match exchanges::parse_frame(exchange, &payload, 1) {
+            match venues::parse_frame(exchange, &payload, 1) {
                 Ok(Frame::Trades(trades)) => panic!("{name}: unexpected trades {trades:?}"),
                 Ok(_) => continue,
                 Err(err) => break err,
@@ -907,7 +907,7 @@ async fn coinbase_heartbeats_carry_the_last_trade_id() {
             .await
             .expect("frame")
             .expect("data");
-        match exchanges::parse_frame(Exchange::Coinbase, &payload, 1).expect("frame") {
+        match venues::parse_frame(Exchange::Coinbase, &payload, 1).expect("frame") {
             Frame::Heartbeat(heartbeat) => {
                 assert_eq!(heartbeat.symbol.as_deref(), Some(symbol.as_str()));
                 if heartbeat.last_trade_id.as_deref() == Some(last.as_str()) {

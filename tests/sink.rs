@@ -10,11 +10,11 @@ use mongodb::bson::{doc, Document};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rust_decimal::Decimal;
-use tickfetch::coord::epoch::EPOCH_HEADER;
 use tickfetch::kafka::{client_config, ensure_topics, TopicSpec};
 use tickfetch::model::{Candle, CandleStatus, Exchange, Interval, Side, Trade};
 use tickfetch::shutdown::CancellationToken;
 use tickfetch::sink::{self, SinkAssignment};
+use tickfetch::wire::EPOCH_HEADER;
 
 fn candle(open_time: i64, close: i64, revision: u32) -> Candle {
     Candle {
@@ -52,6 +52,17 @@ async fn produce(producer: &FutureProducer, topic: &str, payloads: &[Vec<u8>]) {
             .map_err(|(e, _)| e)
             .expect("produce");
     }
+}
+
+/// Open time of the sentinel candle a test produces after the records whose
+/// effect it checks (far from the windows under test).
+const SENTINEL: i64 = 6_000_000;
+
+/// Whether `document` is the sentinel candle (upsert or time-series form).
+fn is_sentinel(document: &Document) -> bool {
+    document
+        .get_str("_id")
+        .is_ok_and(|id| id.starts_with(&format!("binance:XRPETH:1m:{SENTINEL}")))
 }
 
 async fn wait_for<F: Fn(&[Document]) -> bool>(
@@ -142,9 +153,14 @@ async fn highest_revision_wins_and_replays_change_nothing() {
     assert_eq!(documents[0].get_str("close").ok(), Some("1.30"));
     assert_eq!(documents[1].get_i64("revision").ok(), Some(0));
 
-    // A stale revision arriving in a later batch is refused too.
+    // A stale revision arriving in a later batch is refused too. A sentinel
+    // after it, in the same partition: once the sentinel is stored and the
+    // sink has stopped (its last batch written), the stale record was handled.
     produce(&producer, &topic, &[json(&candle(0, 999, 1))]).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    produce(&producer, &topic, &[json(&candle(SENTINEL, 500, 0))]).await;
+    wait_for(&collection, |d| d.iter().any(is_sentinel)).await;
+    shutdown.cancel();
+    run.await.expect("join").expect("sink ran cleanly");
     let stored = collection
         .find_one(doc! { "_id": "binance:XRPETH:1m:0" })
         .await
@@ -170,9 +186,6 @@ async fn highest_revision_wins_and_replays_change_nothing() {
     .await
     .expect("query");
     assert_eq!(read, vec![candle(0, 130, 2), candle(60_000, 200, 0)]);
-
-    shutdown.cancel();
-    run.await.expect("join").expect("sink ran cleanly");
 
     // The bad record went to the dead letters with its reason.
     let dead = common::read_all(&config.kafka, &config.topics.dead_letter(), 1).await;
@@ -503,12 +516,17 @@ async fn time_series_storage_keeps_every_revision_and_reads_the_latest() {
         &[json(&candle(0, 130, 1)), json(&candle(0, 110, 0))],
     )
     .await;
-    wait_for(&collection, |d| d.len() >= 2).await;
-    // Give the replayed revision 0 time to land, then read what is stored.
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
-    let documents = wait_for(&collection, |_| true).await;
+    // A sentinel after the replayed revision 0: once it is stored and the
+    // sink has stopped, the replay was handled; the sentinel is not counted.
+    produce(&producer, &topic, &[json(&candle(SENTINEL, 500, 0))]).await;
+    wait_for(&collection, |d| d.iter().any(is_sentinel)).await;
     shutdown.cancel();
     run.await.expect("join").expect("sink ran cleanly");
+    let documents: Vec<Document> = wait_for(&collection, |_| true)
+        .await
+        .into_iter()
+        .filter(|d| !is_sentinel(d))
+        .collect();
 
     // Every revision is its own document; time-series collections have no
     // unique `_id`, so a replayed revision may be stored again.
@@ -723,8 +741,11 @@ async fn writes_from_a_fenced_epoch_are_refused_in_the_stream_and_in_mongodb() {
         SinkAssignment::AllPartitions,
         shutdown.clone(),
     ));
+    // The window-180000 record follows the refused one in the partition: once
+    // it is stored and the sink has stopped, the refused one was handled.
     wait_for(&collection, |d| d.len() == 3).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    shutdown.cancel();
+    run.await.expect("join").expect("sink ran cleanly");
     let window = collection
         .find_one(doc! { "_id": "binance:XRPETH:1m:0" })
         .await
@@ -739,8 +760,6 @@ async fn writes_from_a_fenced_epoch_are_refused_in_the_stream_and_in_mongodb() {
         (Some(1), Some(30), Some("1.20")),
         "epoch 25 never replaces epoch 30"
     );
-    shutdown.cancel();
-    run.await.expect("join").expect("sink ran cleanly");
 
     let dead = common::read_all(&config.kafka, &config.topics.dead_letter(), 1).await;
     assert_eq!(dead.len(), 1, "one dead letter");

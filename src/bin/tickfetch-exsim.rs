@@ -1,6 +1,6 @@
 //! `tickfetch-exsim`: the exchange simulator as a process. Parses flags,
 //! starts the simulator, prints where it listens as `KEY=VALUE` lines on
-//! stdout, and runs until Ctrl-C (see `tickfetch::ingest::simulator`).
+//! stdout, and runs until Ctrl-C (see `tickfetch::exsim`).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tickfetch::config::LogFormat;
-use tickfetch::ingest::exchanges::Feed;
-use tickfetch::ingest::simulator::{
+use tickfetch::exsim::{
     parse_duration, ConnectionRules, GenerateConfig, ReplayConfig, ReplayStart, SimConfig,
     Simulator, Source, HISTORY_CAPACITY,
 };
+use tickfetch::ingest::venues::Feed;
 use tickfetch::model::Exchange;
 use tickfetch::{shutdown, telemetry};
 

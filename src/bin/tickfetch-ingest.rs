@@ -17,9 +17,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let started = app::start(&args.common)
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let started = app::start(&args.common).await?;
     started.health.set(true);
     worker::run(started.config, started.shutdown).await?;
     Ok(())

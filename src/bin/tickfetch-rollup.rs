@@ -27,9 +27,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let started = app::start(&args.common)
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let started = app::start(&args.common).await?;
     let mut options = StageOptions::new(args.stage);
     options.snapshot_every = args.snapshot_every;
     options.assignment = match args.partitions.as_deref() {

@@ -19,9 +19,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let started = app::start(&args.common)
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let started = app::start(&args.common).await?;
     let assignment = if args.all_partitions {
         SinkAssignment::AllPartitions
     } else {

@@ -166,7 +166,7 @@ fn decode(exchange: Exchange, file: Option<PathBuf>) -> anyhow::Result<ExitCode>
     let input = open_input(&path)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let clock = tickfetch::ingest::exchanges::receive_time_now();
+    let clock = tickfetch::ingest::venues::receive_time_now();
     let report = tickfetch::ingest::decode::decode_reader(exchange, input, clock, |trade| {
         serde_json::to_writer(&mut out, &trade)?;
         out.write_all(b"\n")
@@ -183,7 +183,7 @@ fn decode(exchange: Exchange, file: Option<PathBuf>) -> anyhow::Result<ExitCode>
     })
 }
 
-fn open_input(path: &std::path::Path) -> anyhow::Result<Box<dyn std::io::BufRead>> {
+fn open_input(path: &std::path::Path) -> anyhow::Result<Box<dyn std::io::BufRead + Send>> {
     if path.as_os_str() == "-" {
         return Ok(Box::new(std::io::BufReader::new(std::io::stdin())));
     }
@@ -203,24 +203,33 @@ async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         eprintln!("{file}: {e}");
     };
     if args.to.is_some() {
-        let mut publisher = tickfetch::ingest::publisher::TradePublisher::connect(&config)
+        let mut publisher = tickfetch::ingest::output::publisher::TradePublisher::connect(&config)
             .await
             .context("connecting to Kafka")?;
-        let report = import::publish_from_reader(
-            input,
-            args.format,
-            args.exchange,
-            &args.symbol,
-            Some(config.rollup.grace_ms),
-            &mut publisher,
-            &mut report_error,
-        )?;
-        let publisher = tokio::task::spawn_blocking(move || {
-            publisher
-                .flush(std::time::Duration::from_secs(120))
-                .map(|()| publisher)
+        // Producing may wait on a full queue: on a blocking thread, not a
+        // runtime worker.
+        let (format, exchange, symbol) = (args.format, args.exchange, args.symbol.clone());
+        let grace = config.rollup.grace_ms;
+        let file = file.clone();
+        let (report, publisher, failed) = tokio::task::spawn_blocking(move || {
+            let mut failed = 0u64;
+            let report = import::publish_from_reader(
+                input,
+                format,
+                exchange,
+                &symbol,
+                Some(grace),
+                &mut publisher,
+                |e: &ImportError| {
+                    failed += 1;
+                    eprintln!("{file}: {e}");
+                },
+            )?;
+            publisher.flush(std::time::Duration::from_secs(120))?;
+            Ok::<_, anyhow::Error>((report, publisher, failed))
         })
         .await??;
+        bad += failed;
         drop(publisher);
         eprintln!(
             "published {} trades and {} watermarks to {}; {bad} bad rows",

@@ -10,8 +10,9 @@
 //! itself is bookkeeping: its `mod_revision` is the current owner's epoch.
 //!
 //! # Stamping
-//! Every record the owner writes carries the header `tickfetch-epoch` with the
-//! epoch in decimal ASCII ([`EPOCH_HEADER`]). Records without the header have
+//! Every record the owner writes carries its epoch in decimal ASCII
+//! ([`Epoch::header_value`]; the record envelope in `wire` puts it in the
+//! header `tickfetch-epoch`). Records without the header have
 //! epoch 0 ([`Epoch::NONE`]): one-shot writers that own no stream
 //! (`tickfetch import`), and writers run with `etcd.epochs = false`. They are
 //! never fenced and fence nothing.
@@ -36,15 +37,12 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
-use rdkafka::message::{Header, OwnedHeaders};
 use serde::{Deserialize, Serialize};
 
 use super::CoordError;
 use crate::config::EtcdConfig;
 use crate::model::Millis;
 use crate::shutdown::CancellationToken;
-
-pub use crate::model::EPOCH_HEADER;
 
 /// Timeout of one etcd call made for an epoch.
 const ETCD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -64,29 +62,10 @@ impl Epoch {
         self.0 > 0
     }
 
-    /// The header value (`None` for [`Epoch::NONE`], which is not stamped).
+    /// The decimal text writers stamp on records (`None` for
+    /// [`Epoch::NONE`], which is not stamped).
     pub fn header_value(self) -> Option<String> {
         self.is_some().then(|| self.0.to_string())
-    }
-
-    /// Reads the `tickfetch-epoch` header value of a record (absent: 0).
-    ///
-    /// # Errors
-    /// A value that is not a decimal number.
-    pub fn from_header(value: Option<&[u8]>) -> Result<Epoch, String> {
-        let Some(value) = value else {
-            return Ok(Epoch::NONE);
-        };
-        std::str::from_utf8(value)
-            .ok()
-            .and_then(|text| text.parse::<u64>().ok())
-            .map(Epoch)
-            .ok_or_else(|| {
-                format!(
-                    "header {EPOCH_HEADER} is not a decimal epoch: {:?}",
-                    String::from_utf8_lossy(value)
-                )
-            })
     }
 
     /// The epoch as MongoDB stores it (BSON has no unsigned 64-bit integer;
@@ -284,39 +263,6 @@ where
     }
 }
 
-/// An epoch with its header text made once, for writers that stamp every
-/// record: [`EpochStamp::stamp`] adds `tickfetch-epoch` to a record's headers
-/// (nothing for [`Epoch::NONE`]).
-#[derive(Debug, Clone, Default)]
-pub struct EpochStamp {
-    epoch: Epoch,
-    text: Option<String>,
-}
-
-impl EpochStamp {
-    pub fn new(epoch: Epoch) -> Self {
-        Self {
-            epoch,
-            text: epoch.header_value(),
-        }
-    }
-
-    pub fn epoch(&self) -> Epoch {
-        self.epoch
-    }
-
-    /// `headers` with the epoch header added when there is an epoch.
-    pub fn stamp(&self, headers: OwnedHeaders) -> OwnedHeaders {
-        match &self.text {
-            Some(text) => headers.insert(Header {
-                key: EPOCH_HEADER,
-                value: Some(text.as_str()),
-            }),
-            None => headers,
-        }
-    }
-}
-
 /// This process, as epoch claims name it: `host:pid`.
 pub fn process_owner() -> String {
     let host = std::env::var("HOSTNAME")
@@ -430,17 +376,6 @@ impl EpochFence {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn header_values_parse_and_absent_is_none() {
-        assert_eq!(Epoch::from_header(None), Ok(Epoch::NONE));
-        assert_eq!(Epoch::from_header(Some(b"1234")), Ok(Epoch(1234)));
-        let error = Epoch::from_header(Some(b"12a")).unwrap_err();
-        assert!(error.contains("tickfetch-epoch"), "{error}");
-        assert!(error.contains("12a"), "{error}");
-        assert_eq!(Epoch::NONE.header_value(), None);
-        assert_eq!(Epoch(7).header_value().as_deref(), Some("7"));
-    }
 
     #[test]
     fn fence_refuses_lower_epochs_per_key_after_a_higher_one() {

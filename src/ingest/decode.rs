@@ -26,7 +26,7 @@ use std::io::{self, BufRead};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::ingest::exchanges::{self, ExchangeError, Frame};
+use crate::ingest::venues::{self, ExchangeError, Frame};
 use crate::model::{Exchange, Millis, Trade};
 
 /// Malformed lines kept in a [`DecodeReport`]; later ones are only counted.
@@ -299,11 +299,7 @@ pub fn decode_line(
         Line::Frame {
             payload,
             receive_time,
-        } => Ok(Some(exchanges::parse_frame(
-            exchange,
-            &payload,
-            receive_time,
-        )?)),
+        } => Ok(Some(venues::parse_frame(exchange, &payload, receive_time)?)),
     }
 }
 
@@ -349,7 +345,7 @@ where
                 receive_time,
             }) => {
                 report.frames += 1;
-                exchanges::parse_frame(exchange, &payload, receive_time).map_err(DecodeError::from)
+                venues::parse_frame(exchange, &payload, receive_time).map_err(DecodeError::from)
             }
             Err(error) => Err(error),
         };

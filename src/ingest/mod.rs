@@ -1,35 +1,41 @@
 //! Ingest: exchange websockets in, trades and watermarks out to Kafka.
 //!
-//! - [`exchanges`]: one wire adapter per exchange (endpoints, subscribe
-//!   messages, keep-alive rules, frame parsing into `Trade`s, encoders for the
-//!   simulator).
-//! - [`decode`]: raw frames (recordings, JSON lines) into normalised trades.
-//! - [`simulator`]: the exchange simulator (websocket + REST + faults) that
-//!   tests, benchmarks and the offline demo point workers at.
-//! - [`publisher`]: the idempotent producer of the trades topic.
-//! - [`worker`]: the ingest worker: feeds, roles (primary, replica, fenced),
-//!   watermarks; [`connection`]: websockets per shard (subscribe, keep-alive,
-//!   watchdog, rotation, reconnect); [`sequencer`]: per-symbol dedup, order
-//!   and gaps; [`backfill`] over [`http`] and [`transport`]: REST recovery of
-//!   missed trades; [`output`]: the publisher thread (trades, watermarks, gap
-//!   markers, dead letters); [`policy`]: backoff, pacing, watchdog;
-//!   [`metrics`]: events, counters and per-feed stats; [`resume`]: where a
-//!   promoted replica resumes, read from the trades topic.
+//! ```text
+//! venues/<exchange>   wire structs, parse into Trade, endpoints and rules
+//!        │ frames
+//! connection/         one websocket per shard: subscribe, keep-alive,
+//!        │            watchdog, rotation, reconnect, pacing (policy), and
+//!        │            the transport and HTTP client REST calls use
+//!        │ ConnectionEvent (bounded)
+//! feed/               the feed task; per symbol one pure state machine
+//!        │            (sequencing, dedup, gaps, resync, backfill, liveness,
+//!        │            replica buffer, watermarks); REST backfill; resume
+//!        │ Output (bounded)
+//! output/             the publisher thread: trades, watermarks, gap markers
+//!                     and dead letters to Kafka (envelope: `wire`)
+//! ```
+//!
+//! - [`worker`]: the ingest worker and [`run`]: starts feeds in a role
+//!   (primary, replica), promotes and fences them.
+//! - [`venues`]: one adapter per exchange behind the [`venues::Venue`] table.
+//! - [`connection`], [`feed`], [`output`]: as above.
+//! - [`events`]: each event's log line, counter and per-feed stats in one call.
+//! - [`IngestError`] (in [`error`]): what stops a worker or a feed.
+//! - [`decode`]: raw frames (recordings, JSON lines) into normalised trades,
+//!   for `tickfetch decode` and the replays.
 
-// Not part of the worker: what tests, benchmarks and the demo connect it to.
-pub mod simulator;
-
-pub mod decode;
-pub mod exchanges;
-pub mod publisher;
-
-pub mod backfill;
 pub mod connection;
-pub mod http;
-pub mod metrics;
+pub mod decode;
+pub mod error;
+pub mod events;
+pub mod feed;
 pub mod output;
-pub mod policy;
-pub mod resume;
-pub mod sequencer;
-pub mod transport;
+pub mod venues;
 pub mod worker;
+
+pub use error::IngestError;
+pub use worker::run;
+
+// Old paths, kept for callers outside the library.
+#[doc(hidden)]
+pub use output::publisher;

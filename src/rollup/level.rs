@@ -3,6 +3,7 @@
 //! with the record decoding each level needs.
 
 use crate::model::{Candle, Watermark};
+use crate::wire::Envelope;
 
 /// What applying one input record did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,17 +25,17 @@ pub enum ApplyOutcome {
 
 /// One level of the rollup as the Kafka stage drives it.
 pub trait Level: Send {
-    /// Decodes one input record (`kind` is the `tickfetch-kind` header) and
-    /// applies it, pushing any candles that closed or were corrected to `out`.
+    /// Decodes one input record and applies it, pushing any candles that
+    /// closed or were corrected to `out`.
     ///
     /// # Errors
-    /// A record that does not decode, with the reason; nothing was applied.
+    /// A record that does not decode or that the engine refuses, with the
+    /// reason; nothing was applied.
     fn apply(
         &mut self,
-        kind: Option<&[u8]>,
-        payload: &[u8],
+        record: &Envelope<'_>,
         out: &mut Vec<Candle>,
-    ) -> Result<ApplyOutcome, String>;
+    ) -> Result<ApplyOutcome, RecordError>;
 
     /// The state of one symbol (`exchange:symbol`) as JSON, for the changelog.
     fn snapshot(&self, key: &str) -> Option<serde_json::Value>;
@@ -43,14 +44,33 @@ pub trait Level: Send {
     ///
     /// # Errors
     /// A state that does not decode.
-    fn restore(&mut self, key: &str, state: serde_json::Value) -> Result<(), String>;
+    fn restore(&mut self, key: &str, state: serde_json::Value) -> Result<(), RestoreError>;
+}
+
+/// Why an input record was not applied (it goes to the dead letters).
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// Why a changelog state was not restored.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("not a state of this level: {0}")]
+    Decode(#[from] serde_json::Error),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
 }
 
 use crate::config::Config;
-use crate::model::{GapMarker, Interval, Trade, KIND_GAP, KIND_WATERMARK};
+use crate::model::{GapMarker, Interval, Trade};
 use crate::rollup::engine::{
     CandleRollup, CandleState, EngineError, LevelConfig, Outcome, TradeRollup, TradeState,
 };
+use crate::wire::{DataRecord, Received, WireError};
 
 impl From<Outcome> for ApplyOutcome {
     fn from(outcome: Outcome) -> Self {
@@ -68,10 +88,8 @@ impl From<Outcome> for ApplyOutcome {
 /// which gives both the [`Level`] implementation below.
 trait EngineLevel: Send {
     /// The record the level reads (a trade, or a child candle).
-    type Input: serde::de::DeserializeOwned;
+    type Input: DataRecord;
     type State: serde::Serialize + serde::de::DeserializeOwned;
-    /// What the input is called in error messages.
-    const INPUT: &'static str;
     fn on_input(
         &mut self,
         input: &Self::Input,
@@ -91,7 +109,6 @@ trait EngineLevel: Send {
 impl EngineLevel for TradeRollup {
     type Input = Trade;
     type State = TradeState;
-    const INPUT: &'static str = "trade";
     fn on_input(&mut self, input: &Trade, out: &mut Vec<Candle>) -> Result<Outcome, EngineError> {
         self.on_trade(input, out)
     }
@@ -120,7 +137,6 @@ impl EngineLevel for TradeRollup {
 impl EngineLevel for CandleRollup {
     type Input = Candle;
     type State = CandleState;
-    const INPUT: &'static str = "candle";
     fn on_input(&mut self, input: &Candle, out: &mut Vec<Candle>) -> Result<Outcome, EngineError> {
         self.on_candle(input, out)
     }
@@ -149,39 +165,31 @@ impl EngineLevel for CandleRollup {
 impl<E: EngineLevel> Level for E {
     fn apply(
         &mut self,
-        kind: Option<&[u8]>,
-        payload: &[u8],
+        record: &Envelope<'_>,
         out: &mut Vec<Candle>,
-    ) -> Result<ApplyOutcome, String> {
-        if kind == Some(KIND_WATERMARK.as_bytes()) {
-            let watermark: Watermark =
-                serde_json::from_slice(payload).map_err(|e| format!("not a watermark: {e}"))?;
-            self.on_watermark(&watermark, out)
-                .map_err(|e| e.to_string())?;
-            // Every window of this level ending by `time − grace` is closed now.
-            let time = watermark.time - self.grace_ms();
-            return Ok(ApplyOutcome::Progress(Watermark { time, ..watermark }));
+    ) -> Result<ApplyOutcome, RecordError> {
+        match record.decode::<E::Input>()? {
+            Received::Watermark(watermark) => {
+                self.on_watermark(&watermark, out)?;
+                // Every window of this level ending by `time − grace` is closed now.
+                let time = watermark.time - self.grace_ms();
+                Ok(ApplyOutcome::Progress(Watermark { time, ..watermark }))
+            }
+            Received::Gap(gap) => {
+                self.on_gap(&gap, out)?;
+                Ok(ApplyOutcome::Gap)
+            }
+            Received::Data(input) => Ok(self.on_input(&input, out)?.into()),
         }
-        if kind == Some(KIND_GAP.as_bytes()) {
-            let gap: GapMarker =
-                serde_json::from_slice(payload).map_err(|e| format!("not a gap marker: {e}"))?;
-            self.on_gap(&gap, out).map_err(|e| e.to_string())?;
-            return Ok(ApplyOutcome::Gap);
-        }
-        let input: E::Input =
-            serde_json::from_slice(payload).map_err(|e| format!("not a {}: {e}", E::INPUT))?;
-        self.on_input(&input, out)
-            .map(ApplyOutcome::from)
-            .map_err(|e| e.to_string())
     }
 
     fn snapshot(&self, key: &str) -> Option<serde_json::Value> {
         self.state(key).and_then(|s| serde_json::to_value(s).ok())
     }
 
-    fn restore(&mut self, key: &str, state: serde_json::Value) -> Result<(), String> {
-        let state = serde_json::from_value(state).map_err(|e| e.to_string())?;
-        EngineLevel::restore(self, key, state).map_err(|e| e.to_string())
+    fn restore(&mut self, key: &str, state: serde_json::Value) -> Result<(), RestoreError> {
+        let state = serde_json::from_value(state)?;
+        Ok(EngineLevel::restore(self, key, state)?)
     }
 }
 
@@ -203,10 +211,10 @@ pub fn level_config(config: &Config, interval: Interval) -> LevelConfig {
 ///
 /// # Errors
 /// An invalid grace/retention configuration.
-pub fn make_level(config: &Config, interval: Interval) -> Result<Box<dyn Level>, String> {
+pub fn make_level(config: &Config, interval: Interval) -> Result<Box<dyn Level>, EngineError> {
     let timing = level_config(config, interval);
     Ok(match interval {
-        Interval::S1 => Box::new(TradeRollup::new(timing).map_err(|e| e.to_string())?),
-        parent => Box::new(CandleRollup::new(parent, timing).map_err(|e| e.to_string())?),
+        Interval::S1 => Box::new(TradeRollup::new(timing)?),
+        parent => Box::new(CandleRollup::new(parent, timing)?),
     })
 }

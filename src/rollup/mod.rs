@@ -12,23 +12,60 @@ pub mod metrics;
 pub mod stage;
 
 use crate::kafka::KafkaError;
+use crate::model::Interval;
+use crate::rollup::engine::EngineError;
+use crate::rollup::level::RestoreError;
+use crate::wire::WireError;
 
 /// Errors of a rollup stage.
 #[derive(Debug, thiserror::Error)]
 pub enum RollupError {
     #[error(transparent)]
     Kafka(#[from] KafkaError),
-    #[error("restoring state: {0}")]
-    Restore(String),
-    #[error("fenced: {0}")]
-    Fenced(String),
+    /// A changelog state the level does not take back.
+    #[error("restoring the state of {key} from {changelog}[{partition}]: {source}")]
+    RestoreState {
+        changelog: String,
+        partition: i32,
+        key: String,
+        #[source]
+        source: RestoreError,
+    },
+    /// The changelog did not read to its end in time.
+    #[error(
+        "restoring from {changelog}[{partition}]: the read stopped at offset {position} of {high}"
+    )]
+    RestoreIncomplete {
+        changelog: String,
+        partition: i32,
+        position: i64,
+        high: i64,
+    },
+    /// A static assignment lost a partition to a newer instance.
+    #[error(
+        "fenced: partition {partition} of stage {interval} was taken over by a newer instance"
+    )]
+    Fenced { partition: i32, interval: Interval },
+    /// The grace/retention configuration is not usable.
     #[error("configuration: {0}")]
-    Config(String),
-    #[error("internal: {0}")]
-    Internal(String),
-    /// Shutdown came while the stage waited (for etcd); not a failure.
-    #[error("stopped: {0}")]
-    Stopped(String),
+    Config(#[from] EngineError),
+    /// A record the stage made does not serialise (a bug, not input).
+    #[error("encoding a record for {topic}: {source}")]
+    Encode {
+        topic: String,
+        #[source]
+        source: WireError,
+    },
+    /// Exactly-once needs the consumer's group metadata, and it had none.
+    #[error("internal: the consumer has no group metadata")]
+    NoGroupMetadata,
+    /// The stage's blocking thread panicked or was cancelled.
+    #[error("internal: stage thread: {0}")]
+    Thread(#[from] tokio::task::JoinError),
+    /// Shutdown came while the stage waited to take a partition (for etcd
+    /// to claim its epoch, or for the broker); not a failure.
+    #[error("stopped: shut down while taking partition {partition}")]
+    Stopped { partition: i32 },
 }
 
 impl RollupError {
@@ -36,8 +73,13 @@ impl RollupError {
     pub fn is_terminal(&self) -> bool {
         match self {
             RollupError::Kafka(e) => e.is_terminal(),
-            RollupError::Fenced(_) | RollupError::Config(_) => true,
-            RollupError::Restore(_) | RollupError::Internal(_) | RollupError::Stopped(_) => false,
+            RollupError::Fenced { .. } | RollupError::Config(_) => true,
+            RollupError::RestoreState { .. }
+            | RollupError::RestoreIncomplete { .. }
+            | RollupError::Encode { .. }
+            | RollupError::NoGroupMetadata
+            | RollupError::Thread(_)
+            | RollupError::Stopped { .. } => false,
         }
     }
 }

@@ -39,20 +39,23 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError as RdKafkaError;
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Guarantee};
-use crate::coord::epoch::{process_owner, Epoch, EpochClaimer, EpochStamp};
-use crate::kafka::{client_config, ensure_topics, send_waiting, KafkaError, ReadToEnd, TopicSpec};
-use crate::model::{feed_key, Candle, Interval, Watermark, KIND_HEADER, KIND_WATERMARK};
+use crate::coord::epoch::{process_owner, Epoch, EpochClaimer};
+use crate::kafka::{client_config, ensure_topics, KafkaError, ReadToEnd, TopicSpec};
+use crate::model::{Candle, Interval};
 use crate::rollup::level::{make_level, ApplyOutcome, Level};
 use crate::rollup::metrics::{StageMetrics, StageReport};
 use crate::rollup::RollupError;
 use crate::shutdown::CancellationToken;
+use crate::wire::{
+    feed_key, record_source, send_waiting, Body, DeadLetter, Encoder, Envelope, WireError,
+};
 
 /// Most records waiting in the producer's queue (librdkafka
 /// `queue.buffering.max.messages`); a full queue makes the loop wait.
@@ -61,8 +64,6 @@ pub const PRODUCER_QUEUE_MESSAGES: usize = 200_000;
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait between tries to take a partition while the broker is away.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// Header carrying the reason a record went to the dead-letter topic.
-pub const DEAD_LETTER_REASON: &str = "tickfetch-reason";
 
 /// Which input partitions this process handles.
 #[derive(Debug, Clone)]
@@ -154,7 +155,9 @@ struct PartitionTask {
     level: Box<dyn Level>,
     producer: TxnProducer,
     /// The fencing epoch this task writes under.
-    stamp: EpochStamp,
+    epoch: Epoch,
+    /// Encodes its candles and watermarks (key, headers, payload).
+    encoder: Encoder,
     /// Offset after the last record applied (the next to read).
     next_offset: i64,
     /// Offset up to which the input was already committed and output published;
@@ -226,14 +229,12 @@ pub async fn run(
         let mut stage = StageLoop::new(config, options, epochs, shutdown.clone())?;
         match stage.run(&shutdown) {
             Ok(()) => {}
-            Err(RollupError::Stopped(why)) => tracing::info!(%why, "stage stopped"),
+            Err(e @ RollupError::Stopped { .. }) => tracing::info!(why = %e, "stage stopped"),
             Err(e) => return Err(e),
         }
         Ok(stage.metrics.report())
     });
-    handle
-        .await
-        .map_err(|e| RollupError::Internal(format!("stage thread: {e}")))?
+    handle.await?
 }
 
 /// Where a stage's partitions get their fencing epochs.
@@ -268,7 +269,7 @@ impl StageLoop {
         shutdown: CancellationToken,
     ) -> Result<Self, RollupError> {
         let interval = options.interval;
-        make_level(&config, interval).map_err(RollupError::Config)?;
+        make_level(&config, interval)?;
         let input = config.topics.stage_input(interval);
         let group = format!("{}.{}", config.rollup.group_prefix, interval);
         let session = config.rollup.session_timeout_ms.to_string();
@@ -404,14 +405,14 @@ impl StageLoop {
         loop {
             let error = match self.try_assign(p) {
                 Ok(()) => return Ok(()),
-                Err(e @ (RollupError::Stopped(_) | RollupError::Fenced(_))) => return Err(e),
+                Err(e @ (RollupError::Stopped { .. } | RollupError::Fenced { .. })) => {
+                    return Err(e)
+                }
                 Err(e) if e.is_terminal() => return Err(e),
                 Err(e) => e,
             };
             if self.shutdown.is_cancelled() {
-                return Err(RollupError::Stopped(format!(
-                    "shut down while taking partition {p}: {error}"
-                )));
+                return Err(RollupError::Stopped { partition: p });
             }
             tracing::warn!(partition = p, %error, ?backoff, "cannot take the partition yet; retrying");
             std::thread::sleep(backoff);
@@ -435,11 +436,7 @@ impl StageLoop {
         source
             .runtime
             .block_on(source.claimer.claim_waiting(&scope, &source.shutdown))
-            .ok_or_else(|| {
-                RollupError::Stopped(format!(
-                    "shut down while waiting for etcd to claim the epoch of partition {p}"
-                ))
-            })
+            .ok_or(RollupError::Stopped { partition: p })
     }
 
     /// Takes partition `p` with `producer` (fresh, or one whose transaction was
@@ -451,8 +448,7 @@ impl StageLoop {
         epoch: Epoch,
     ) -> Result<(), RollupError> {
         let committed = self.committed_offset(p)?;
-        let mut level =
-            make_level(&self.config, self.options.interval).map_err(RollupError::Config)?;
+        let mut level = make_level(&self.config, self.options.interval)?;
         let restored = restore_state(&self.config, &self.changelog, p, committed, level.as_mut())?;
         let start = restored.replay_from.min(committed);
         tracing::info!(
@@ -468,7 +464,8 @@ impl StageLoop {
                 partition: p,
                 level,
                 producer,
-                stamp: EpochStamp::new(epoch),
+                epoch,
+                encoder: Encoder::default(),
                 next_offset: start,
                 replay_until: committed,
                 in_txn: false,
@@ -575,14 +572,8 @@ impl StageLoop {
         } else if !task.restored_through.is_empty() {
             task.restored_through.clear();
         }
-        let kind = message.headers().and_then(|h| {
-            h.iter()
-                .find(|h| h.key == crate::model::KIND_HEADER)
-                .and_then(|h| h.value)
-        });
-        let payload = message.payload().unwrap_or_default();
         self.out.clear();
-        let outcome = task.level.apply(kind, payload, &mut self.out);
+        let outcome = task.level.apply(&Envelope::of(message), &mut self.out);
         task.next_offset = offset + 1;
         if let Some(key) = key {
             if !task.touched.contains(key.as_ref()) {
@@ -644,21 +635,23 @@ impl StageLoop {
                     if candle.revision > 0 {
                         self.metrics.revisions.inc();
                     }
-                    send_error =
-                        send_candle(&task.producer, &self.output, p, candle, &task.stamp).err();
+                    send_error = task.send(&self.output, Body::Candle(candle))?.err();
                 }
                 // After the candles it closed, so the next level sees them first.
                 if let (None, Some(watermark)) = (&send_error, forward) {
-                    send_error =
-                        send_watermark(&task.producer, &self.output, p, &watermark, &task.stamp)
-                            .err();
+                    send_error = task.send(&self.output, Body::Watermark(&watermark))?.err();
                 }
             }
             Err(reason) => {
                 self.metrics.bad_records.inc();
                 tracing::warn!(partition = p, offset, %reason, "bad input record; sent to dead letters");
-                send_error =
-                    send_dead_letter(&task.producer, &self.dead_letter, message, &reason).err();
+                send_error = send_dead_letter(
+                    &task.producer,
+                    &self.dead_letter,
+                    message,
+                    &reason.to_string(),
+                )
+                .err();
             }
         }
         if let Some(e) = send_error {
@@ -679,28 +672,43 @@ impl StageLoop {
         task.commits += 1;
         let snapshot = task.commits % snapshot_every == 0;
         let metadata = match self.config.rollup.guarantee {
-            Guarantee::ExactlyOnce => Some(self.consumer.group_metadata().ok_or_else(|| {
-                RollupError::Internal("the consumer has no group metadata".into())
-            })?),
+            Guarantee::ExactlyOnce => Some(
+                self.consumer
+                    .group_metadata()
+                    .ok_or(RollupError::NoGroupMetadata)?,
+            ),
             Guarantee::AtLeastOnce => None,
         };
-        let result = (|| -> Result<(), RdKafkaError> {
-            if snapshot {
-                for key in std::mem::take(&mut task.touched) {
-                    if let Some(state) = task.level.snapshot(&key) {
-                        let record = StateRecord {
-                            through: task.next_offset,
-                            state,
-                        };
-                        send_state(&task.producer, &self.changelog, p, &key, &record)?;
-                    }
+        let mut states = Vec::new();
+        if snapshot {
+            for key in std::mem::take(&mut task.touched) {
+                if let Some(state) = task.level.snapshot(&key) {
+                    let record = StateRecord {
+                        through: task.next_offset,
+                        state,
+                    };
+                    states.push((key, encode_state(&self.changelog, &record)?));
                 }
-                // Every symbol not written above is unchanged since its last snapshot.
-                let marker = StateRecord {
-                    through: task.next_offset,
-                    state: serde_json::Value::Null,
-                };
-                send_state(&task.producer, &self.changelog, p, CHECKPOINT_KEY, &marker)?;
+            }
+            // Every symbol not written above is unchanged since its last snapshot.
+            let marker = StateRecord {
+                through: task.next_offset,
+                state: serde_json::Value::Null,
+            };
+            states.push((
+                CHECKPOINT_KEY.to_string(),
+                encode_state(&self.changelog, &marker)?,
+            ));
+        }
+        let result = (|| -> Result<(), RdKafkaError> {
+            for (key, state) in &states {
+                send_waiting(
+                    &task.producer,
+                    BaseRecord::<str, [u8]>::to(&self.changelog)
+                        .partition(p)
+                        .key(key)
+                        .payload(state),
+                )?;
             }
             let mut offsets = TopicPartitionList::new();
             offsets.add_partition_offset(&self.input, p, Offset::Offset(task.next_offset))?;
@@ -753,10 +761,10 @@ impl StageLoop {
             if matches!(self.options.assignment, Assignment::Static(_)) {
                 // A fixed assignment that lost a partition cannot serve its
                 // configuration: stop and let the supervisor decide.
-                return Err(RollupError::Fenced(format!(
-                    "partition {p} of stage {} was taken over by a newer instance",
-                    self.options.interval
-                )));
+                return Err(RollupError::Fenced {
+                    partition: p,
+                    interval: self.options.interval,
+                });
             }
             return Ok(());
         }
@@ -764,7 +772,7 @@ impl StageLoop {
         // producer after an abort, a new one after a fatal error.
         if reusable {
             tracing::warn!(partition = p, %error, during, "transaction aborted; rewinding");
-            let epoch = task.stamp.epoch();
+            let epoch = task.epoch;
             if let Err(e) = self.assign_with(p, task.producer, epoch) {
                 if e.is_terminal() {
                     return Err(e);
@@ -802,99 +810,59 @@ fn is_fenced(error: &RdKafkaError, producer: &TxnProducer) -> bool {
             .is_some_and(|(code, _)| fenced_code(code))
 }
 
-/// Sends one candle to `topic[partition]`, keyed `exchange:symbol`, with the
-/// writer's epoch header when it has one.
-fn send_candle(
-    producer: &TxnProducer,
-    topic: &str,
-    partition: i32,
-    candle: &Candle,
-    stamp: &EpochStamp,
-) -> Result<(), RdKafkaError> {
-    let payload = serde_json::to_vec(candle).unwrap_or_default();
-    let key = candle.key();
-    send_waiting(
-        producer,
-        BaseRecord::<str, [u8]>::to(topic)
-            .partition(partition)
-            .key(&key)
-            .payload(&payload)
-            .headers(stamp.stamp(OwnedHeaders::new_with_capacity(1))),
-    )
+impl PartitionTask {
+    /// Encodes `body` (key, headers, payload: `wire`) and sends it to
+    /// `topic`, on this task's partition, under its epoch. The outer error
+    /// is a record that does not serialise (a bug: the stage stops); the
+    /// inner one is the producer's, which the caller recovers from.
+    fn send(
+        &mut self,
+        topic: &str,
+        body: Body<'_>,
+    ) -> Result<Result<(), RdKafkaError>, RollupError> {
+        let encoded =
+            self.encoder
+                .encode(body, self.epoch)
+                .map_err(|source| RollupError::Encode {
+                    topic: topic.to_string(),
+                    source,
+                })?;
+        Ok(send_waiting(
+            &self.producer,
+            encoded.record(topic).partition(self.partition),
+        ))
+    }
 }
 
-/// Forwards a watermark to the next level, on the same partition as the symbol's candles.
-fn send_watermark(
-    producer: &TxnProducer,
-    topic: &str,
-    partition: i32,
-    watermark: &Watermark,
-    stamp: &EpochStamp,
-) -> Result<(), RdKafkaError> {
-    let payload = serde_json::to_vec(watermark).unwrap_or_default();
-    let key = feed_key(watermark.exchange, &watermark.symbol);
-    let headers = stamp.stamp(OwnedHeaders::new_with_capacity(2).insert(Header {
-        key: KIND_HEADER,
-        value: Some(KIND_WATERMARK),
-    }));
-    send_waiting(
-        producer,
-        BaseRecord::<str, [u8]>::to(topic)
-            .partition(partition)
-            .key(&key)
-            .payload(&payload)
-            .headers(headers),
-    )
-}
-
+/// Sends `message` to the dead-letter topic, unchanged, with `reason`.
 fn send_dead_letter(
     producer: &TxnProducer,
     topic: &str,
     message: &BorrowedMessage<'_>,
     reason: &str,
 ) -> Result<(), RdKafkaError> {
-    let source = format!(
-        "{}[{}]@{}",
-        message.topic(),
-        message.partition(),
-        message.offset()
-    );
-    let headers = OwnedHeaders::new()
-        .insert(Header {
-            key: DEAD_LETTER_REASON,
-            value: Some(reason),
-        })
-        .insert(Header {
-            key: "tickfetch-source",
-            value: Some(&source),
-        });
-    let mut record = BaseRecord::<[u8], [u8]>::to(topic)
-        .payload(message.payload().unwrap_or_default())
-        .headers(headers);
-    if let Some(key) = message.key() {
-        record = record.key(key);
-    }
-    send_waiting(producer, record)
+    let source = record_source(message.topic(), message.partition(), message.offset());
+    let letter = DeadLetter {
+        payload: message.payload(),
+        key: message.key(),
+        reason,
+        source: &source,
+    };
+    send_waiting(producer, letter.record(topic))
 }
 
 /// Key of the checkpoint marker a snapshot ends with.
 const CHECKPOINT_KEY: &str = "__checkpoint__";
 
-fn send_state(
-    producer: &TxnProducer,
-    changelog: &str,
-    p: i32,
-    key: &str,
-    record: &StateRecord,
-) -> Result<(), RdKafkaError> {
-    let bytes = serde_json::to_vec(record).unwrap_or_default();
-    send_waiting(
-        producer,
-        BaseRecord::<str, [u8]>::to(changelog)
-            .partition(p)
-            .key(key)
-            .payload(&bytes),
-    )
+/// The changelog payload of `record`.
+fn encode_state(changelog: &str, record: &StateRecord) -> Result<Vec<u8>, RollupError> {
+    serde_json::to_vec(record).map_err(|source| RollupError::Encode {
+        topic: changelog.to_string(),
+        source: WireError::Encode {
+            what: "state record",
+            source,
+        },
+    })
 }
 
 /// What [`restore_state`] found.
@@ -959,9 +927,12 @@ fn restore_state(
     let mut position = 0;
     loop {
         if Instant::now() > deadline {
-            return Err(RollupError::Restore(format!(
-                "changelog {changelog}[{p}]: no end reached within 120 s (read up to offset {position})"
-            )));
+            return Err(RollupError::RestoreIncomplete {
+                changelog: changelog.to_string(),
+                partition: p,
+                position,
+                high,
+            });
         }
         let message = match consumer.poll(Duration::from_millis(100)) {
             None => continue,
@@ -996,7 +967,12 @@ fn restore_state(
     for (key, record) in best {
         level
             .restore(&key, record.state)
-            .map_err(|e| RollupError::Restore(format!("state of {key}: {e}")))?;
+            .map_err(|source| RollupError::RestoreState {
+                changelog: changelog.to_string(),
+                partition: p,
+                key: key.clone(),
+                source,
+            })?;
         restored.through.insert(key, record.through);
     }
     Ok(restored)

@@ -24,20 +24,22 @@ pub mod query;
 pub mod writer;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::producer::FutureProducer;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::config::Config;
-use crate::coord::epoch::{Admission, Epoch, EpochFence, EPOCH_HEADER};
+use crate::coord::epoch::{Admission, Epoch, EpochFence};
 use crate::kafka::{client_config, ensure_topics, KafkaError, TopicSpec};
-use crate::model::{Candle, Interval, Trade, KIND_HEADER, KIND_TRADE};
+use crate::model::{Candle, Interval, Trade};
 use crate::shutdown::CancellationToken;
 use crate::telemetry::register;
+use crate::wire::{record_source, DeadLetter, Envelope, Received, WireError};
 use writer::{candle_collection, PendingWrite, WriteError, TRADES_COLLECTION};
 
 /// Server selection and connect timeout of the MongoDB client.
@@ -180,21 +182,23 @@ pub async fn run(
         }
     }
 
-    let consumer: StreamConsumer = client_config(
-        &config.kafka,
-        &[
-            ("group.id", &config.sink.group_id),
-            ("enable.auto.commit", "false"),
-            ("enable.auto.offset.store", "false"),
-            ("auto.offset.reset", "earliest"),
-            ("isolation.level", "read_committed"),
-            ("fetch.queue.backoff.ms", "1"),
-            // Input topics may be created after the consumer starts.
-            ("topic.metadata.refresh.interval.ms", "1000"),
-        ],
-    )?
-    .create()
-    .map_err(KafkaError::client("creating sink consumer"))?;
+    let consumer: Arc<StreamConsumer> = Arc::new(
+        client_config(
+            &config.kafka,
+            &[
+                ("group.id", &config.sink.group_id),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", "earliest"),
+                ("isolation.level", "read_committed"),
+                ("fetch.queue.backoff.ms", "1"),
+                // Input topics may be created after the consumer starts.
+                ("topic.metadata.refresh.interval.ms", "1000"),
+            ],
+        )?
+        .create()
+        .map_err(KafkaError::client("creating sink consumer"))?,
+    );
     match assignment {
         SinkAssignment::Group => consumer
             .subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())
@@ -204,7 +208,7 @@ pub async fn run(
             // yet (`NotCoordinator`): wait for it like for MongoDB.
             let mut backoff = Duration::from_millis(100);
             let tpl = loop {
-                match committed_assignment(&consumer, &topics, config.topics.partitions) {
+                match committed_assignment(&consumer, &topics, config.topics.partitions).await {
                     Ok(tpl) => break tpl,
                     Err(e) => {
                         tracing::warn!(error = %e, bootstrap = %config.kafka.bootstrap, "waiting for the broker to read committed offsets");
@@ -258,15 +262,14 @@ pub async fn run(
                         Err(reason) => {
                             metrics.dead_letters.inc();
                             tracing::warn!(topic = message.topic(), partition = message.partition(), offset = message.offset(), %reason, "undecodable record; dead-lettered");
-                            send_dead_letter(
-                                &producer,
-                                &dead_letter,
-                                message.payload().unwrap_or_default(),
-                                message.key(),
-                                &reason,
-                                &source(message),
-                            )
-                            .await?;
+                            let source = source(message);
+                            let letter = DeadLetter {
+                                payload: message.payload(),
+                                key: message.key(),
+                                reason: &reason.to_string(),
+                                source: &source,
+                            };
+                            send_dead_letter(&producer, &dead_letter, &letter).await?;
                         }
                     }
                     batch_started.get_or_insert_with(Instant::now);
@@ -300,7 +303,7 @@ pub async fn run(
             // idempotent, so whoever reads these records again (this sink after
             // the broker is back, or the partition's next owner after a
             // rebalance) rewrites the same documents and commits then.
-            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+            if let Err(e) = commit(&consumer, tpl).await {
                 metrics.commit_failures.inc();
                 tracing::warn!(error = %e, "committing offsets failed; the records will be read and written again");
             }
@@ -337,17 +340,23 @@ async fn flush(
                 metrics.stale.inc_by(outcome.stale);
                 for (write, reason) in outcome.rejected {
                     metrics.dead_letters.inc();
-                    let payload = serde_json::to_vec(&write.document).unwrap_or_default();
+                    let payload = serde_json::to_vec(&write.document).map_err(|source| {
+                        KafkaError::Encode {
+                            topic: dead_letter.to_string(),
+                            source: WireError::Encode {
+                                what: "refused document",
+                                source,
+                            },
+                        }
+                    })?;
                     let source = format!("{}/{}", write.collection, write.id);
-                    send_dead_letter(
-                        producer,
-                        dead_letter,
-                        &payload,
-                        Some(write.id.as_bytes()),
-                        &reason,
-                        &source,
-                    )
-                    .await?;
+                    let letter = DeadLetter {
+                        payload: Some(&payload),
+                        key: Some(write.id.as_bytes()),
+                        reason: &reason,
+                        source: &source,
+                    };
+                    send_dead_letter(producer, dead_letter, &letter).await?;
                 }
                 return Ok(true);
             }
@@ -373,9 +382,26 @@ fn storage(config: &Config) -> writer::Storage {
     }
 }
 
-/// The sink's committed offsets for every partition (earliest where none).
-fn committed_assignment(
-    consumer: &StreamConsumer,
+/// Commits `offsets` synchronously on a blocking thread: librdkafka's commit
+/// blocks until the broker answers, which must not stall the runtime.
+async fn commit(
+    consumer: &Arc<StreamConsumer>,
+    offsets: TopicPartitionList,
+) -> Result<(), KafkaError> {
+    let consumer = Arc::clone(consumer);
+    tokio::task::spawn_blocking(move || consumer.commit(&offsets, CommitMode::Sync))
+        .await
+        .map_err(|source| KafkaError::Blocking {
+            what: "committing offsets",
+            source,
+        })?
+        .map_err(KafkaError::client("committing offsets"))
+}
+
+/// The sink's committed offsets for every partition (earliest where none),
+/// read on a blocking thread.
+async fn committed_assignment(
+    consumer: &Arc<StreamConsumer>,
     topics: &[String],
     partitions: i32,
 ) -> Result<TopicPartitionList, KafkaError> {
@@ -385,9 +411,16 @@ fn committed_assignment(
             query.add_partition(topic, p);
         }
     }
-    let committed = consumer
-        .committed_offsets(query, Duration::from_secs(10))
-        .map_err(KafkaError::client("reading committed offsets"))?;
+    let reader = Arc::clone(consumer);
+    let committed = tokio::task::spawn_blocking(move || {
+        reader.committed_offsets(query, Duration::from_secs(10))
+    })
+    .await
+    .map_err(|source| KafkaError::Blocking {
+        what: "reading committed offsets",
+        source,
+    })?
+    .map_err(KafkaError::client("reading committed offsets"))?;
     let mut tpl = TopicPartitionList::new();
     for element in committed.elements() {
         let offset = match element.offset() {
@@ -414,79 +447,50 @@ enum Decoded {
     },
 }
 
-/// Reads a record's kind and epoch, runs it through the fence, and decodes it
+/// Reads a record's envelope, runs it through the fence, and decodes it
 /// into a write.
 fn decode(
     message: &BorrowedMessage<'_>,
     trades_topic: &str,
     fence: &mut EpochFence,
-) -> Result<Decoded, String> {
-    let mut kind = None;
-    let mut epoch = None;
-    if let Some(headers) = message.headers() {
-        for header in headers.iter() {
-            match header.key {
-                KIND_HEADER => kind = header.value,
-                EPOCH_HEADER => epoch = header.value,
-                _ => {}
-            }
-        }
-    }
-    let epoch = Epoch::from_header(epoch)?;
-    if let Some(key) = message.key() {
+) -> Result<Decoded, WireError> {
+    let envelope = Envelope::of(message);
+    let epoch = envelope.epoch()?;
+    if let Some(key) = envelope.key {
         let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
         if let Admission::Fenced { newest } = fence.admit(topic, partition, offset, key, epoch) {
             return Ok(Decoded::Fenced { epoch, newest });
         }
     }
-    if kind.is_some_and(|k| k != KIND_TRADE.as_bytes()) {
+    // Watermarks and gap markers (and kinds this version does not know).
+    if !envelope.kind.is_trade() {
         return Ok(Decoded::Skip);
     }
-    let payload = message.payload().ok_or("empty payload")?;
-    if message.topic() == trades_topic {
-        let trade: Trade =
-            serde_json::from_slice(payload).map_err(|e| format!("not a trade: {e}"))?;
-        return Ok(Decoded::Write(PendingWrite::trade(&trade, epoch)));
-    }
-    let candle: Candle =
-        serde_json::from_slice(payload).map_err(|e| format!("not a candle: {e}"))?;
-    Ok(Decoded::Write(PendingWrite::candle(&candle, epoch)))
+    let write = if message.topic() == trades_topic {
+        match envelope.decode::<Trade>()? {
+            Received::Data(trade) => PendingWrite::trade(&trade, epoch),
+            Received::Watermark(_) | Received::Gap(_) => return Ok(Decoded::Skip),
+        }
+    } else {
+        match envelope.decode::<Candle>()? {
+            Received::Data(candle) => PendingWrite::candle(&candle, epoch),
+            Received::Watermark(_) | Received::Gap(_) => return Ok(Decoded::Skip),
+        }
+    };
+    Ok(Decoded::Write(write))
 }
 
 fn source(message: &BorrowedMessage<'_>) -> String {
-    format!(
-        "{}[{}]@{}",
-        message.topic(),
-        message.partition(),
-        message.offset()
-    )
+    record_source(message.topic(), message.partition(), message.offset())
 }
 
 async fn send_dead_letter(
     producer: &FutureProducer,
     topic: &str,
-    payload: &[u8],
-    key: Option<&[u8]>,
-    reason: &str,
-    source: &str,
+    letter: &DeadLetter<'_>,
 ) -> Result<(), SinkError> {
-    let headers = OwnedHeaders::new()
-        .insert(Header {
-            key: crate::rollup::stage::DEAD_LETTER_REASON,
-            value: Some(reason),
-        })
-        .insert(Header {
-            key: "tickfetch-source",
-            value: Some(source),
-        });
-    let mut record = FutureRecord::<[u8], [u8]>::to(topic)
-        .payload(payload)
-        .headers(headers);
-    if let Some(key) = key {
-        record = record.key(key);
-    }
     producer
-        .send(record, Duration::from_secs(30))
+        .send(letter.future_record(topic), Duration::from_secs(30))
         .await
         .map_err(|(e, _)| KafkaError::Client {
             what: "dead-letter send".into(),

@@ -5,7 +5,7 @@ use mongodb::bson::{doc, Document};
 use mongodb::Database;
 
 use crate::model::{Candle, Exchange, Interval, Millis};
-use crate::sink::writer::{candle_collection, candle_from_document};
+use crate::sink::writer::{candle_collection, candle_from_document, DocumentError};
 
 /// Which candles to read.
 #[derive(Debug, Clone)]
@@ -26,7 +26,16 @@ pub enum QueryError {
     #[error("mongodb: {0}")]
     Mongo(#[from] mongodb::error::Error),
     #[error("stored document {id} is not a candle: {reason}")]
-    BadDocument { id: String, reason: String },
+    BadDocument { id: String, reason: DocumentError },
+}
+
+/// A time that is neither epoch milliseconds nor RFC 3339.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is neither epoch milliseconds nor RFC 3339: {source}")]
+pub struct TimeError {
+    pub text: String,
+    #[source]
+    pub source: chrono::ParseError,
 }
 
 /// Stored candles matching `query`, ordered by symbol then open time.
@@ -79,13 +88,16 @@ pub async fn candles(db: &Database, query: &CandleQuery) -> Result<Vec<Candle>, 
 ///
 /// # Errors
 /// Text that is neither.
-pub fn parse_time(text: &str) -> Result<Millis, String> {
+pub fn parse_time(text: &str) -> Result<Millis, TimeError> {
     if let Ok(ms) = text.parse::<i64>() {
         return Ok(ms);
     }
     chrono::DateTime::parse_from_rfc3339(text)
         .map(|t| t.timestamp_millis())
-        .map_err(|e| format!("{text:?} is neither epoch milliseconds nor RFC 3339: {e}"))
+        .map_err(|source| TimeError {
+            text: text.to_string(),
+            source,
+        })
 }
 
 #[cfg(test)]

@@ -131,11 +131,25 @@ pub fn candle_document(candle: &Candle) -> Document {
     }
 }
 
+/// Why a stored document is not a candle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DocumentError {
+    #[error("{field}: expected {expected}, found {found}")]
+    WrongType {
+        field: String,
+        expected: &'static str,
+        found: String,
+    },
+    /// A field missing, unknown or out of range for a candle.
+    #[error("{0}")]
+    NotACandle(String),
+}
+
 /// Reads a stored candle document back into the wire model.
 ///
 /// # Errors
 /// A document that lacks a field or holds a value of the wrong type.
-pub fn candle_from_document(document: &Document) -> Result<Candle, String> {
+pub fn candle_from_document(document: &Document) -> Result<Candle, DocumentError> {
     let mut value = serde_json::Map::new();
     for (key, bson) in document {
         let json = match key.as_str() {
@@ -143,17 +157,30 @@ pub fn candle_from_document(document: &Document) -> Result<Candle, String> {
             "open_time" | "close_time" | "trade_count" | "revision" => match bson {
                 Bson::Int64(n) => serde_json::Value::from(*n),
                 Bson::Int32(n) => serde_json::Value::from(*n),
-                other => return Err(format!("{key}: expected an integer, found {other}")),
+                other => {
+                    return Err(DocumentError::WrongType {
+                        field: key.clone(),
+                        expected: "an integer",
+                        found: other.to_string(),
+                    })
+                }
             },
             _ => match bson {
                 Bson::String(s) => serde_json::Value::String(s.clone()),
                 Bson::Null => serde_json::Value::Null,
-                other => return Err(format!("{key}: expected a string, found {other}")),
+                other => {
+                    return Err(DocumentError::WrongType {
+                        field: key.clone(),
+                        expected: "a string",
+                        found: other.to_string(),
+                    })
+                }
             },
         };
         value.insert(key.clone(), json);
     }
-    serde_json::from_value(serde_json::Value::Object(value)).map_err(|e| e.to_string())
+    serde_json::from_value(serde_json::Value::Object(value))
+        .map_err(|e| DocumentError::NotACandle(e.to_string()))
 }
 
 /// The stored form of a trade.

@@ -72,20 +72,31 @@ pub fn config(tag: &str) -> Config {
 
 /// The shared data folder (`TICKFETCH_SHARED_DATA`, default `../shared/data`), or
 /// `None` with a message saying the test is skipped.
+///
+/// # Panics
+/// When the data is missing and the environment variable `CI` is set (to
+/// anything but `false` or `0`): in CI a test without its data fails instead
+/// of passing without having checked anything.
 pub fn shared_data(relative: &str) -> Option<PathBuf> {
     let root = std::env::var_os("TICKFETCH_SHARED_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
     let path = root.join(relative);
     if path.exists() {
-        Some(path)
-    } else {
-        eprintln!(
-            "skipping: {} not found (set TICKFETCH_SHARED_DATA to the shared data folder)",
-            path.display()
-        );
-        None
+        return Some(path);
     }
+    let advice = "set TICKFETCH_SHARED_DATA to the shared data folder";
+    if in_ci() {
+        panic!("{} not found in CI ({advice})", path.display());
+    }
+    eprintln!("skipping: {} not found ({advice})", path.display());
+    None
+}
+
+/// Whether the tests run in CI (`CI` set, as CI services do, and not
+/// `false` or `0`).
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 
 /// One record read back from a topic.
