@@ -26,4 +26,5 @@ target/debug/tickfetch stack up --dir "$dir"
 trap 'target/debug/tickfetch stack down --dir "$dir"' EXIT
 set -a; . "$dir/stack.env"; set +a
 export TICKFETCH_SHARED_DATA="${TICKFETCH_SHARED_DATA:-$PWD/../shared/data}"
+cargo test --locked --doc
 cargo test --locked --all-targets -- --test-threads 2

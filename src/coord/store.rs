@@ -42,8 +42,8 @@
 //! # async fn example(config: &tickfetch::config::EtcdConfig) -> Result<(), tickfetch::coord::store::StoreError> {
 //! let store = Store::connect(config).await?;
 //! store.put(&Feed { exchange: "binance".into(), symbol: "BTCUSDT".into(), replicas: 1 }).await?;
-//! let binance = store.list::<Feed>(&["binance"]).await?;   // feeds/binance/…
-//! let mut watch = store.watch::<Feed>(&[], binance.revision + 1).await?;
+//! let binance = store.list::<Feed, _>(&["binance"]).await?; // feeds/binance/…
+//! let mut watch = store.watch::<Feed, &str>(&[], binance.revision + 1).await?;
 //! let event = watch.next().await?;                           // Put, Deleted or Relisted
 //! # let _ = event; Ok(()) }
 //! ```
