@@ -14,8 +14,9 @@
 //! - [`Batch`]: several puts and deletes in one etcd transaction, guarded by
 //!   revisions of records or of any key below the root (an election key);
 //! - [`Lease`]: records bound to a lease that a task keeps alive; the holder
-//!   learns when it is gone ([`Lease::lost`]): revoked, expired, or etcd
-//!   unreachable for longer than its TTL (then it may have expired unseen);
+//!   learns when it is gone ([`Lease::lost`]): revoked, expired, or not
+//!   refreshed for two thirds of its TTL (etcd unreachable), which is before
+//!   etcd could expire it;
 //! - [`Watch`]: typed events under a prefix from a revision on. It resumes from
 //!   the next revision after a disconnect or an etcd restart; when that
 //!   revision was compacted away it lists the prefix again and says so with a
@@ -835,7 +836,8 @@ impl Lease {
     }
 
     /// Resolves when the lease is gone: revoked, expired, or not refreshed for
-    /// a whole TTL (etcd unreachable), after which its records may be deleted.
+    /// two thirds of its TTL (etcd unreachable, the process paused), before
+    /// etcd could expire it and delete its records.
     pub async fn lost(&self) {
         let mut alive = self.alive.clone();
         let _ = alive.wait_for(|alive| !*alive).await;
@@ -850,27 +852,32 @@ impl Drop for Lease {
 }
 
 /// Refreshes lease `id` every third of its TTL. Ends, saying so on `alive`,
-/// when etcd answers that the lease is gone or when no refresh succeeded for
-/// a whole TTL.
+/// when etcd answers that the lease is gone, or when no refresh was confirmed
+/// for two thirds of the TTL: etcd may expire the lease a third of a TTL
+/// later, so the holder learns of the loss before anyone else can act on it.
 async fn keep_alive(store: Store, id: i64, ttl: Duration, alive: watch::Sender<bool>) {
     let interval = ttl / 3;
-    let mut refreshed = Instant::now();
+    let patience = ttl * 2 / 3;
+    // When the last confirmed refresh was sent: etcd's expiry is at least a
+    // TTL after it. The grant itself counts as one.
+    let mut confirmed = Instant::now();
     let mut keeper = None;
     loop {
-        if refreshed.elapsed() >= ttl {
-            tracing::warn!(lease = %format_args!("{id:x}"), endpoints = %store.endpoints, "lease not refreshed for its whole TTL; it may be gone");
+        let Some(budget) = (confirmed + patience)
+            .checked_duration_since(Instant::now())
+            .filter(|b| !b.is_zero())
+        else {
+            tracing::warn!(lease = %format_args!("{id:x}"), endpoints = %store.endpoints, "lease not refreshed for two thirds of its TTL; counting it lost");
             break;
-        }
+        };
+        let budget = budget.min(REQUEST_TIMEOUT);
         if keeper.is_none() {
             let mut client = store.client.clone();
-            match store
-                .call("keeping a lease alive", client.lease_keep_alive(id))
-                .await
-            {
-                Ok(pair) => keeper = Some(pair),
-                Err(e) => {
-                    tracing::debug!(error = %e, "lease keeper cannot reach etcd; retrying");
-                    tokio::time::sleep(interval.min(MAX_BACKOFF)).await;
+            match tokio::time::timeout(budget, client.lease_keep_alive(id)).await {
+                Ok(Ok(pair)) => keeper = Some(pair),
+                failed => {
+                    tracing::debug!(?failed, "lease keeper cannot reach etcd; retrying");
+                    tokio::time::sleep(interval.min(MAX_BACKOFF).min(budget)).await;
                     continue;
                 }
             }
@@ -878,18 +885,14 @@ async fn keep_alive(store: Store, id: i64, ttl: Duration, alive: watch::Sender<b
         let Some((sender, stream)) = keeper.as_mut() else {
             continue;
         };
+        let sent = Instant::now();
         let refreshed_now = async {
             sender.keep_alive().await?;
             stream.message().await
         };
-        match tokio::time::timeout(
-            REQUEST_TIMEOUT.min(interval.max(Duration::from_millis(500))),
-            refreshed_now,
-        )
-        .await
-        {
+        match tokio::time::timeout(budget, refreshed_now).await {
             Ok(Ok(Some(reply))) if reply.ttl() > 0 => {
-                refreshed = Instant::now();
+                confirmed = sent;
                 tokio::time::sleep(interval).await;
             }
             Ok(Ok(Some(_))) => {
