@@ -1,5 +1,12 @@
 //! Consumer lag of every stage: how far each rollup stage and the sink are
 //! behind the end of their input topics (`tickfetch lag`).
+//!
+//! The end of a partition written with transactions is the offset after its
+//! last commit marker, which no reader ever gets past: a reader that has read
+//! every record is one offset short of the end. So where a partition's
+//! committed offset is short of its end, the lag reads from the committed
+//! offset (read_committed, to the broker's end); a partition with no record
+//! left counts as caught up.
 
 use std::time::Duration;
 
@@ -7,7 +14,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::Config;
-use crate::kafka::{client_config, KafkaError};
+use crate::kafka::{client_config, KafkaError, ReadToEnd};
 use crate::model::Interval;
 
 /// One reader's position on one topic.
@@ -23,8 +30,10 @@ pub struct TopicLag {
 }
 
 impl TopicLag {
-    /// Records not yet committed by the group (transaction markers included).
-    /// Never negative, even where the end offset was read before the commit.
+    /// Offsets not yet committed by the group in partitions that still hold
+    /// records for it (markers between those records included; a partition
+    /// with only markers left counts 0). Never negative, even where the end
+    /// offset was read before the commit.
     pub fn lag(&self) -> i64 {
         (self.end - self.committed).max(0)
     }
@@ -54,15 +63,17 @@ pub fn stage_lags(config: &Config) -> Result<Vec<TopicLag>, KafkaError> {
             .create()
             .map_err(KafkaError::client("creating lag consumer"))?;
         let mut query = TopicPartitionList::new();
-        let mut end = 0;
+        for p in 0..config.topics.partitions {
+            query.add_partition(&topic, p);
+        }
+        let mut ends = Vec::new();
         for p in 0..config.topics.partitions {
             let (_, high) = consumer
                 .fetch_watermarks(&topic, p, Duration::from_secs(5))
                 .unwrap_or((0, 0));
-            end += high;
-            query.add_partition(&topic, p);
+            ends.push(high);
         }
-        let committed = consumer
+        let mut positions: Vec<i64> = consumer
             .committed_offsets(query, Duration::from_secs(5))
             .map_err(KafkaError::client("reading committed offsets"))?
             .elements()
@@ -71,13 +82,77 @@ pub fn stage_lags(config: &Config) -> Result<Vec<TopicLag>, KafkaError> {
                 Offset::Offset(o) => o,
                 _ => 0,
             })
-            .sum();
+            .collect();
+        positions.resize(ends.len(), 0);
+        let behind: Vec<(i32, i64)> = positions
+            .iter()
+            .zip(&ends)
+            .enumerate()
+            .filter(|(_, (c, e))| c < e)
+            .map(|(p, (c, _))| (p as i32, *c))
+            .collect();
+        for p in only_markers_left(config, &topic, &behind)? {
+            if let Some(slot) = positions.get_mut(p as usize) {
+                *slot = ends[p as usize];
+            }
+        }
+        let committed = positions.iter().sum();
         out.push(TopicLag {
             group,
             topic,
-            end,
+            end: ends.iter().sum(),
             committed,
         });
     }
     Ok(out)
+}
+
+/// Of the partitions `(p, from)` of `topic`, those with no record at or after
+/// `from` (only transaction markers or aborted records up to the end).
+fn only_markers_left(
+    config: &Config,
+    topic: &str,
+    partitions: &[(i32, i64)],
+) -> Result<Vec<i32>, KafkaError> {
+    if partitions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let consumer: BaseConsumer<ReadToEnd> = client_config(
+        &config.kafka,
+        &[
+            ("group.id", "tickfetch.lag"),
+            ("enable.auto.commit", "false"),
+            ("isolation.level", "read_committed"),
+            ("enable.partition.eof", "true"),
+            ("fetch.wait.max.ms", "10"),
+        ],
+    )?
+    .create_with_context(ReadToEnd)
+    .map_err(KafkaError::client("creating lag reader"))?;
+    let mut tpl = TopicPartitionList::new();
+    for (p, from) in partitions {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(*from))
+            .map_err(KafkaError::client("lag reader assignment"))?;
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(KafkaError::client("lag reader assign"))?;
+    let mut open: std::collections::BTreeSet<i32> = partitions.iter().map(|(p, _)| *p).collect();
+    let mut caught_up = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !open.is_empty() && std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            // A record left: really behind.
+            Some(Ok(message)) => {
+                open.remove(&rdkafka::Message::partition(&message));
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) if open.remove(&p) => {
+                caught_up.push(p);
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {}
+            Some(Err(e)) => return Err(KafkaError::client("reading for lag")(e)),
+            None => {}
+        }
+    }
+    Ok(caught_up)
 }
