@@ -18,7 +18,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -210,61 +210,22 @@ fn passthrough(
     stride: u64,
 ) -> RunResult {
     let input = config.topics.trades();
-    let output = format!(
-        "{}.passthrough.{stride}.{guarantee:?}",
-        config.topics.prefix
-    );
-    let group = format!(
-        "{}.passthrough.{stride}.{guarantee:?}",
-        config.topics.prefix
-    );
+    let output = passthrough_topic(config, guarantee, stride);
+    let group = output.clone();
     let exactly_once = guarantee == Guarantee::ExactlyOnce;
-    let isolation = if exactly_once {
-        "read_committed"
-    } else {
-        "read_uncommitted"
-    };
-    let consumer: BaseConsumer = client_config(
-        &config.kafka,
-        &[
-            ("group.id", &group),
-            ("enable.auto.commit", "false"),
-            ("enable.auto.offset.store", "false"),
-            ("auto.offset.reset", "earliest"),
-            ("isolation.level", isolation),
-            ("fetch.queue.backoff.ms", "1"),
-        ],
-    )
-    .expect("config")
-    .create()
-    .expect("consumer");
+    // The stage's own client settings, for this guarantee.
+    let mut config = config.clone();
+    config.rollup.guarantee = guarantee;
+    let config = &config;
+    let consumer: BaseConsumer = stage::input_consumer_config(config, &group)
+        .expect("config")
+        .create()
+        .expect("consumer");
     // Timed from here, like the stage (whose time includes its producers'
     // init_transactions and its state restore).
     let started = Instant::now();
-    let queue = stage::PRODUCER_QUEUE_MESSAGES.to_string();
-    let producers: Vec<ThreadedProducer<DefaultProducerContext>> = (0..config.topics.partitions)
-        .map(|p| {
-            let txn_id = format!("{group}.p{p}");
-            let mut owned = vec![
-                ("enable.idempotence", "true"),
-                ("queue.buffering.max.messages", queue.as_str()),
-                ("linger.ms", "5"),
-            ];
-            if exactly_once {
-                owned.push(("transactional.id", txn_id.as_str()));
-            }
-            let producer: ThreadedProducer<DefaultProducerContext> =
-                client_config(&config.kafka, &owned)
-                    .expect("config")
-                    .create()
-                    .expect("producer");
-            if exactly_once {
-                producer
-                    .init_transactions(Duration::from_secs(30))
-                    .expect("init_transactions");
-            }
-            producer
-        })
+    let producers: Vec<stage::TxnProducer> = (0..config.topics.partitions)
+        .map(|p| stage::partition_producer(config, &format!("{group}.p{p}")).expect("producer"))
         .collect();
     let mut tpl = TopicPartitionList::new();
     for p in 0..config.topics.partitions {

@@ -72,6 +72,36 @@ impl rdkafka::ClientContext for ReadToEnd {
 
 impl rdkafka::consumer::ConsumerContext for ReadToEnd {}
 
+/// A consumer that reads assigned partitions to the end the broker reports
+/// (`enable.partition.eof`: a `PartitionEOF` event per partition, which counts
+/// transaction markers and aborted records as read), with no offset commits
+/// and no waiting at the end. `isolation` is `read_committed` or
+/// `read_uncommitted`.
+///
+/// # Errors
+/// A conflicting `[kafka.options]` entry, or the client cannot be created.
+pub fn end_reader(
+    config: &KafkaConfig,
+    group: &str,
+    isolation: &str,
+) -> Result<rdkafka::consumer::BaseConsumer<ReadToEnd>, KafkaError> {
+    client_config(
+        config,
+        &[
+            ("group.id", group),
+            ("enable.auto.commit", "false"),
+            ("isolation.level", isolation),
+            ("fetch.queue.backoff.ms", "1"),
+            ("enable.partition.eof", "true"),
+            // At the end, the broker answers at once rather than waiting for
+            // records that will not come.
+            ("fetch.wait.max.ms", "10"),
+        ],
+    )?
+    .create_with_context(ReadToEnd)
+    .map_err(KafkaError::client(format!("creating reader {group}")))
+}
+
 /// A client config: the bootstrap servers, the user's pass-through options, and
 /// the stage's own options, which the user's may not contradict.
 ///

@@ -14,7 +14,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::Config;
-use crate::kafka::{client_config, KafkaError, ReadToEnd};
+use crate::kafka::{client_config, end_reader, KafkaError};
 use crate::model::Interval;
 
 /// One reader's position on one topic.
@@ -117,18 +117,7 @@ fn only_markers_left(
     if partitions.is_empty() {
         return Ok(Vec::new());
     }
-    let consumer: BaseConsumer<ReadToEnd> = client_config(
-        &config.kafka,
-        &[
-            ("group.id", "tickfetch.lag"),
-            ("enable.auto.commit", "false"),
-            ("isolation.level", "read_committed"),
-            ("enable.partition.eof", "true"),
-            ("fetch.wait.max.ms", "10"),
-        ],
-    )?
-    .create_with_context(ReadToEnd)
-    .map_err(KafkaError::client("creating lag reader"))?;
+    let consumer = end_reader(&config.kafka, "tickfetch.lag", "read_committed")?;
     let mut tpl = TopicPartitionList::new();
     for (p, from) in partitions {
         tpl.add_partition_offset(topic, *p, Offset::Offset(*from))

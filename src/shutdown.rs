@@ -41,3 +41,36 @@ pub fn on_signals() -> std::io::Result<CancellationToken> {
     });
     Ok(token)
 }
+
+/// The longest wait between two attempts of [`retry_until_cancelled`].
+pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Runs `attempt` until it succeeds, logging `waiting` with each failure and
+/// backing off (from 100 ms, doubling, at most [`MAX_RETRY_BACKOFF`]); `None`
+/// when `shutdown` came first. For waits on a service that is down or still
+/// starting (etcd, the broker's group coordinator, MongoDB).
+pub async fn retry_until_cancelled<T, E, F, Fut>(
+    shutdown: &CancellationToken,
+    waiting: &str,
+    mut attempt: F,
+) -> Option<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match attempt().await {
+            Ok(value) => return Some(value),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "{waiting}");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_RETRY_BACKOFF);
+            }
+        }
+    }
+}

@@ -215,27 +215,7 @@ pub async fn up(options: &StackOptions) -> Result<StackEnv, StackError> {
         ))
     })?;
     let etcd_port = ensure_service(&dir, &mut state, ETCD, options.etcd_port, |port, dir| {
-        let peer = free_port()?;
-        let data = dir.join("etcd");
-        let client = format!("http://127.0.0.1:{port}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let mut cmd = Command::new(&etcd);
-        cmd.args(["--name", "tickfetch", "--data-dir"])
-            .arg(&data)
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-                "--listen-peer-urls",
-                &peer_url,
-                "--initial-advertise-peer-urls",
-                &peer_url,
-                "--initial-cluster",
-                &format!("tickfetch={peer_url}"),
-                "--log-level",
-                "warn",
-            ]);
+        let cmd = etcd_command(&etcd, &dir.join("etcd"), port, free_port()?);
         Ok((cmd, "etcd".to_string(), program_version(&etcd)))
     })?;
     let mongo_port = ensure_service(
@@ -270,6 +250,32 @@ pub async fn up(options: &StackOptions) -> Result<StackEnv, StackError> {
     fs::write(&env_path, env.to_env_lines())
         .map_err(StackError::io(format!("writing {}", env_path.display())))?;
     Ok(env)
+}
+
+/// A one-member etcd on loopback: data in `data`, clients on `client_port`,
+/// its peer (raft) listener on `peer_port`. Also what tests use for an etcd
+/// of their own.
+pub fn etcd_command(etcd: &Path, data: &Path, client_port: u16, peer_port: u16) -> Command {
+    let client = format!("http://127.0.0.1:{client_port}");
+    let peer = format!("http://127.0.0.1:{peer_port}");
+    let mut cmd = Command::new(etcd);
+    cmd.args(["--name", "tickfetch", "--data-dir"])
+        .arg(data)
+        .args([
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+            "--initial-cluster",
+            &format!("tickfetch={peer}"),
+            "--log-level",
+            "warn",
+        ]);
+    cmd
 }
 
 /// Starts `name` unless a recorded process still runs; returns its port.

@@ -42,12 +42,10 @@ use serde::{Deserialize, Serialize};
 use super::CoordError;
 use crate::config::EtcdConfig;
 use crate::model::Millis;
-use crate::shutdown::CancellationToken;
+use crate::shutdown::{retry_until_cancelled, CancellationToken};
 
 /// Timeout of one etcd call made for an epoch.
 const ETCD_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest wait between attempts while etcd is unreachable.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// A fencing epoch: the etcd revision at which an owner claimed its stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -232,34 +230,6 @@ impl EpochClaimer {
             Epoch(u64::try_from(kv.mod_revision()).unwrap_or(0)),
             claim,
         )))
-    }
-}
-
-/// Runs `attempt` until it succeeds, logging `waiting` with each failure and
-/// backing off (doubling, at most [`MAX_BACKOFF`]); `None` when `shutdown`
-/// came first.
-async fn retry_until_cancelled<T, F, Fut>(
-    shutdown: &CancellationToken,
-    waiting: &str,
-    mut attempt: F,
-) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, CoordError>>,
-{
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match attempt().await {
-            Ok(value) => return Some(value),
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "{waiting}");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return None,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-        }
     }
 }
 

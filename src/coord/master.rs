@@ -26,7 +26,7 @@ use super::assign::{self, Assignment, LiveWorker, Placement};
 use super::keyspace::{AssignmentRecord, DesiredFeed, LeaderRecord, WorkerRecord};
 use super::store::{Lease, Record, Store, StoreError, Versioned, WatchEvent};
 use crate::config::EtcdConfig;
-use crate::shutdown::CancellationToken;
+use crate::shutdown::{retry_until_cancelled, CancellationToken};
 
 /// Longest wait between attempts while etcd is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -72,14 +72,20 @@ pub async fn run(
     options: MasterOptions,
     shutdown: CancellationToken,
 ) -> Result<(), MasterError> {
-    let Some(store) = retry(&shutdown, "connecting", || Store::connect(config)).await? else {
+    let Some(store) = retry_until_cancelled(&shutdown, "master: waiting for etcd", || {
+        Store::connect(config)
+    })
+    .await
+    else {
         return Ok(());
     };
     while !shutdown.is_cancelled() {
-        let Some(lease) = retry(&shutdown, "granting the master's lease", || {
-            store.grant_lease(options.lease_ttl)
-        })
-        .await?
+        let Some(lease) = retry_until_cancelled(
+            &shutdown,
+            "master: waiting for etcd to grant a lease",
+            || store.grant_lease(options.lease_ttl),
+        )
+        .await
         else {
             break;
         };
@@ -112,34 +118,6 @@ pub async fn run(
         }
     }
     Ok(())
-}
-
-/// Runs `op` until it succeeds, retrying retryable errors with backoff;
-/// `None` on shutdown.
-async fn retry<T, F, Fut>(
-    shutdown: &CancellationToken,
-    what: &str,
-    mut op: F,
-) -> Result<Option<T>, MasterError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, StoreError>>,
-{
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match op().await {
-            Ok(value) => return Ok(Some(value)),
-            Err(e) if e.is_retryable() => {
-                tracing::warn!(error = %e, ?backoff, "{what}: waiting for etcd");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(None),
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
 }
 
 /// Tries to become leader until it is, the lease is lost, or shutdown.

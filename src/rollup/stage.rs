@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Guarantee};
 use crate::coord::epoch::{process_owner, Epoch, EpochClaimer};
-use crate::kafka::{client_config, ensure_topics, KafkaError, ReadToEnd, TopicSpec};
+use crate::kafka::{client_config, end_reader, ensure_topics, KafkaError, TopicSpec};
 use crate::model::{Candle, Interval};
 use crate::rollup::level::{make_level, ApplyOutcome, Level};
 use crate::rollup::metrics::{StageMetrics, StageReport};
@@ -147,7 +147,8 @@ impl ConsumerContext for StageContext {
 }
 
 type StageConsumer = BaseConsumer<StageContext>;
-type TxnProducer = ThreadedProducer<DefaultProducerContext>;
+/// A stage's per-partition producer.
+pub type TxnProducer = ThreadedProducer<DefaultProducerContext>;
 
 /// One input partition's engine, producer and transaction bookkeeping.
 struct PartitionTask {
@@ -272,31 +273,13 @@ impl StageLoop {
         make_level(&config, interval)?;
         let input = config.topics.stage_input(interval);
         let group = format!("{}.{}", config.rollup.group_prefix, interval);
-        let session = config.rollup.session_timeout_ms.to_string();
-        let isolation = match config.rollup.guarantee {
-            Guarantee::ExactlyOnce => "read_committed",
-            Guarantee::AtLeastOnce => "read_uncommitted",
-        };
         let rebalances = Arc::new(RebalanceLog::default());
-        let consumer: StageConsumer = client_config(
-            &config.kafka,
-            &[
-                ("group.id", &group),
-                ("enable.auto.commit", "false"),
-                ("enable.auto.offset.store", "false"),
-                ("auto.offset.reset", "earliest"),
-                ("isolation.level", isolation),
-                ("session.timeout.ms", &session),
-                ("fetch.queue.backoff.ms", "1"),
-                // Input topics may be created after the consumer starts.
-                ("topic.metadata.refresh.interval.ms", "1000"),
-            ],
-        )?
-        .create_with_context(StageContext {
-            log: rebalances.clone(),
-            topic: input.clone(),
-        })
-        .map_err(KafkaError::client("creating stage consumer"))?;
+        let consumer: StageConsumer = input_consumer_config(&config, &group)?
+            .create_with_context(StageContext {
+                log: rebalances.clone(),
+                topic: input.clone(),
+            })
+            .map_err(KafkaError::client("creating stage consumer"))?;
         Ok(Self {
             output: config.topics.candles(interval),
             changelog: config.topics.changelog(interval),
@@ -510,25 +493,7 @@ impl StageLoop {
     }
 
     fn new_producer(&self, p: i32) -> Result<TxnProducer, RollupError> {
-        let txn_id = format!("{}.p{p}", self.group);
-        let queue = PRODUCER_QUEUE_MESSAGES.to_string();
-        let mut owned = vec![
-            ("enable.idempotence", "true"),
-            ("queue.buffering.max.messages", queue.as_str()),
-            ("linger.ms", "5"),
-        ];
-        if self.config.rollup.guarantee == Guarantee::ExactlyOnce {
-            owned.push(("transactional.id", txn_id.as_str()));
-        }
-        let producer: TxnProducer = client_config(&self.config.kafka, &owned)?
-            .create()
-            .map_err(KafkaError::client("creating producer"))?;
-        if self.config.rollup.guarantee == Guarantee::ExactlyOnce {
-            producer
-                .init_transactions(TXN_TIMEOUT)
-                .map_err(KafkaError::client(format!("init_transactions {txn_id}")))?;
-        }
-        Ok(producer)
+        partition_producer(&self.config, &format!("{}.p{p}", self.group))
     }
 
     fn committed_offset(&self, p: i32) -> Result<i64, RollupError> {
@@ -791,6 +756,65 @@ impl StageLoop {
     }
 }
 
+/// The client settings of a stage's input consumer in consumer group
+/// `group` (also the floor of `benchmarks/rollup.rs`): manual offsets, the
+/// isolation level the guarantee needs, no fetch back-off.
+///
+/// # Errors
+/// A conflicting `[kafka.options]` entry.
+pub fn input_consumer_config(
+    config: &Config,
+    group: &str,
+) -> Result<rdkafka::ClientConfig, KafkaError> {
+    let session = config.rollup.session_timeout_ms.to_string();
+    let isolation = match config.rollup.guarantee {
+        Guarantee::ExactlyOnce => "read_committed",
+        Guarantee::AtLeastOnce => "read_uncommitted",
+    };
+    client_config(
+        &config.kafka,
+        &[
+            ("group.id", group),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("isolation.level", isolation),
+            ("session.timeout.ms", &session),
+            ("fetch.queue.backoff.ms", "1"),
+            // Input topics may be created after the consumer starts.
+            ("topic.metadata.refresh.interval.ms", "1000"),
+        ],
+    )
+}
+
+/// The producer of one input partition (also the floor's): idempotent,
+/// batched, and for exactly-once transactional with `txn_id`, its
+/// transactions initialised (which fences an older producer of that id).
+///
+/// # Errors
+/// A conflicting option, or `init_transactions` failing.
+pub fn partition_producer(config: &Config, txn_id: &str) -> Result<TxnProducer, RollupError> {
+    let exactly_once = config.rollup.guarantee == Guarantee::ExactlyOnce;
+    let queue = PRODUCER_QUEUE_MESSAGES.to_string();
+    let mut owned = vec![
+        ("enable.idempotence", "true"),
+        ("queue.buffering.max.messages", queue.as_str()),
+        ("linger.ms", "5"),
+    ];
+    if exactly_once {
+        owned.push(("transactional.id", txn_id));
+    }
+    let producer: TxnProducer = client_config(&config.kafka, &owned)?
+        .create()
+        .map_err(KafkaError::client("creating producer"))?;
+    if exactly_once {
+        producer
+            .init_transactions(TXN_TIMEOUT)
+            .map_err(KafkaError::client(format!("init_transactions {txn_id}")))?;
+    }
+    Ok(producer)
+}
+
 /// Whether `error` (or the producer's fatal-error slot, where librdkafka puts
 /// the reason behind a generic failure) says a newer producer with the same
 /// transactional id took over.
@@ -892,23 +916,7 @@ fn restore_state(
         replay_from: 0,
         through: HashMap::new(),
     };
-    let consumer: BaseConsumer<ReadToEnd> = client_config(
-        &config.kafka,
-        &[
-            ("group.id", "tickfetch.restore"),
-            ("enable.auto.commit", "false"),
-            ("isolation.level", "read_committed"),
-            ("fetch.queue.backoff.ms", "1"),
-            // The end is where the broker says it is: transaction markers and
-            // aborted records take offsets but are never delivered.
-            ("enable.partition.eof", "true"),
-            // At the end, the broker answers at once rather than waiting for
-            // records that will not come.
-            ("fetch.wait.max.ms", "10"),
-        ],
-    )?
-    .create_with_context(ReadToEnd)
-    .map_err(KafkaError::client("creating restore consumer"))?;
+    let consumer = end_reader(&config.kafka, "tickfetch.restore", "read_committed")?;
     // Nothing committed in the changelog yet (a first start): nothing to read.
     let (low, high) = consumer
         .fetch_watermarks(changelog, p, Duration::from_secs(10))

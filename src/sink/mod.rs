@@ -37,7 +37,7 @@ use crate::config::Config;
 use crate::coord::epoch::{Admission, Epoch, EpochFence};
 use crate::kafka::{client_config, ensure_topics, KafkaError, TopicSpec};
 use crate::model::{Candle, Interval, Trade};
-use crate::shutdown::CancellationToken;
+use crate::shutdown::{retry_until_cancelled, CancellationToken};
 use crate::telemetry::register;
 use crate::wire::{record_source, DeadLetter, Envelope, Received, WireError};
 use writer::{candle_collection, PendingWrite, WriteError, TRADES_COLLECTION};
@@ -165,21 +165,16 @@ pub async fn run(
     let client = mongodb::Client::with_options(options)?;
     let db = client.database(&config.mongodb.database);
     let metrics = SinkMetrics::new();
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match writer::ensure_collections(&db, &config.sink.intervals, config.sink.trades, storage)
-            .await
-        {
-            Ok(()) => break,
-            Err(e) => {
-                tracing::warn!(error = %e, uri = %redacted(&config.mongodb.uri), "waiting for MongoDB to create indexes");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-        }
+    let waiting = format!(
+        "waiting for MongoDB at {} to create indexes",
+        redacted(&config.mongodb.uri)
+    );
+    let created = retry_until_cancelled(&shutdown, &waiting, || {
+        writer::ensure_collections(&db, &config.sink.intervals, config.sink.trades, storage)
+    })
+    .await;
+    if created.is_none() {
+        return Ok(());
     }
 
     let consumer: Arc<StreamConsumer> = Arc::new(
@@ -206,19 +201,16 @@ pub async fn run(
         SinkAssignment::AllPartitions => {
             // A broker that just started may not have its group coordinator
             // yet (`NotCoordinator`): wait for it like for MongoDB.
-            let mut backoff = Duration::from_millis(100);
-            let tpl = loop {
-                match committed_assignment(&consumer, &topics, config.topics.partitions).await {
-                    Ok(tpl) => break tpl,
-                    Err(e) => {
-                        tracing::warn!(error = %e, bootstrap = %config.kafka.bootstrap, "waiting for the broker to read committed offsets");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return Ok(()),
-                            _ = tokio::time::sleep(backoff) => {}
-                        }
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                    }
-                }
+            let waiting = format!(
+                "waiting for the broker at {} to read committed offsets",
+                config.kafka.bootstrap
+            );
+            let Some(tpl) = retry_until_cancelled(&shutdown, &waiting, || {
+                committed_assignment(&consumer, &topics, config.topics.partitions)
+            })
+            .await
+            else {
+                return Ok(());
             };
             consumer
                 .assign(&tpl)

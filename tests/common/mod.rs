@@ -129,26 +129,15 @@ pub async fn read_all_with(
     partitions: i32,
     isolation: &'static str,
 ) -> Vec<Record> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::consumer::Consumer;
     use rdkafka::error::KafkaError;
     use rdkafka::message::Headers;
     use rdkafka::{Message, Offset, TopicPartitionList};
     let kafka = kafka.clone();
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer<tickfetch::kafka::ReadToEnd> = tickfetch::kafka::client_config(
-            &kafka,
-            &[
-                ("group.id", "tickfetch-test-reader"),
-                ("isolation.level", isolation),
-                ("enable.auto.commit", "false"),
-                ("enable.partition.eof", "true"),
-                ("fetch.queue.backoff.ms", "1"),
-            ],
-        )
-        .expect("config")
-        .create_with_context(tickfetch::kafka::ReadToEnd)
-        .expect("consumer");
+        let consumer = tickfetch::kafka::end_reader(&kafka, "tickfetch-test-reader", isolation)
+            .expect("reader");
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions {
             tpl.add_partition_offset(&topic, p, Offset::Beginning)
