@@ -37,6 +37,7 @@ pub struct Config {
     pub rollup: RollupConfig,
     pub sink: SinkConfig,
     pub ingest: IngestConfig,
+    pub cluster: ClusterConfig,
     pub telemetry: TelemetryConfig,
 }
 
@@ -310,6 +311,40 @@ impl Default for IngestConfig {
             gap_grace_ms: 500,
             rest_timeout_ms: 5_000,
             replica_buffer_trades: 10_000,
+        }
+    }
+}
+
+/// An ingest worker in a coordinated cluster: with `worker_id` set,
+/// `tickfetch-ingest` registers in etcd and runs the feeds the master assigns
+/// it (`assignments/`), not `[[ingest.feeds]]`; those entries then only give
+/// each exchange's endpoints and connection settings (their `symbols` are
+/// ignored and may be empty).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// This worker's id in `workers/{id}`; empty: not in a cluster.
+    pub worker_id: String,
+    /// Relative capacity (≥ 1): the master gives a worker of capacity 2
+    /// twice the feeds of one of capacity 1.
+    pub capacity: u32,
+    /// TTL of the worker's lease: a dead worker's feeds move after this.
+    pub lease_ttl_ms: u64,
+    /// How often a primary records its progress (`progress/`).
+    pub progress_interval_ms: u64,
+    /// Records read back per partition of the trades topic when a feed
+    /// becomes primary, to find where its predecessor stopped.
+    pub resume_lookback: i64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            worker_id: String::new(),
+            capacity: 1,
+            lease_ttl_ms: 5_000,
+            progress_interval_ms: 1_000,
+            resume_lookback: 10_000,
         }
     }
 }

@@ -36,6 +36,8 @@ pub enum KafkaError {
         #[source]
         source: tokio::task::JoinError,
     },
+    #[error("{what}: no answer within {seconds} s")]
+    Timeout { what: String, seconds: u64 },
     #[error("reading {topic}: the reader thread failed: {source}")]
     ReaderThread {
         topic: String,
@@ -64,7 +66,12 @@ pub struct ReadToEnd;
 
 impl rdkafka::ClientContext for ReadToEnd {
     fn error(&self, error: RdKafkaError, reason: &str) {
-        if !matches!(error, RdKafkaError::PartitionEOF(_)) {
+        let end = matches!(
+            error,
+            RdKafkaError::PartitionEOF(_)
+                | RdKafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+        );
+        if !end {
             tracing::error!(target: "librdkafka", "librdkafka: {error}: {reason}");
         }
     }

@@ -295,14 +295,5 @@ async fn a_killed_leader_is_replaced_and_assignments_converge_every_time() {
     } else {
         observer.abort();
     }
-    // Leave etcd as we found it.
-    let mut raw = etcd_client::Client::connect(config.etcd.endpoints.clone(), None)
-        .await
-        .expect("etcd");
-    raw.delete(
-        store.root().to_string(),
-        Some(etcd_client::DeleteOptions::new().with_prefix()),
-    )
-    .await
-    .expect("clean up");
+    common::etcd::remove_prefix(&config.etcd).await;
 }

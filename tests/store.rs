@@ -297,6 +297,33 @@ async fn a_batch_writes_everything_or_nothing_under_its_guards() {
 }
 
 #[tokio::test]
+async fn a_watch_shows_every_record_a_transaction_wrote() {
+    let store = shared_store("store-watch-batch").await;
+    let from = store.list::<Feed, &str>(&[]).await.expect("list").revision + 1;
+    let mut watch = store.watch::<Feed, &str>(&[], from).await.expect("watch");
+    let symbols: Vec<String> = (0..20).map(|i| format!("S{i:02}-USDT")).collect();
+    let batch = symbols
+        .iter()
+        .fold(store.batch(), |batch, s| batch.put(&feed("okx", s, 1)));
+    let outcome = store.commit(batch).await.expect("commit");
+    let mut seen = Vec::new();
+    while seen.len() < symbols.len() {
+        match next_event(&mut watch).await {
+            WatchEvent::Put(record) => {
+                assert_eq!(record.mod_revision, outcome.revision, "one revision");
+                seen.push(record.value.symbol);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        seen, symbols,
+        "every record of the transaction, in key order"
+    );
+    assert_eq!(watch.next_revision(), outcome.revision + 1);
+}
+
+#[tokio::test]
 async fn a_revoked_lease_removes_its_records_and_tells_the_holder() {
     let config = common::config("store-lease");
     let store = Store::connect(&config.etcd).await.expect("etcd");

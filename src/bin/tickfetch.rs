@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tickfetch::app::CommonArgs;
+use tickfetch::coord::admin;
 use tickfetch::model::{Exchange, Interval};
 
 /// tickfetch operator commands.
@@ -41,6 +42,61 @@ enum Command {
     Lag {
         #[command(flatten)]
         common: CommonArgs,
+    },
+    /// The feeds the cluster should run (desired feeds in etcd).
+    Feeds {
+        #[command(subcommand)]
+        action: FeedsAction,
+    },
+    /// Registered workers: id, version, capacity, lease age, feeds held.
+    Workers {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per feed: primary, replicas, epoch, last trade age, trades/s.
+    Status {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FeedsAction {
+    /// Add (or update) feeds: one per symbol.
+    Add {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[arg(long)]
+        exchange: Exchange,
+        /// The exchange's own symbols, comma separated (BTCUSDT, BTC-USD…).
+        #[arg(long, value_delimiter = ',', required = true)]
+        symbols: Vec<String>,
+        /// The exchange's stream (`trade`, `aggTrade`…); its first when absent.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Hot replicas besides the primary.
+        #[arg(long, default_value_t = 1)]
+        replicas: u32,
+    },
+    /// Remove feeds: the master stops them.
+    Remove {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[arg(long)]
+        exchange: Exchange,
+        #[arg(long, value_delimiter = ',', required = true)]
+        symbols: Vec<String>,
+    },
+    /// List the desired feeds.
+    List {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -157,7 +213,124 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Feeds { action } => feeds(action).await,
+        Command::Workers { common, json } => {
+            let store = connect(&common).await?;
+            let rows = admin::workers(&store, now_ms()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<16} {:<10} {:>8} {:<22} {:>9} {:>9} {:>9} draining",
+                    "id", "version", "capacity", "address", "lease_age", "primaries", "replicas"
+                );
+                for w in rows {
+                    println!(
+                        "{:<16} {:<10} {:>8} {:<22} {:>8.1}s {:>9} {:>9} {}",
+                        w.id,
+                        w.version,
+                        w.capacity,
+                        w.address,
+                        w.lease_age_s,
+                        w.primaries,
+                        w.replicas,
+                        w.draining
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { common, json } => {
+            let store = connect(&common).await?;
+            let rows = admin::status(&store, now_ms()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<28} {:<10} {:<16} {:<24} {:>10} {:>10} {:>9}",
+                    "feed", "channel", "primary", "replicas", "epoch", "last_trade", "trades/s"
+                );
+                for f in rows {
+                    println!(
+                        "{:<28} {:<10} {:<16} {:<24} {:>10} {:>10} {:>9}",
+                        format!("{}/{}", f.exchange, f.symbol),
+                        f.channel,
+                        f.primary.as_deref().unwrap_or("-"),
+                        f.replicas.join(","),
+                        if f.epoch == 0 {
+                            "pending".to_string()
+                        } else {
+                            f.epoch.to_string()
+                        },
+                        f.last_trade_age_s
+                            .map_or("-".to_string(), |a| format!("{a:.1}s")),
+                        f.trades_per_s
+                            .map_or("-".to_string(), |r| format!("{r:.1}")),
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+async fn connect(common: &CommonArgs) -> anyhow::Result<tickfetch::coord::store::Store> {
+    let config = common.load()?;
+    Ok(tickfetch::coord::store::Store::connect(&config.etcd).await?)
+}
+
+async fn feeds(action: FeedsAction) -> anyhow::Result<ExitCode> {
+    match action {
+        FeedsAction::Add {
+            common,
+            exchange,
+            symbols,
+            channel,
+            replicas,
+        } => {
+            let feeds = symbols
+                .iter()
+                .map(|s| admin::desired_feed(exchange, channel.as_deref(), s, replicas))
+                .collect::<Result<Vec<_>, _>>()?;
+            let store = connect(&common).await?;
+            admin::add_feeds(&store, &feeds).await?;
+            eprintln!("{} feeds added", feeds.len());
+        }
+        FeedsAction::Remove {
+            common,
+            exchange,
+            symbols,
+        } => {
+            let store = connect(&common).await?;
+            for symbol in &symbols {
+                admin::remove_feed(&store, exchange, symbol).await?;
+            }
+            eprintln!("{} feeds removed", symbols.len());
+        }
+        FeedsAction::List { common, json } => {
+            let store = connect(&common).await?;
+            let feeds = admin::list_feeds(&store).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&feeds)?);
+            } else {
+                println!(
+                    "{:<10} {:<20} {:<10} replicas",
+                    "exchange", "symbol", "channel"
+                );
+                for f in feeds {
+                    println!(
+                        "{:<10} {:<20} {:<10} {}",
+                        f.exchange, f.symbol, f.channel, f.replicas
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn decode(exchange: Exchange, file: Option<PathBuf>) -> anyhow::Result<ExitCode> {

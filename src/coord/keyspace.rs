@@ -105,6 +105,13 @@ pub struct ProgressRecord {
     pub last_trade_time: Millis,
     /// The epoch it was published under.
     pub epoch: u64,
+    /// The worker that published it.
+    pub worker: String,
+    /// Trades published in the `recent_ms` before `updated`.
+    pub recent_trades: u64,
+    pub recent_ms: u64,
+    /// When this was written (ms since the epoch).
+    pub updated: Millis,
 }
 
 impl Record for ProgressRecord {

@@ -20,6 +20,7 @@
 //!   keep-alive and loss detection, and prefix watches that resume after a
 //!   disconnect and re-list after compaction.
 
+pub mod admin;
 pub mod assign;
 pub mod epoch;
 pub mod keyspace;

@@ -635,6 +635,22 @@ impl Store {
     /// # Errors
     /// etcd unreachable.
     pub async fn grant_lease(&self, ttl: Duration) -> Result<Lease, StoreError> {
+        self.grant_lease_held(ttl, &HeldUntil::new()).await
+    }
+
+    /// Like [`grant_lease`](Self::grant_lease), and reports on `held` until
+    /// when the lease is surely held: two thirds of its TTL after the last
+    /// refresh etcd confirmed. One [`HeldUntil`] can follow the leases a
+    /// holder takes one after another.
+    ///
+    /// # Errors
+    /// etcd unreachable.
+    pub async fn grant_lease_held(
+        &self,
+        ttl: Duration,
+        held: &HeldUntil,
+    ) -> Result<Lease, StoreError> {
+        let asked = Instant::now();
         let seconds = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
         let mut client = self.client.clone();
         let reply = self
@@ -642,11 +658,17 @@ impl Store {
             .await?;
         let id = reply.id();
         let (alive_tx, alive) = watch::channel(true);
+        let ttl = Duration::from_secs(seconds as u64);
+        held.set(asked + ttl * 2 / 3);
         let task = tokio::spawn(keep_alive(
             self.clone(),
             id,
-            Duration::from_secs(seconds as u64),
-            alive_tx,
+            ttl,
+            Keeper {
+                alive: alive_tx,
+                held: held.clone(),
+                confirmed: asked,
+            },
         ));
         Ok(Lease {
             id,
@@ -855,12 +877,12 @@ impl Drop for Lease {
 /// when etcd answers that the lease is gone, or when no refresh was confirmed
 /// for two thirds of the TTL: etcd may expire the lease a third of a TTL
 /// later, so the holder learns of the loss before anyone else can act on it.
-async fn keep_alive(store: Store, id: i64, ttl: Duration, alive: watch::Sender<bool>) {
+async fn keep_alive(store: Store, id: i64, ttl: Duration, signals: Keeper) {
     let interval = ttl / 3;
     let patience = ttl * 2 / 3;
     // When the last confirmed refresh was sent: etcd's expiry is at least a
     // TTL after it. The grant itself counts as one.
-    let mut confirmed = Instant::now();
+    let mut confirmed = signals.confirmed;
     let mut keeper = None;
     loop {
         let Some(budget) = (confirmed + patience)
@@ -893,6 +915,7 @@ async fn keep_alive(store: Store, id: i64, ttl: Duration, alive: watch::Sender<b
         match tokio::time::timeout(budget, refreshed_now).await {
             Ok(Ok(Some(reply))) if reply.ttl() > 0 => {
                 confirmed = sent;
+                signals.held.set(confirmed + patience);
                 tokio::time::sleep(interval).await;
             }
             Ok(Ok(Some(_))) => {
@@ -902,7 +925,65 @@ async fn keep_alive(store: Store, id: i64, ttl: Duration, alive: watch::Sender<b
             _ => keeper = None, // reconnect
         }
     }
-    let _ = alive.send(false);
+    signals.held.set(Instant::now());
+    let _ = signals.alive.send(false);
+}
+
+/// What a lease's keeper reports to.
+struct Keeper {
+    alive: watch::Sender<bool>,
+    held: HeldUntil,
+    /// When the grant was asked for (it counts as the first refresh).
+    confirmed: Instant,
+}
+
+/// Until when a holder surely holds its lease, for work that must stop the
+/// moment the lease may be gone — checked against the clock, so that a
+/// process resumed after a pause sees at once that its time ran out, before
+/// any task of its own could act. Clones share one value.
+#[derive(Debug, Clone)]
+pub struct HeldUntil {
+    until: std::sync::Arc<watch::Sender<Instant>>,
+}
+
+impl Default for HeldUntil {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HeldUntil {
+    /// Held by no lease yet.
+    pub fn new() -> Self {
+        let (until, _) = watch::channel(Instant::now());
+        Self {
+            until: std::sync::Arc::new(until),
+        }
+    }
+
+    fn set(&self, until: Instant) {
+        self.until.send_replace(until);
+    }
+
+    /// Whether the lease is surely held now.
+    pub fn holds(&self) -> bool {
+        Instant::now() < *self.until.borrow()
+    }
+
+    /// Waits until the lease is surely held (a refresh was confirmed, or a
+    /// new lease granted).
+    pub async fn wait_held(&self) {
+        let mut until = self.until.subscribe();
+        loop {
+            let deadline = *until.borrow_and_update();
+            if Instant::now() < deadline {
+                return;
+            }
+            if until.changed().await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// A change under a watched prefix.
@@ -940,6 +1021,12 @@ impl<T: Record> Watch<T> {
     /// The revision from which the watch will report next.
     pub fn next_revision(&self) -> i64 {
         self.next_revision
+    }
+
+    /// An event already received, without waiting: the rest of a
+    /// transaction's events after [`next`](Self::next) returned its first.
+    pub fn next_ready(&mut self) -> Option<WatchEvent<T>> {
+        self.pending.pop_front()
     }
 
     /// The next event. Waits (reconnecting, with backoff) while etcd is
@@ -1014,13 +1101,15 @@ impl<T: Record> Watch<T> {
                 continue;
             }
             self.backoff = Duration::from_millis(50);
+            // A transaction's events share its revision and come in one reply.
+            let from = self.next_revision;
             for event in reply.events() {
                 let Some(kv) = event.kv() else { continue };
                 let revision = kv.mod_revision();
-                if revision < self.next_revision {
+                if revision < from {
                     continue; // seen before a reconnect
                 }
-                self.next_revision = revision + 1;
+                self.next_revision = self.next_revision.max(revision + 1);
                 let key = self
                     .store
                     .relative(&String::from_utf8_lossy(kv.key()))

@@ -21,13 +21,23 @@ pub enum IngestError {
     /// Shutdown came while the worker waited for etcd (for fencing epochs).
     #[error("stopped before etcd answered: connecting for fencing epochs")]
     Stopped,
+    /// A `[cluster]` setting that cannot work.
+    #[error("{setting}: {problem}")]
+    Cluster {
+        setting: &'static str,
+        problem: String,
+    },
+    /// etcd refused or could not answer what a cluster member asked.
+    #[error(transparent)]
+    Coordination(#[from] crate::coord::store::StoreError),
 }
 
 impl IngestError {
     /// Whether restarting with the same configuration cannot help.
     pub fn is_terminal(&self) -> bool {
         match self {
-            IngestError::Feed { .. } => true,
+            IngestError::Feed { .. } | IngestError::Cluster { .. } => true,
+            IngestError::Coordination(e) => !e.is_retryable(),
             IngestError::Kafka(e) => e.is_terminal(),
             IngestError::PublisherGone
             | IngestError::FeedGone(_)

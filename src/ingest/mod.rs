@@ -17,6 +17,9 @@
 //!
 //! - [`worker`]: the ingest worker and [`run`]: starts feeds in a role
 //!   (primary, replica), promotes and fences them.
+//! - [`cluster`]: the worker as a cluster member: registers in etcd, runs
+//!   the feeds the master assigns it, promotes and fences them as the
+//!   assignments change.
 //! - [`venues`]: one adapter per exchange behind the [`venues::Venue`] table.
 //! - [`connection`], [`feed`], [`output`]: as above.
 //! - [`events`]: each event's log line, counter and per-feed stats in one call.
@@ -24,6 +27,7 @@
 //! - [`decode`]: raw frames (recordings, JSON lines) into normalised trades,
 //!   for `tickfetch decode` and the replays.
 
+pub mod cluster;
 pub mod connection;
 pub mod decode;
 pub mod error;

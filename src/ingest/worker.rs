@@ -27,7 +27,8 @@ pub use super::feed::{ResumePoint, Role};
 use super::output::{Output, Publishers, OUTPUT_QUEUE};
 pub use super::IngestError;
 use crate::config::{Config, FeedConfig};
-use crate::coord::epoch::{process_owner, EpochClaimer};
+use crate::coord::epoch::{process_owner, Epoch, EpochClaimer};
+use crate::coord::store::HeldUntil;
 use crate::kafka::KafkaError;
 use crate::model::Exchange;
 use crate::shutdown::{CancellationToken as Shutdown, DRAIN_DEADLINE};
@@ -62,10 +63,41 @@ impl FeedHandle {
     /// # Errors
     /// [`IngestError::FeedGone`] when the feed has ended.
     pub async fn promote(&self, resume: HashMap<String, ResumePoint>) -> Result<(), IngestError> {
+        self.promote_with(resume, None).await
+    }
+
+    /// Like [`promote`](Self::promote), publishing under `epoch`, the one
+    /// the master wrote into the feed's assignment.
+    ///
+    /// # Errors
+    /// [`IngestError::FeedGone`] when the feed has ended.
+    pub async fn promote_under(
+        &self,
+        epoch: Epoch,
+        resume: HashMap<String, ResumePoint>,
+    ) -> Result<(), IngestError> {
+        self.promote_with(resume, Some(epoch)).await
+    }
+
+    async fn promote_with(
+        &self,
+        resume: HashMap<String, ResumePoint>,
+        epoch: Option<Epoch>,
+    ) -> Result<(), IngestError> {
         let (reply, done) = oneshot::channel();
-        self.command(FeedCommand::Promote { resume, reply }).await?;
+        self.command(FeedCommand::Promote {
+            resume,
+            epoch,
+            reply,
+        })
+        .await?;
         done.await
             .map_err(|_| IngestError::FeedGone(self.name.clone()))
+    }
+
+    /// Whether the feed task has ended (stopped, fenced or failed).
+    pub fn has_ended(&self) -> bool {
+        self.commands.is_closed()
     }
 
     /// Fences the feed: it publishes nothing more, drops its connections and
@@ -117,6 +149,8 @@ pub struct Worker {
     cancel: CancellationToken,
     /// Where primaries claim their epochs (`None` with `etcd.epochs` off).
     epochs: Option<EpochClaimer>,
+    /// In a cluster: the worker's lease, which primaries must hold to publish.
+    held: Option<HeldUntil>,
 }
 
 impl Worker {
@@ -135,6 +169,30 @@ impl Worker {
         } else {
             None
         };
+        Self::start_with(config, shutdown, epochs).await
+    }
+
+    /// A worker whose primaries publish under the epochs the master assigns
+    /// ([`start_assigned`](Self::start_assigned),
+    /// [`FeedHandle::promote_under`]); it claims none itself. Its feeds publish only while `held` says the worker's lease is held.
+    ///
+    /// # Errors
+    /// Kafka unreachable, or a conflicting Kafka option.
+    pub async fn start_for_cluster(
+        config: Config,
+        shutdown: Shutdown,
+        held: HeldUntil,
+    ) -> Result<Worker, IngestError> {
+        let mut worker = Self::start_with(config, shutdown, None).await?;
+        worker.held = Some(held);
+        Ok(worker)
+    }
+
+    async fn start_with(
+        config: Config,
+        shutdown: Shutdown,
+        epochs: Option<EpochClaimer>,
+    ) -> Result<Worker, IngestError> {
         let publishers = Publishers::connect(&config).await?;
         let (output, queue) = mpsc::channel(OUTPUT_QUEUE);
         let publisher = tokio::task::spawn_blocking(move || publishers.run(queue));
@@ -146,6 +204,7 @@ impl Worker {
             feeds: JoinSet::new(),
             cancel: shutdown.child_token(),
             epochs,
+            held: None,
         })
     }
 
@@ -157,6 +216,20 @@ impl Worker {
         &mut self,
         config: &FeedConfig,
         role: Role,
+    ) -> Result<FeedHandle, IngestError> {
+        self.start_assigned(config, role, Epoch::NONE)
+    }
+
+    /// Starts one feed in `role`; as primary it publishes under `epoch`
+    /// (the master's), or claims one when that is [`Epoch::NONE`].
+    ///
+    /// # Errors
+    /// [`IngestError::Feed`] when the feed config does not resolve.
+    pub fn start_assigned(
+        &mut self,
+        config: &FeedConfig,
+        role: Role,
+        epoch: Epoch,
     ) -> Result<FeedHandle, IngestError> {
         let spec = FeedSpec::from_config(config, &self.config.ingest)?;
         let (commands, command_queue) = mpsc::channel(FEED_COMMANDS);
@@ -176,7 +249,9 @@ impl Worker {
             events,
             cancel,
             self.epochs.clone(),
-        );
+        )
+        .with_epoch(epoch)
+        .with_lease(self.held.clone());
         let name = handle.name.clone();
         let span = tracing::info_span!("feed", feed = %name, role = ?role);
         self.feeds
@@ -196,6 +271,17 @@ impl Worker {
             .map_err(|_| IngestError::PublisherGone)?;
         done.await.map_err(|_| IngestError::PublisherGone)??;
         Ok(())
+    }
+
+    /// Collects feeds that have ended, returning the first failure.
+    pub fn reap_ended(&mut self) -> Option<IngestError> {
+        let mut first = None;
+        while let Some(joined) = self.feeds.try_join_next() {
+            if let Err(e) = reap(joined) {
+                first.get_or_insert(e);
+            }
+        }
+        first
     }
 
     /// Runs until shutdown (or until every feed has ended), then drains:

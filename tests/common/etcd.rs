@@ -98,3 +98,15 @@ impl Drop for PrivateEtcd {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Deletes everything under the test's root prefix: leaves etcd as the test
+/// found it.
+pub async fn remove_prefix(config: &tickfetch::config::EtcdConfig) {
+    let mut raw = etcd_client::Client::connect(config.endpoints.clone(), None)
+        .await
+        .expect("etcd");
+    let root = format!("{}/", config.prefix.trim_end_matches('/'));
+    raw.delete(root, Some(etcd_client::DeleteOptions::new().with_prefix()))
+        .await
+        .expect("clean up etcd");
+}

@@ -195,6 +195,7 @@ pub async fn read_all_with(
 pub mod etcd;
 pub mod oracle;
 pub mod pipeline;
+pub mod trades;
 
 /// Where a test writes its config file and process logs:
 /// `target/test-logs/<topic prefix>/`.
@@ -245,7 +246,10 @@ impl Proc {
             .arg("--config")
             .arg(&path)
             .args(args)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env_remove("TICKFETCH_CONFIG")
             .stdin(std::process::Stdio::null())
             .stdout(out)

@@ -157,6 +157,9 @@ impl FeedSpec {
 pub(crate) enum FeedCommand {
     Promote {
         resume: HashMap<String, ResumePoint>,
+        /// The epoch to publish under, when the master assigned one (else
+        /// the feed claims its own).
+        epoch: Option<crate::coord::epoch::Epoch>,
         reply: oneshot::Sender<()>,
     },
     Fence {

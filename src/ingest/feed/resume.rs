@@ -16,19 +16,18 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
+use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::sequence::{ResumePoint, RECENT_IDS_PER_SYMBOL};
 use crate::config::Config;
-use crate::kafka::{client_config, KafkaError};
+use crate::kafka::{end_reader, KafkaError};
 use crate::model::{Exchange, Trade};
 use crate::wire::{feed_key, Envelope, Received};
 
 /// How long reading the tail may take.
 pub const RESUME_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Quiet polls (100 ms each) after the reported end before the tail counts as read.
-const QUIET_POLLS: u32 = 5;
 
 /// The last published trade of each of `symbols` of `exchange`, from the last
 /// `lookback` records of each partition of the trades topic.
@@ -68,17 +67,9 @@ fn read_tail(
     keys: &HashMap<String, String>,
     lookback: i64,
 ) -> Result<HashMap<String, ResumePoint>, KafkaError> {
-    let consumer: BaseConsumer = client_config(
-        kafka,
-        &[
-            ("group.id", "tickfetch-ingest-resume"),
-            ("enable.auto.commit", "false"),
-        ],
-    )?
-    .create()
-    .map_err(KafkaError::client("creating the resume reader"))?;
+    let consumer = end_reader(kafka, "tickfetch-ingest-resume", "read_uncommitted")?;
     let mut assignment = TopicPartitionList::new();
-    let mut ends = HashMap::new();
+    let mut open = HashSet::new();
     for partition in 0..partitions {
         let (low, high) = consumer
             .fetch_watermarks(topic, partition, Duration::from_secs(10))
@@ -86,39 +77,36 @@ fn read_tail(
                 "offsets of {topic}[{partition}]"
             )))?;
         if high > low {
-            ends.insert(partition, high - 1);
+            open.insert(partition);
             assignment
                 .add_partition_offset(topic, partition, Offset::Offset((high - lookback).max(low)))
                 .map_err(KafkaError::client("assigning the tail"))?;
         }
     }
     let mut newest: HashMap<String, (Trade, VecDeque<String>)> = HashMap::new();
-    if ends.is_empty() {
+    if open.is_empty() {
         return Ok(HashMap::new());
     }
     consumer
         .assign(&assignment)
         .map_err(KafkaError::client("assigning the tail"))?;
-    let mut reached: HashSet<i32> = HashSet::new();
     let deadline = Instant::now() + RESUME_READ_TIMEOUT;
-    let mut quiet = 0;
-    // Read past the reported end until quiet: a broker may report a high
-    // watermark inside the last record batch.
-    while quiet < QUIET_POLLS && Instant::now() < deadline {
-        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
-            if reached.len() == ends.len() {
-                quiet += 1;
-            }
-            continue;
-        };
-        let message = message.map_err(KafkaError::client(format!("reading {topic}")))?;
-        quiet = 0;
-        if ends
-            .get(&message.partition())
-            .is_some_and(|end| message.offset() >= *end)
-        {
-            reached.insert(message.partition());
+    // To each partition's end (librdkafka's partition EOF).
+    while !open.is_empty() {
+        if Instant::now() >= deadline {
+            return Err(KafkaError::Timeout {
+                what: format!("reading the tail of {topic} to resume"),
+                seconds: RESUME_READ_TIMEOUT.as_secs(),
+            });
         }
+        let message = match consumer.poll(Duration::from_millis(100)) {
+            None => continue,
+            Some(Err(RdKafkaError::PartitionEOF(partition))) => {
+                open.remove(&partition);
+                continue;
+            }
+            Some(message) => message.map_err(KafkaError::client(format!("reading {topic}")))?,
+        };
         let Some(symbol) = message
             .key()
             .and_then(|k| std::str::from_utf8(k).ok())

@@ -16,6 +16,7 @@ use super::sequence::ResumePoint;
 use super::symbol::{RestCall, RestOutcome, SymbolEvent, SymbolFeed};
 use super::{FeedCommand, FeedSpec, Role, Tuning};
 use crate::coord::epoch::{Epoch, EpochClaimer};
+use crate::coord::store::HeldUntil;
 use crate::ingest::connection::{
     run_shard, shard_symbols, ConnectionEvent, ConnectionId, ShardSymbols,
 };
@@ -45,8 +46,12 @@ pub(crate) struct FeedTask {
     backfills: JoinSet<BackfillResult>,
     scratch: Vec<SymbolEvent>,
     epochs: Option<EpochClaimer>,
-    /// The epoch claimed when this feed became primary.
+    /// The epoch this feed publishes under as primary: claimed when it
+    /// became primary, or assigned by the master.
     epoch: Epoch,
+    /// In a cluster: the worker's lease. Nothing is published while it is
+    /// not surely held.
+    held: Option<HeldUntil>,
 }
 
 impl FeedTask {
@@ -83,12 +88,28 @@ impl FeedTask {
             scratch: Vec::new(),
             epochs,
             epoch: Epoch::NONE,
+            held: None,
         }
+    }
+
+    /// Publishes only while `held` says the worker's lease is held.
+    pub(crate) fn with_lease(mut self, held: Option<HeldUntil>) -> Self {
+        self.held = held;
+        self
+    }
+
+    /// Publishes as primary under `epoch`, the master's, instead of claiming one.
+    pub(crate) fn with_epoch(mut self, epoch: Epoch) -> Self {
+        self.epoch = epoch;
+        self
     }
 
     /// Claims the epoch this feed publishes under as primary (waiting while
     /// etcd is down: nothing is published meanwhile). False when cancelled.
     async fn claim_epoch(&mut self) -> bool {
+        if self.epoch.is_some() {
+            return true; // assigned by the master
+        }
         let Some(claimer) = &self.epochs else {
             return true;
         };
@@ -154,7 +175,10 @@ impl FeedTask {
                         let _ = reply.send(());
                         break Ok(());
                     }
-                    Some(FeedCommand::Promote { resume, reply }) => {
+                    Some(FeedCommand::Promote { resume, epoch, reply }) => {
+                        if let Some(epoch) = epoch {
+                            self.epoch = epoch;
+                        }
                         let result = self.promote(resume).await;
                         let _ = reply.send(());
                         if let Err(e) = result { break Err(e); }
@@ -323,6 +347,14 @@ impl FeedTask {
     }
 
     async fn send(&self, output: Output) -> Result<(), IngestError> {
+        if let Some(held) = self.held.as_ref().filter(|h| !h.holds()) {
+            // The lease may be gone: a replica may be promoted any moment.
+            // Hold on until it is refreshed, or until the worker stops us.
+            tokio::select! {
+                _ = self.cancel.cancelled() => return Ok(()),
+                _ = held.wait_held() => {}
+            }
+        }
         self.output
             .send(output)
             .await

@@ -1,0 +1,603 @@
+//! The ingest worker as a cluster member: it registers in etcd, runs the
+//! feeds the master assigns it, and hands them over with nothing lost.
+//!
+//! ```text
+//! register: lease ─▶ workers/{id} (bound to it)
+//! list + watch assignments/ ─▶ wanted role per feed ─▶ reconcile ─▶ Worker feeds
+//!        primary, epoch set   ─▶ start or promote: flush, read the trades topic's tail, publish from after it
+//!        replica              ─▶ start buffering
+//!        primary elsewhere / gone / other epoch ─▶ fence (stop publishing at once)
+//! every progress interval: positions ─▶ flush ─▶ progress/{exchange}/{symbol}
+//! lease lost (etcd unreachable past ⅔ TTL, process paused) ─▶ fence every primary, register again
+//! ```
+//!
+//! Each assigned feed (one symbol of one exchange channel) runs as its own
+//! feed task with its own connection, so that it can be started, promoted
+//! and fenced alone. Endpoints and connection settings come from the
+//! `[[ingest.feeds]]` entry of the same exchange and channel, when there is
+//! one.
+//!
+//! # Why nothing is lost or doubled
+//! A primary publishes only under the epoch of its assignment, set by the
+//! master after the previous primary's lease ended (or after it was
+//! reassigned). Becoming primary, the worker first flushes its own publisher,
+//! then reads the last trades of the feed back from the trades topic
+//! ([`last_published`]) and promotes its replica to publish from just after
+//! them: the buffer covers what came since, REST backfill what the buffer
+//! does not reach. A worker that loses its lease fences its primaries before
+//! etcd could expire the lease, so before the master could promote anyone;
+//! trades it still had in flight carry its older epoch, and readers drop them
+//! once the new primary's have arrived.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::feed::resume::last_published;
+use super::feed::ResumePoint;
+use super::venues::Feed;
+use super::worker::{FeedHandle, Role, Worker};
+use super::IngestError;
+use crate::config::{Config, FeedConfig};
+use crate::coord::epoch::Epoch;
+use crate::coord::keyspace::{feed_id, AssignmentRecord, ProgressRecord, WorkerRecord};
+use crate::coord::store::{HeldUntil, Lease, Store, Versioned, WatchEvent};
+use crate::model::Exchange;
+use crate::shutdown::{retry_until_cancelled, CancellationToken};
+
+/// Writes per etcd transaction (etcd's default limit is 128).
+const MAX_TXN_OPS: usize = 100;
+/// How long a fence may take before the feed is just stopped.
+const FENCE_WAIT: Duration = Duration::from_secs(1);
+/// How long a promotion may take (it replays the buffer into the
+/// publisher's queue).
+const PROMOTE_WAIT: Duration = Duration::from_secs(10);
+/// How long a flush of the publisher may hold up the member.
+const FLUSH_WAIT: Duration = Duration::from_secs(2);
+/// How often ended feeds are looked for and restarted.
+const CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What a worker should do with a feed, from its assignment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wanted {
+    Replica,
+    /// Primary, once the master has set the epoch.
+    PrimaryPending,
+    Primary(Epoch),
+}
+
+/// A feed this worker runs.
+struct Running {
+    handle: FeedHandle,
+    exchange: Exchange,
+    symbol: String,
+    channel: String,
+    role: Role,
+    epoch: Epoch,
+    /// Published count and time at the last progress record.
+    last_progress: Option<(String, u64, Instant)>,
+}
+
+/// Runs `tickfetch-ingest` as the cluster member `[cluster] worker_id` until
+/// `shutdown`: registers (with `address`, where its `/metrics` answer),
+/// takes its feeds from etcd, and on shutdown revokes its lease so that the
+/// master moves its feeds at once.
+///
+/// # Errors
+/// A bad `[cluster]` setting, Kafka unreachable, or the publisher failed.
+pub async fn run(
+    config: Config,
+    address: String,
+    shutdown: CancellationToken,
+) -> Result<(), IngestError> {
+    let id = config.cluster.worker_id.trim().to_string();
+    if id.is_empty() || id.contains('/') {
+        return Err(IngestError::Cluster {
+            setting: "cluster.worker_id",
+            problem: format!("{id:?}: set a non-empty id without '/'"),
+        });
+    }
+    if config.cluster.lease_ttl_ms < 1_000 {
+        return Err(IngestError::Cluster {
+            setting: "cluster.lease_ttl_ms",
+            problem: format!(
+                "{}: at least 1000 (etcd leases count whole seconds)",
+                config.cluster.lease_ttl_ms
+            ),
+        });
+    }
+    let Some(store) = retry_until_cancelled(&shutdown, "ingest: waiting for etcd", || {
+        Store::connect(&config.etcd)
+    })
+    .await
+    else {
+        return Ok(());
+    };
+    let held = HeldUntil::new();
+    let worker = Worker::start_for_cluster(config.clone(), shutdown.clone(), held.clone()).await?;
+    let mut member = Member {
+        held,
+        address,
+        id,
+        config,
+        store,
+        worker,
+        running: BTreeMap::new(),
+        assignments: BTreeMap::new(),
+    };
+    let result = member.serve(&shutdown).await;
+    let worker = member.worker;
+    let stopped = worker.shutdown().await;
+    result.and(stopped)
+}
+
+struct Member {
+    /// Follows each lease the member takes; its primaries publish only while held.
+    held: HeldUntil,
+    address: String,
+    id: String,
+    config: Config,
+    store: Store,
+    worker: Worker,
+    /// By feed id (`exchange/symbol`).
+    running: BTreeMap<String, Running>,
+    /// Every assignment, by key.
+    assignments: BTreeMap<String, AssignmentRecord>,
+}
+
+impl Member {
+    /// Registers and serves until shutdown, registering again after each
+    /// lost lease.
+    async fn serve(&mut self, shutdown: &CancellationToken) -> Result<(), IngestError> {
+        let ttl = Duration::from_millis(self.config.cluster.lease_ttl_ms);
+        while !shutdown.is_cancelled() {
+            let Some(lease) = retry_until_cancelled(
+                shutdown,
+                "ingest: waiting for etcd to grant a lease",
+                || self.store.grant_lease_held(ttl, &self.held),
+            )
+            .await
+            else {
+                break;
+            };
+            let record = self.record();
+            let registered = retry_until_cancelled(shutdown, "ingest: registering", || {
+                self.store.put_leased(&record, &lease)
+            })
+            .await;
+            if registered.is_none() {
+                break;
+            }
+            tracing::info!(worker = %self.id, lease = %format_args!("{:x}", lease.id()), "registered");
+            match self.member(&lease, shutdown).await {
+                Ok(()) => {}
+                Err(e) if e.is_terminal() => return Err(e),
+                Err(e) => tracing::warn!(error = %e, "feeds interrupted; registering again"),
+            }
+            if shutdown.is_cancelled() {
+                // Fence first, so that nothing is published after the lease ends.
+                self.fence_primaries("shutdown").await;
+                let _ = self.worker.flush().await;
+                let _ = self.store.revoke(lease).await;
+                tracing::info!(worker = %self.id, "deregistered");
+                break;
+            }
+            self.fence_primaries("lease lost").await;
+        }
+        self.stop_all();
+        Ok(())
+    }
+
+    fn record(&self) -> WorkerRecord {
+        WorkerRecord {
+            id: self.id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            capacity: self.config.cluster.capacity.max(1),
+            address: self.address.clone(),
+            draining: false,
+            registered: chrono::Utc::now().timestamp_millis(),
+        }
+    }
+
+    /// One registration: follows the assignments until the lease is lost or
+    /// shutdown.
+    async fn member(
+        &mut self,
+        lease: &Lease,
+        shutdown: &CancellationToken,
+    ) -> Result<(), IngestError> {
+        let listing = loop {
+            match self.store.list::<AssignmentRecord, &str>(&[]).await {
+                Ok(listing) => break listing,
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(error = %e, "ingest: listing assignments; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = lease.lost() => return Ok(()),
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+                Err(e) => return Err(IngestError::Coordination(e)),
+            }
+        };
+        self.relist(listing.records);
+        for (key, reason) in &listing.undecodable {
+            tracing::warn!(%key, %reason, "assignment ignored: it does not decode");
+        }
+        let mut watch = self
+            .store
+            .watch::<AssignmentRecord, &str>(&[], listing.revision + 1)
+            .await
+            .map_err(IngestError::Coordination)?;
+        let mut progress = tokio::time::interval(Duration::from_millis(
+            self.config.cluster.progress_interval_ms.max(50),
+        ));
+        progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut check = tokio::time::interval(CHECK_INTERVAL);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.reconcile(lease).await?;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = lease.lost() => {
+                    tracing::warn!(worker = %self.id, "lease lost: fencing every primary");
+                    return Ok(());
+                }
+                event = watch.next() => {
+                    // The whole transaction (and whatever else arrived) at once.
+                    let mut event = Some(event.map_err(IngestError::Coordination)?);
+                    while let Some(e) = event {
+                        self.apply(e);
+                        event = watch.next_ready();
+                    }
+                    self.reconcile(lease).await?;
+                }
+                _ = progress.tick() => {
+                    tracing::debug!("recording progress");
+                    if let Err(e) = self.record_progress(lease).await {
+                        tracing::warn!(error = %e, "progress not recorded");
+                    }
+                }
+                _ = check.tick() => {
+                    if let Some(e) = self.worker.reap_ended() {
+                        tracing::error!(error = %e, "a feed failed; it is started again");
+                    }
+                    // Restart what ended; retry promotions that could not flush.
+                    self.running.retain(|_, r| !r.handle.has_ended());
+                    self.reconcile(lease).await?;
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, event: WatchEvent<AssignmentRecord>) {
+        tracing::debug!(?event, "assignment event");
+        match event {
+            WatchEvent::Put(record) => {
+                self.assignments.insert(record.key, record.value);
+            }
+            WatchEvent::Deleted { key, .. } => {
+                self.assignments.remove(&key);
+            }
+            WatchEvent::Undecodable { key, message, .. } => {
+                tracing::warn!(%key, %message, "assignment ignored: it does not decode");
+                self.assignments.remove(&key);
+            }
+            WatchEvent::Relisted(listing) => self.relist(listing.records),
+        }
+    }
+
+    fn relist(&mut self, records: Vec<Versioned<AssignmentRecord>>) {
+        self.assignments = records.into_iter().map(|r| (r.key, r.value)).collect();
+    }
+
+    /// What this worker should run: feed id → (assignment, wanted role).
+    fn wanted(&self) -> BTreeMap<String, (&AssignmentRecord, Wanted)> {
+        self.assignments
+            .values()
+            .filter_map(|a| {
+                let wanted = if a.primary == self.id {
+                    if a.epoch == 0 {
+                        Wanted::PrimaryPending
+                    } else {
+                        Wanted::Primary(Epoch(a.epoch))
+                    }
+                } else if a.replicas.contains(&self.id) {
+                    Wanted::Replica
+                } else {
+                    return None;
+                };
+                Some((feed_id(a.exchange, &a.symbol), (a, wanted)))
+            })
+            .collect()
+    }
+
+    /// Brings the running feeds to what the assignments want.
+    async fn reconcile(&mut self, lease: &Lease) -> Result<(), IngestError> {
+        tracing::debug!(
+            assignments = self.assignments.len(),
+            running = self.running.len(),
+            "reconciling"
+        );
+        let wanted: BTreeMap<String, (AssignmentRecord, Wanted)> = self
+            .wanted()
+            .into_iter()
+            .map(|(id, (a, w))| (id, (a.clone(), w)))
+            .collect();
+        // Stop what is no longer ours, or ours differently.
+        let ids: Vec<String> = self.running.keys().cloned().collect();
+        for id in ids {
+            let stop = match (self.running.get(&id), wanted.get(&id)) {
+                (Some(_), None) => true,
+                (Some(r), Some((a, w))) => {
+                    r.channel != a.channel
+                        || (r.role == Role::Primary && *w != Wanted::Primary(r.epoch))
+                }
+                (None, _) => false,
+            };
+            if stop {
+                if let Some(running) = self.running.remove(&id) {
+                    stop_feed(&id, running).await;
+                }
+            }
+        }
+        // Start replicas (and future primaries, to warm up); collect promotions.
+        let mut promotions: Vec<(String, Epoch)> = Vec::new();
+        for (id, (assignment, want)) in &wanted {
+            if !self.running.contains_key(id) {
+                match self.start(assignment) {
+                    Ok(running) => {
+                        self.running.insert(id.clone(), running);
+                    }
+                    Err(e) => {
+                        tracing::error!(feed = %id, error = %e, "feed cannot start");
+                        continue;
+                    }
+                }
+            }
+            if let (Wanted::Primary(epoch), Some(r)) = (want, self.running.get(id)) {
+                if r.role == Role::Replica {
+                    promotions.push((id.clone(), *epoch));
+                }
+            }
+        }
+        if !promotions.is_empty() && lease.is_alive() {
+            self.promote(promotions).await?;
+        }
+        Ok(())
+    }
+
+    fn start(&mut self, assignment: &AssignmentRecord) -> Result<Running, IngestError> {
+        let feed_config = self.feed_config(assignment)?;
+        let handle = self
+            .worker
+            .start_assigned(&feed_config, Role::Replica, Epoch::NONE)?;
+        tracing::info!(feed = %feed_id(assignment.exchange, &assignment.symbol), channel = %assignment.channel, "replica started");
+        Ok(Running {
+            handle,
+            exchange: assignment.exchange,
+            symbol: assignment.symbol.clone(),
+            channel: assignment.channel.clone(),
+            role: Role::Replica,
+            epoch: Epoch::NONE,
+            last_progress: None,
+        })
+    }
+
+    /// The feed config of one assigned symbol: the `[[ingest.feeds]]` entry
+    /// of its exchange and channel for endpoints and settings, if any.
+    fn feed_config(&self, assignment: &AssignmentRecord) -> Result<FeedConfig, IngestError> {
+        let feed: Feed = format!("{}:{}", assignment.exchange, assignment.channel)
+            .parse()
+            .map_err(|e: super::venues::FeedNameError| IngestError::Feed {
+                feed: feed_id(assignment.exchange, &assignment.symbol),
+                problem: e.to_string(),
+            })?;
+        let template = self.config.ingest.feeds.iter().find(|f| {
+            f.exchange == assignment.exchange
+                && f.feed.as_deref().map_or_else(
+                    || f.exchange.as_str().parse::<Feed>().ok() == Some(feed),
+                    |name| name == feed.name(),
+                )
+        });
+        let mut config = template.cloned().unwrap_or(FeedConfig {
+            exchange: assignment.exchange,
+            symbols: Vec::new(),
+            ws_url: None,
+            rest_url: None,
+            feed: None,
+            symbols_per_connection: None,
+            max_connection_age_ms: None,
+            ping_interval_ms: None,
+            pong_timeout_ms: None,
+        });
+        config.feed = Some(feed.name().to_string());
+        config.symbols = vec![assignment.symbol.clone()];
+        Ok(config)
+    }
+
+    /// Promotes replicas to primaries under their assigned epochs, each
+    /// publishing from just after the last trade on the trades topic.
+    async fn promote(&mut self, promotions: Vec<(String, Epoch)>) -> Result<(), IngestError> {
+        // What this worker queued before (a primary it had) is in the log
+        // first; while the broker cannot take it, promotion waits (the next
+        // reconcile tries again).
+        if !self.flushed().await? {
+            tracing::warn!(
+                feeds = promotions.len(),
+                "promotion waits: the publisher cannot flush"
+            );
+            return Ok(());
+        }
+        let mut by_exchange: BTreeMap<Exchange, Vec<String>> = BTreeMap::new();
+        for (id, _) in &promotions {
+            if let Some(r) = self.running.get(id) {
+                by_exchange
+                    .entry(r.exchange)
+                    .or_default()
+                    .push(r.symbol.clone());
+            }
+        }
+        let lookback = self.config.cluster.resume_lookback.max(1);
+        let mut resume: HashMap<(Exchange, String), ResumePoint> = HashMap::new();
+        for (exchange, symbols) in by_exchange {
+            let points = last_published(&self.config, exchange, &symbols, lookback).await?;
+            for (symbol, point) in points {
+                resume.insert((exchange, symbol), point);
+            }
+        }
+        let mut failed = Vec::new();
+        for (id, epoch) in promotions {
+            let Some(running) = self.running.get_mut(&id) else {
+                continue;
+            };
+            let key = (running.exchange, running.symbol.to_ascii_uppercase());
+            let point: HashMap<String, ResumePoint> = resume
+                .remove(&key)
+                .map(|p| (key.1.clone(), p))
+                .into_iter()
+                .collect();
+            let from = point.values().next().map(|p| p.last.trade_id.clone());
+            match tokio::time::timeout(PROMOTE_WAIT, running.handle.promote_under(epoch, point))
+                .await
+                .unwrap_or_else(|_| Err(IngestError::FeedGone(id.clone())))
+            {
+                Ok(()) => {
+                    running.role = Role::Primary;
+                    running.epoch = epoch;
+                    tracing::info!(feed = %id, %epoch, after = ?from, "promoted to primary");
+                }
+                Err(e) => {
+                    tracing::warn!(feed = %id, error = %e, "promotion failed; the feed is started again");
+                    running.handle.stop();
+                    failed.push(id);
+                }
+            }
+        }
+        for id in failed {
+            self.running.remove(&id);
+        }
+        Ok(())
+    }
+
+    /// Records each primary's last published trade (after a flush, so that
+    /// it is in the log) in `progress/`.
+    async fn record_progress(&mut self, lease: &Lease) -> Result<(), IngestError> {
+        let mut positions = Vec::new();
+        for (id, running) in &self.running {
+            if running.role != Role::Primary {
+                continue;
+            }
+            // A primary holding on for its lease cannot answer: skip it.
+            if let Ok(Ok(points)) =
+                tokio::time::timeout(FENCE_WAIT, running.handle.positions()).await
+            {
+                positions.push((id.clone(), points, running.handle.stats().trades_published));
+            }
+        }
+        if positions.is_empty() {
+            return Ok(());
+        }
+        if !self.flushed().await? || !lease.is_alive() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut records = Vec::new();
+        for (id, points, published) in positions {
+            let Some(running) = self.running.get_mut(&id) else {
+                continue;
+            };
+            let Some(point) = points.into_values().next() else {
+                continue;
+            };
+            let (recent_trades, recent_ms) = match &running.last_progress {
+                Some((_, before, at)) => (
+                    published.saturating_sub(*before),
+                    u64::try_from(now.duration_since(*at).as_millis()).unwrap_or(u64::MAX),
+                ),
+                None => (0, 0),
+            };
+            let unchanged = running
+                .last_progress
+                .as_ref()
+                .is_some_and(|(last, before, _)| {
+                    *last == point.last.trade_id && *before == published
+                });
+            running.last_progress = Some((point.last.trade_id.clone(), published, now));
+            if unchanged {
+                continue;
+            }
+            records.push(ProgressRecord {
+                exchange: running.exchange,
+                symbol: running.symbol.clone(),
+                last_trade_id: point.last.trade_id,
+                last_trade_time: point.last.exchange_time,
+                epoch: running.epoch.0,
+                worker: self.id.clone(),
+                recent_trades,
+                recent_ms,
+                updated: chrono::Utc::now().timestamp_millis(),
+            });
+        }
+        for chunk in records.chunks(MAX_TXN_OPS) {
+            let batch = chunk
+                .iter()
+                .fold(self.store.batch(), |batch, record| batch.put(record));
+            self.store
+                .commit(batch)
+                .await
+                .map_err(IngestError::Coordination)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes the publisher: false when that takes longer than
+    /// [`FLUSH_WAIT`] (the broker is away), so that the member keeps
+    /// following etcd meanwhile.
+    async fn flushed(&self) -> Result<bool, IngestError> {
+        match tokio::time::timeout(FLUSH_WAIT, self.worker.flush()).await {
+            Ok(flushed) => flushed.map(|()| true),
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Fences every primary (they publish nothing more) and drops them from
+    /// the running set: a later assignment starts them again.
+    async fn fence_primaries(&mut self, why: &str) {
+        let primaries: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(_, r)| r.role == Role::Primary)
+            .map(|(id, _)| id.clone())
+            .collect();
+        if !primaries.is_empty() {
+            tracing::warn!(feeds = primaries.len(), why, "fencing primaries");
+        }
+        for id in primaries {
+            if let Some(running) = self.running.remove(&id) {
+                stop_feed(&id, running).await;
+            }
+        }
+    }
+
+    fn stop_all(&mut self) {
+        for (_, running) in std::mem::take(&mut self.running) {
+            running.handle.stop();
+        }
+    }
+}
+
+/// Stops a feed; a primary is fenced first, so that it publishes nothing
+/// more from the moment this returns.
+async fn stop_feed(id: &str, running: Running) {
+    if running.role == Role::Primary {
+        // A primary waiting for its lease to be held again cannot answer:
+        // stopping it (below) ends it as surely.
+        let _ = tokio::time::timeout(FENCE_WAIT, running.handle.fence()).await;
+        tracing::info!(feed = %id, epoch = %running.epoch, "primary fenced");
+    } else {
+        tracing::info!(feed = %id, "replica stopped");
+    }
+    running.handle.stop();
+}

@@ -1,0 +1,603 @@
+//! Workers in a cluster, as separate processes: a master (`tickfetch-coord`)
+//! and workers (`tickfetch-ingest --worker-id`) on the shared stack's etcd
+//! and broker, fed by the exchange simulator (in this process, so that the
+//! test makes every trade and knows them all). Feeds are added with the
+//! operator CLI. One fault each: a worker killed with SIGKILL, a worker
+//! paused past its lease. Afterwards every simulated trade must be on the
+//! trades topic exactly once, in exchange order, per feed.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::trades::{
+    assert_trades_exactly_once, expected, read_trades_topic, read_trades_topic_fenced,
+};
+use common::Proc;
+use tickfetch::config::{Config, FeedConfig};
+use tickfetch::coord::keyspace::{AssignmentRecord, ProgressRecord, WorkerRecord};
+use tickfetch::coord::store::Store;
+use tickfetch::exsim::{
+    generated_symbols, GenerateConfig, SimConfig, SimHandle, Simulator, Source,
+};
+use tickfetch::ingest::venues::Feed;
+use tickfetch::model::Exchange;
+use tickfetch::wire::EPOCH_HEADER;
+
+/// The workers' lease TTL.
+const WORKER_TTL: Duration = Duration::from_secs(3);
+/// Longest any wait may take.
+const WAIT: Duration = Duration::from_secs(60);
+
+fn feed() -> Feed {
+    "binance:trade".parse().expect("known feed")
+}
+
+async fn simulator(symbols: &[String]) -> SimHandle {
+    Simulator::start(SimConfig {
+        exchanges: vec![Exchange::Binance],
+        source: Source::Generate(GenerateConfig {
+            rate_per_second: 0.0,
+            symbols: [(Exchange::Binance, symbols.to_vec())]
+                .into_iter()
+                .collect(),
+            ..GenerateConfig::default()
+        }),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator starts")
+}
+
+/// This test's config: the simulator's endpoints for `binance:trade`
+/// (symbols come from etcd), short leases and progress intervals.
+fn config(tag: &str, sim: &SimHandle) -> Config {
+    let mut config = common::config(tag);
+    config.topics.partitions = 4;
+    let feed = feed();
+    config.ingest.feeds = vec![FeedConfig {
+        exchange: Exchange::Binance,
+        symbols: Vec::new(),
+        ws_url: Some(sim.feed_ws_url(feed)),
+        rest_url: Some(sim.rest_url(Exchange::Binance)),
+        feed: Some(feed.name().to_string()),
+        symbols_per_connection: None,
+        max_connection_age_ms: None,
+        ping_interval_ms: None,
+        pong_timeout_ms: None,
+    }];
+    config.ingest.watermark_interval_ms = 500;
+    config.ingest.reconnect_min_ms = 50;
+    config.ingest.reconnect_max_ms = 500;
+    config.ingest.gap_grace_ms = 200;
+    config.cluster.lease_ttl_ms = WORKER_TTL.as_millis() as u64;
+    config.cluster.progress_interval_ms = 200;
+    config
+}
+
+fn tickfetch_cli(config: &Config, args: &[&str]) -> String {
+    let path = common::write_config(config);
+    let exe = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/debug/tickfetch");
+    let out = std::process::Command::new(&exe)
+        .args(args)
+        .arg("--config")
+        .arg(&path)
+        .env_remove("TICKFETCH_CONFIG")
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", exe.display()));
+    assert!(
+        out.status.success(),
+        "tickfetch {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn master(config: &Config, name: &str) -> Proc {
+    Proc::spawn(
+        config,
+        "tickfetch-coord",
+        name,
+        &["--id", name, "--lease-ttl-secs", "2", "--resync-secs", "2"],
+    )
+}
+
+fn worker(config: &Config, id: &str) -> Proc {
+    Proc::spawn(config, "tickfetch-ingest", id, &["--worker-id", id])
+}
+
+/// Waits until `n` workers are registered (so that feeds added next are
+/// spread over all of them).
+async fn wait_workers(store: &Store, n: usize) {
+    wait_for(&format!("{n} workers registered"), || async {
+        store
+            .list::<WorkerRecord, &str>(&[])
+            .await
+            .is_ok_and(|l| l.records.len() == n)
+    })
+    .await;
+}
+
+async fn assignments(store: &Store) -> BTreeMap<String, AssignmentRecord> {
+    store
+        .list::<AssignmentRecord, &str>(&[])
+        .await
+        .expect("assignments")
+        .records
+        .into_iter()
+        .map(|r| (r.value.symbol.clone(), r.value))
+        .collect()
+}
+
+async fn progress(store: &Store) -> BTreeMap<String, ProgressRecord> {
+    store
+        .list::<ProgressRecord, &str>(&[])
+        .await
+        .expect("progress")
+        .records
+        .into_iter()
+        .map(|r| (r.value.symbol.clone(), r.value))
+        .collect()
+}
+
+async fn wait_for<F, Fut>(what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + WAIT;
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every feed has a primary with its epoch set and `replicas` replicas.
+async fn wait_assigned(store: &Store, symbols: &[String], replicas: usize) {
+    wait_for(&format!("{} feeds assigned", symbols.len()), || async {
+        let current = assignments(store).await;
+        symbols.iter().all(|s| {
+            current
+                .get(s)
+                .is_some_and(|a| a.epoch != 0 && a.replicas.len() == replicas)
+        })
+    })
+    .await;
+}
+
+/// Makes trades for the feeds that have not published yet, until every one
+/// has: each primary is subscribed and publishing before the test goes on.
+async fn warm_up(store: &Store, sim: &SimHandle, symbols: &[String]) {
+    wait_for("every feed publishing", || async {
+        let progress = progress(store).await;
+        let quiet: Vec<&String> = symbols
+            .iter()
+            .filter(|s| !progress.contains_key(*s))
+            .collect();
+        for symbol in &quiet {
+            sim.generate(Exchange::Binance, symbol, 1)
+                .expect("generate");
+        }
+        quiet.is_empty()
+    })
+    .await;
+}
+
+/// Each symbol's simulated trades from the first one its feed published
+/// (those made before its first subscription was in place were never
+/// offered to any worker).
+fn since_first_published(
+    mut history: BTreeMap<String, Vec<tickfetch::model::Trade>>,
+    contents: &common::trades::TopicContents,
+) -> BTreeMap<String, Vec<tickfetch::model::Trade>> {
+    for (symbol, trades) in &mut history {
+        let first = contents
+            .trades
+            .get(&format!("binance:{symbol}"))
+            .and_then(|t| t.first())
+            .unwrap_or_else(|| panic!("{symbol}: nothing published"));
+        let start = trades
+            .iter()
+            .position(|t| t.trade_id == first.trade_id)
+            .unwrap_or_else(|| panic!("{symbol}: trade {} was never simulated", first.trade_id));
+        trades.drain(..start);
+    }
+    history
+}
+
+/// Until stopped: one order per symbol every `pause`.
+struct Trading {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Trading {
+    fn start(sim: &Arc<SimHandle>, symbols: &[String], pause: Duration) -> Trading {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sim, symbols, flag) = (Arc::clone(sim), symbols.to_vec(), stop.clone());
+        let task = tokio::spawn(async move {
+            while !flag.load(Ordering::Relaxed) {
+                for symbol in &symbols {
+                    sim.generate(Exchange::Binance, symbol, 1)
+                        .expect("generate");
+                }
+                tokio::time::sleep(pause).await;
+            }
+        });
+        Trading { stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("trading task");
+    }
+}
+
+/// Waits until every symbol's progress shows its last simulated trade,
+/// published by a current primary.
+async fn wait_all_published(store: &Store, sim: &SimHandle, symbols: &[String]) {
+    let last: BTreeMap<String, String> = symbols
+        .iter()
+        .filter_map(|s| {
+            let history = sim.feed_history(feed(), s).expect("history");
+            history.last().map(|t| (s.clone(), t.trade_id.clone()))
+        })
+        .collect();
+    wait_for("every simulated trade published", || async {
+        let progress = progress(store).await;
+        let current = assignments(store).await;
+        last.iter().all(|(symbol, id)| {
+            progress.get(symbol).is_some_and(|p| {
+                &p.last_trade_id == id
+                    && current
+                        .get(symbol)
+                        .is_some_and(|a| a.primary == p.worker && a.epoch == p.epoch)
+            })
+        })
+    })
+    .await;
+}
+
+/// Per key, the epochs of its trades in topic order must never go down:
+/// nothing of an older primary after the newer one's first record.
+async fn assert_epochs_never_go_back(config: &Config) {
+    let records = common::read_all(
+        &config.kafka,
+        &config.topics.trades(),
+        config.topics.partitions,
+    )
+    .await;
+    let mut highest: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+    for r in records {
+        let epoch = r
+            .headers
+            .iter()
+            .find(|(k, _)| k == EPOCH_HEADER)
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        let key = r.key.clone().unwrap_or_default();
+        let seen = highest.entry(key.clone()).or_insert(epoch);
+        assert!(
+            epoch >= *seen,
+            "{}: epoch {epoch} after {seen} at p{}@{}",
+            String::from_utf8_lossy(&key),
+            r.partition,
+            r.offset
+        );
+        *seen = epoch;
+    }
+}
+
+/// Each trade's epoch as readers take it (the highest it was published
+/// under), by its MongoDB `_id`.
+async fn trade_epochs(config: &Config) -> BTreeMap<String, i64> {
+    let records = common::read_all(
+        &config.kafka,
+        &config.topics.trades(),
+        config.topics.partitions,
+    )
+    .await;
+    let mut epochs: BTreeMap<String, i64> = BTreeMap::new();
+    for r in &records {
+        let Ok(trade) = serde_json::from_slice::<tickfetch::model::Trade>(&r.payload) else {
+            continue;
+        };
+        let Some(epoch) = r
+            .headers
+            .iter()
+            .find(|(k, _)| k == EPOCH_HEADER)
+            .and_then(|(_, v)| v.parse::<i64>().ok())
+        else {
+            continue;
+        };
+        let id = tickfetch::sink::writer::trade_id(&trade);
+        let entry = epochs.entry(id).or_insert(epoch);
+        *entry = (*entry).max(epoch);
+    }
+    epochs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_worker_s_primaries_move_to_their_replicas_with_nothing_lost_or_doubled() {
+    tickfetch::telemetry::init_logging(tickfetch::config::LogFormat::Text);
+    let symbols = generated_symbols(Exchange::Binance, 50);
+    let sim = Arc::new(simulator(&symbols).await);
+    let config = config("cluster-kill", &sim);
+    let store = Store::connect(&config.etcd).await.expect("etcd");
+    let _master = master(&config, "master-1");
+    let mut workers: BTreeMap<String, Proc> = ["w1", "w2"]
+        .into_iter()
+        .map(|id| (id.to_string(), worker(&config, id)))
+        .collect();
+    wait_workers(&store, 2).await;
+    tickfetch_cli(
+        &config,
+        &[
+            "feeds",
+            "add",
+            "--exchange",
+            "binance",
+            "--channel",
+            "trade",
+            "--replicas",
+            "1",
+            "--symbols",
+            &symbols.join(","),
+        ],
+    );
+    let listed = tickfetch_cli(&config, &["feeds", "list", "--json"]);
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&listed).expect("feeds list --json");
+    assert_eq!(listed.len(), symbols.len(), "feeds list shows every feed");
+    wait_assigned(&store, &symbols, 1).await;
+
+    warm_up(&store, &sim, &symbols).await;
+    let trading = Trading::start(&sim, &symbols, Duration::from_millis(100));
+    let status = tickfetch_cli(&config, &["status", "--json"]);
+    let status: Vec<serde_json::Value> = serde_json::from_str(&status).expect("status --json");
+    assert_eq!(status.len(), symbols.len());
+    assert!(
+        status
+            .iter()
+            .all(|f| f["primary"].is_string() && f["epoch"].as_u64() > Some(0)),
+        "status shows a primary and an epoch per feed"
+    );
+
+    let before = assignments(&store).await;
+    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    for a in before.values() {
+        *count.entry(a.primary.as_str()).or_default() += 1;
+    }
+    let (victim, held) = count
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(w, n)| (w.to_string(), *n))
+        .expect("a primary");
+    let survivor = if victim == "w1" { "w2" } else { "w1" };
+    let moved: BTreeSet<String> = before
+        .values()
+        .filter(|a| a.primary == victim)
+        .map(|a| a.symbol.clone())
+        .collect();
+    assert!(
+        moved
+            .iter()
+            .all(|s| before[s].replicas == [survivor.to_string()]),
+        "each of {victim}'s feeds has its replica on {survivor}"
+    );
+
+    let killed = Instant::now();
+    workers.get_mut(&victim).expect("victim").kill9();
+    // Promoted: the assignment names the survivor with a new epoch…
+    wait_for("the victim's feeds reassigned", || async {
+        let now = assignments(&store).await;
+        moved.iter().all(|s| {
+            now.get(s)
+                .is_some_and(|a| a.primary == survivor && a.epoch > before[s].epoch)
+        })
+    })
+    .await;
+    let reassigned = killed.elapsed();
+    // …and the survivor publishes under it.
+    let after = assignments(&store).await;
+    wait_for("the promoted replicas publishing", || async {
+        let progress = progress(&store).await;
+        moved.iter().all(|s| {
+            progress
+                .get(s)
+                .is_some_and(|p| p.worker == survivor && p.epoch == after[s].epoch)
+        })
+    })
+    .await;
+    let publishing = killed.elapsed();
+    eprintln!(
+        "failover: {held} primaries of {victim} killed with SIGKILL; reassigned after {:.2} s, \
+         publishing under the new epochs after {:.2} s (worker lease TTL {} s, progress every 200 ms)",
+        reassigned.as_secs_f64(),
+        publishing.as_secs_f64(),
+        WORKER_TTL.as_secs()
+    );
+    std::fs::write(
+        common::work_dir(&config).join("failover.json"),
+        serde_json::json!({
+            "primaries_moved": held,
+            "lease_ttl_s": WORKER_TTL.as_secs(),
+            "reassigned_s": reassigned.as_secs_f64(),
+            "publishing_s": publishing.as_secs_f64(),
+        })
+        .to_string(),
+    )
+    .expect("failover.json");
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    trading.stop().await;
+    wait_all_published(&store, &sim, &symbols).await;
+    let contents = read_trades_topic(&config).await;
+    let want = since_first_published(expected(&sim, feed(), &symbols), &contents);
+    assert_trades_exactly_once(&contents, Exchange::Binance, &want);
+    assert_epochs_never_go_back(&config).await;
+    drop(workers);
+    common::etcd::remove_prefix(&config.etcd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_paused_past_its_lease_is_fenced_and_rejoins_as_a_replica() {
+    use nix::sys::signal::{kill, Signal};
+    tickfetch::telemetry::init_logging(tickfetch::config::LogFormat::Text);
+    let symbols = generated_symbols(Exchange::Binance, 6);
+    let sim = Arc::new(simulator(&symbols).await);
+    let mut config = config("cluster-pause", &sim);
+    config.sink.trades = true;
+    config.sink.intervals = Vec::new();
+    let store = Store::connect(&config.etcd).await.expect("etcd");
+    let _master = master(&config, "master-1");
+    let workers: BTreeMap<String, Proc> = ["w1", "w2"]
+        .into_iter()
+        .map(|id| (id.to_string(), worker(&config, id)))
+        .collect();
+    let _sink = Proc::spawn(&config, "tickfetch-sink", "sink", &[]);
+    wait_workers(&store, 2).await;
+    tickfetch_cli(
+        &config,
+        &[
+            "feeds",
+            "add",
+            "--exchange",
+            "binance",
+            "--channel",
+            "trade",
+            "--symbols",
+            &symbols.join(","),
+        ],
+    );
+    wait_assigned(&store, &symbols, 1).await;
+    warm_up(&store, &sim, &symbols).await;
+    let trading = Trading::start(&sim, &symbols, Duration::from_millis(50));
+
+    let before = assignments(&store).await;
+    let paused = before
+        .values()
+        .next()
+        .map(|a| a.primary.clone())
+        .expect("a primary");
+    let other = if paused == "w1" { "w2" } else { "w1" };
+    let moved: BTreeSet<String> = before
+        .values()
+        .filter(|a| a.primary == paused)
+        .map(|a| a.symbol.clone())
+        .collect();
+    let registered_before = store
+        .get::<WorkerRecord, &str>(&[paused.as_str()])
+        .await
+        .expect("etcd")
+        .expect("paused worker registered")
+        .value
+        .registered;
+    kill(workers[&paused].pid(), Signal::SIGSTOP).expect("SIGSTOP");
+    wait_for("the paused worker's feeds taken over", || async {
+        let now = assignments(&store).await;
+        moved.iter().all(|s| {
+            now.get(s)
+                .is_some_and(|a| a.primary == other && a.epoch > before[s].epoch)
+        })
+    })
+    .await;
+    // The replica publishes for a while before the old primary wakes.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    kill(workers[&paused].pid(), Signal::SIGCONT).expect("SIGCONT");
+
+    // It registers again and takes replicas, and nothing moves back.
+    wait_for("the paused worker registered again", || async {
+        store
+            .get::<WorkerRecord, &str>(&[paused.as_str()])
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|w| w.value.registered > registered_before)
+    })
+    .await;
+    wait_assigned(&store, &symbols, 1).await;
+    let settled = assignments(&store).await;
+    for symbol in &moved {
+        assert_eq!(
+            settled[symbol].primary, other,
+            "{symbol} stays with {other}"
+        );
+        assert_eq!(
+            settled[symbol].replicas,
+            std::slice::from_ref(&paused),
+            "{symbol}: {paused} rejoined as its replica"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    trading.stop().await;
+    wait_all_published(&store, &sim, &symbols).await;
+    assert_eq!(
+        assignments(&store).await,
+        settled,
+        "no fight: assignments stay put"
+    );
+
+    // What the paused worker still had in flight when it stopped reaches
+    // the topic after it resumes, under its old epoch: readers drop it.
+    let (contents, fenced) = read_trades_topic_fenced(&config).await;
+    eprintln!(
+        "fencing: {fenced} late records of the paused worker's old epoch dropped by the epoch rule"
+    );
+    let want = since_first_published(expected(&sim, feed(), &symbols), &contents);
+    assert_trades_exactly_once(&contents, Exchange::Binance, &want);
+
+    // MongoDB: every trade once, each with the epoch of the primary that
+    // published it last; none of the paused worker's writes after the
+    // takeover changed a document.
+    let client = mongodb::Client::with_uri_str(&config.mongodb.uri)
+        .await
+        .expect("mongodb");
+    let trades = client
+        .database(&config.mongodb.database)
+        .collection::<mongodb::bson::Document>(tickfetch::sink::writer::TRADES_COLLECTION);
+    let total: usize = want.values().map(Vec::len).sum();
+    wait_for("the sink stored every trade", || async {
+        trades
+            .count_documents(mongodb::bson::doc! {})
+            .await
+            .unwrap_or(0) as usize
+            >= total
+    })
+    .await;
+    assert_eq!(
+        trades
+            .count_documents(mongodb::bson::doc! {})
+            .await
+            .expect("count") as usize,
+        total
+    );
+    let on_topic = trade_epochs(&config).await;
+    let mut cursor = trades.find(mongodb::bson::doc! {}).await.expect("find");
+    let mut stored = 0;
+    while cursor.advance().await.expect("cursor") {
+        let doc = cursor.deserialize_current().expect("a document");
+        let id = doc.get_str("_id").expect("_id").to_string();
+        assert_eq!(
+            doc.get_i64("epoch").ok(),
+            on_topic.get(&id).copied(),
+            "{id}: stored with the epoch it has on the topic"
+        );
+        stored += 1;
+    }
+    assert_eq!(stored, total);
+    for symbol in &moved {
+        let last = want[symbol].last().expect("trades");
+        assert_eq!(
+            on_topic
+                .get(&tickfetch::sink::writer::trade_id(last))
+                .copied(),
+            Some(settled[symbol].epoch as i64),
+            "{symbol}: its last trade is the new primary's"
+        );
+    }
+    common::etcd::remove_prefix(&config.etcd).await;
+}
