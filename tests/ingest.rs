@@ -243,6 +243,40 @@ async fn dropped_trades_are_backfilled_from_rest() {
     assert!(contents.gaps.is_empty());
 }
 
+/// A gap several history pages long: the backfill pages through the
+/// exchange's history (Binance forward by `fromId`, OKX and Coinbase back by
+/// `after`) until it is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_longer_than_one_page_is_paged_through() {
+    for (feed_name, dropped) in [
+        ("binance:trade", 2_500),
+        ("okx:trades", 700),
+        ("coinbase:matches", 2_200),
+    ] {
+        let exchange = feed(feed_name).exchange();
+        let (stats, contents, _, _) = scenario(
+            &format!("ingest-pages-{exchange}"),
+            feed_name,
+            SimRules::default(),
+            |_| {},
+            move |sim, names| {
+                sim.inject(
+                    Fault::new(exchange, FaultKind::Drop { count: dropped })
+                        .for_symbol(names[0].clone()),
+                )
+                .expect("inject");
+                sim.generate(exchange, &names[0], dropped as usize)
+                    .expect("generate");
+            },
+            Duration::from_millis(600),
+        )
+        .await;
+        assert!(stats.gaps_found >= 1, "{feed_name}: {stats:?}");
+        assert_eq!(stats.gaps_unfilled, 0, "{feed_name}: {stats:?}");
+        assert!(contents.gaps.is_empty(), "{feed_name}: {:?}", contents.gaps);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vanished_trades_leave_a_gap_marker() {
     let (stats, contents, expected, _) = scenario(

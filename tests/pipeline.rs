@@ -179,7 +179,7 @@ async fn kill_9_and_a_paused_zombie_leave_the_candles_exact() {
         "the resumed zombie stops with an error; log:\n{zombie_log}"
     );
     assert!(
-        zombie_log.contains("producer fenced"),
+        zombie_log.contains("producer fenced") || zombie_log.contains("epoch superseded"),
         "the zombie was fenced; log:\n{zombie_log}"
     );
     stages[zombie] = replacement.expect("replacement started");
@@ -187,6 +187,46 @@ async fn kill_9_and_a_paused_zombie_leave_the_candles_exact() {
     let (m1, m5) = read_downstream(&config, Duration::from_secs(240)).await;
     assert_oracle_candles(&dir, &m1, &m5);
     drop(stages);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_zombie_stage_stops_on_quiet_input_once_etcd_shows_a_newer_owner() {
+    // No input at all: no commit would ever find the zombie's producer fenced.
+    let config = pipeline_config("zombie-quiet");
+    let mut zombie = spawn_stage(&config, "1s", 0);
+    wait_ready(&zombie, 2);
+    nix::sys::signal::kill(zombie.pid(), nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+    let replacement = spawn_stage(&config, "1s", 1);
+    wait_ready(&replacement, 2);
+    nix::sys::signal::kill(zombie.pid(), nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
+    let woke = Instant::now();
+    let status = loop {
+        if let Some(status) = zombie.child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if woke.elapsed() > Duration::from_secs(60) {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let log = zombie.log_text();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the resumed zombie stops; log:\n{log}"
+    );
+    assert!(
+        log.contains("epoch superseded"),
+        "it learned of its successor from etcd; log:\n{log}"
+    );
+    eprintln!(
+        "zombie stage: stopped {:.2} s after it was resumed, on quiet input",
+        woke.elapsed().as_secs_f64()
+    );
+    let replacement_log = replacement.log_text();
+    assert!(
+        !replacement_log.contains("epoch superseded"),
+        "the replacement keeps its partitions; log:\n{replacement_log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -233,6 +233,46 @@ impl EpochClaimer {
     }
 }
 
+impl EpochClaimer {
+    /// Resolves once `scope` has been claimed after `epoch`: a newer owner
+    /// exists, and the holder of `epoch` must stop writing. Watches the
+    /// epoch key from the revision after `epoch`; while etcd is unreachable
+    /// it reconnects, and after a compaction (or any restart of the watch) it
+    /// first reads the key's current revision, so no claim goes unseen.
+    pub async fn superseded(&self, scope: &str, epoch: Epoch) {
+        let key = self.key(scope);
+        let from = i64::try_from(epoch.0).unwrap_or(i64::MAX).saturating_add(1);
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            if let Ok(Some((current, _))) = self.current(scope).await {
+                if current > epoch {
+                    return;
+                }
+            }
+            let options = etcd_client::WatchOptions::new().with_start_revision(from);
+            if let Ok((_watcher, mut stream)) =
+                self.client.clone().watch(key.as_str(), Some(options)).await
+            {
+                backoff = Duration::from_millis(50);
+                while let Ok(Some(reply)) = stream.message().await {
+                    if reply.compact_revision() > 0 || reply.canceled() {
+                        break; // read the key again
+                    }
+                    let claimed = reply.events().iter().any(|e| {
+                        e.event_type() == etcd_client::EventType::Put
+                            && e.kv().is_some_and(|kv| kv.mod_revision() >= from)
+                    });
+                    if claimed {
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+}
+
 /// This process, as epoch claims name it: `host:pid`.
 pub fn process_owner() -> String {
     let host = std::env::var("HOSTNAME")

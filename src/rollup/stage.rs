@@ -175,6 +175,18 @@ struct PartitionTask {
     restored_through: HashMap<String, i64>,
     /// Per symbol, the parent window the last forwarded watermark reached.
     forwarded: HashMap<String, i64>,
+    /// Watches etcd for a newer claim of this partition's epoch.
+    _superseded: Option<SupersededWatch>,
+}
+
+/// A task watching etcd for a newer owner of one partition; it reports on
+/// the stage's list and is aborted when the partition task ends.
+struct SupersededWatch(tokio::task::JoinHandle<()>);
+
+impl Drop for SupersededWatch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Runs one stage until `shutdown`.
@@ -226,6 +238,7 @@ pub async fn run(
             claimer,
             runtime,
             shutdown: shutdown.clone(),
+            superseded: Arc::default(),
         });
         let mut stage = StageLoop::new(config, options, epochs, shutdown.clone())?;
         match stage.run(&shutdown) {
@@ -243,6 +256,21 @@ struct EpochSource {
     claimer: EpochClaimer,
     runtime: tokio::runtime::Handle,
     shutdown: CancellationToken,
+    /// Partitions (with the epoch they held) that a newer owner claimed.
+    superseded: Arc<Mutex<Vec<(i32, Epoch)>>>,
+}
+
+impl EpochSource {
+    /// Starts watching for a newer claim of partition `p`'s `epoch`.
+    fn watch(&self, scope: String, p: i32, epoch: Epoch) -> SupersededWatch {
+        let (claimer, found) = (self.claimer.clone(), Arc::clone(&self.superseded));
+        SupersededWatch(self.runtime.spawn(async move {
+            claimer.superseded(&scope, epoch).await;
+            if let Ok(mut found) = found.lock() {
+                found.push((p, epoch));
+            }
+        }))
+    }
 }
 
 struct StageLoop {
@@ -318,6 +346,7 @@ impl StageLoop {
             let consumer = Arc::clone(&self.consumer);
             let polled = consumer.poll(Duration::from_millis(20));
             self.handle_rebalances()?;
+            self.drop_superseded()?;
             match polled {
                 Some(Ok(message)) => self.on_message(&message)?,
                 Some(Err(e)) => {
@@ -370,6 +399,7 @@ impl StageLoop {
                 RebalanceEvent::Assigned(partitions) => {
                     for p in partitions {
                         self.assign(p)?;
+                        self.resume(p);
                         let offset =
                             Offset::Offset(self.tasks.get(&p).map_or(0, |t| t.next_offset));
                         self.seek(p, offset);
@@ -415,11 +445,66 @@ impl StageLoop {
         let Some(source) = &self.epochs else {
             return Ok(Epoch::NONE);
         };
-        let scope = format!("rollup/{}/p{p}", self.group);
+        let scope = self.epoch_scope(p);
         source
             .runtime
             .block_on(source.claimer.claim_waiting(&scope, &source.shutdown))
             .ok_or(RollupError::Stopped { partition: p })
+    }
+
+    /// The etcd scope of partition `p`'s epoch.
+    fn epoch_scope(&self, p: i32) -> String {
+        format!("rollup/{}/p{p}", self.group)
+    }
+
+    /// Drops the partitions whose epoch a newer owner has claimed: they write
+    /// nothing more, even if their input stays quiet and no commit would
+    /// have found the producer fenced.
+    fn drop_superseded(&mut self) -> Result<(), RollupError> {
+        let found: Vec<(i32, Epoch)> = match &self.epochs {
+            Some(source) => match source.superseded.lock() {
+                Ok(mut found) => found.drain(..).collect(),
+                Err(_) => Vec::new(),
+            },
+            None => return Ok(()),
+        };
+        for (p, epoch) in found {
+            if self.tasks.get(&p).is_none_or(|t| t.epoch != epoch) {
+                continue; // already gone, or taken again since
+            }
+            if let Some(task) = self.tasks.remove(&p) {
+                if task.in_txn {
+                    let _ = task.producer.abort_transaction(TXN_TIMEOUT);
+                }
+            }
+            tracing::error!(partition = p, %epoch, "epoch superseded in etcd: a newer instance owns this partition; dropping it");
+            self.metrics.fenced.inc();
+            if matches!(self.options.assignment, Assignment::Static(_)) {
+                return Err(RollupError::Fenced {
+                    partition: p,
+                    interval: self.options.interval,
+                });
+            }
+            self.pause(p);
+        }
+        Ok(())
+    }
+
+    /// Stops fetching partition `p` (group mode, after it was dropped: the
+    /// group gives it to its new owner at the next rebalance).
+    fn pause(&self, p: i32) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.input, p);
+        if let Err(e) = self.consumer.pause(&tpl) {
+            tracing::warn!(partition = p, error = %e, "cannot pause the dropped partition");
+        }
+    }
+
+    /// Fetches partition `p` again (assigned anew after it was dropped).
+    fn resume(&self, p: i32) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.input, p);
+        let _ = self.consumer.resume(&tpl);
     }
 
     /// Takes partition `p` with `producer` (fresh, or one whose transaction was
@@ -434,6 +519,10 @@ impl StageLoop {
         let mut level = make_level(&self.config, self.options.interval)?;
         let restored = restore_state(&self.config, &self.changelog, p, committed, level.as_mut())?;
         let start = restored.replay_from.min(committed);
+        let superseded = match &self.epochs {
+            Some(source) if epoch.is_some() => Some(source.watch(self.epoch_scope(p), p, epoch)),
+            _ => None,
+        };
         tracing::info!(
             partition = p,
             committed,
@@ -458,6 +547,7 @@ impl StageLoop {
                 touched: BTreeSet::new(),
                 restored_through: restored.through,
                 forwarded: HashMap::new(),
+                _superseded: superseded,
             },
         );
         Ok(())

@@ -1,21 +1,30 @@
-//! REST backfill: the exchange's recent-trades endpoint, for the trades a
+//! REST backfill: the exchange's REST trades endpoints, for the trades a
 //! websocket missed.
 //!
-//! The feed task asks for a symbol's latest trades (as many as the endpoint
-//! returns in one call, [`ConnectionLimits::rest_max_trades`]) when a
-//! trade-id gap has waited its grace period, and after a reconnect for a
-//! symbol that stayed quiet (a "resync": were trades missed while we were
-//! away?). The rows go back through the symbol's sequencer, which keeps the
-//! missing ones and drops the rest as duplicates. A gap older than the newest
-//! `rest_max_trades` trades cannot be filled from this endpoint and is
-//! reported instead (see `output` for the gap marker).
+//! - **Gaps.** When a trade-id gap has waited its grace period, the feed task
+//!   asks for the missing trades ([`gap_trades`]). Where the exchange pages
+//!   its history by trade id, the backfill pages through it until the gap is
+//!   covered: forward from just after the last record released before the
+//!   gap (Binance `fromId`), or back from just before the first record held
+//!   behind it (OKX `history-trades`, Coinbase `after`), at most
+//!   [`MAX_GAP_PAGES`] pages of the exchange's largest page size,
+//!   [`PAGE_PAUSE`] apart (each exchange's REST weight limits allow far more).
+//!   Where it does not (Bybit; Upbit, whose ids are not ordered), one page of
+//!   recent trades is all there is ([`recent_trades`]).
+//! - **Resyncs.** After a reconnect, a symbol that stayed quiet asks for its
+//!   recent trades: were trades missed while we were away?
+//!
+//! The rows go back through the symbol's sequencer, which keeps the missing
+//! ones and drops the rest as duplicates. What is still missing after that
+//! (older than the history reaches, or past the page cap) is reported as a
+//! gap marker (see `output`).
 //!
 //! [`ConnectionLimits::rest_max_trades`]: crate::ingest::venues::ConnectionLimits
 
 use std::time::Duration;
 
 use crate::ingest::connection::http::{self, HttpError};
-use crate::ingest::venues::{receive_time_now, ExchangeError, Feed};
+use crate::ingest::venues::{receive_time_now, ExchangeError, Feed, HistoryPage};
 use crate::model::Trade;
 
 /// Errors of one backfill request.
@@ -66,6 +75,114 @@ pub async fn recent_trades(
     timeout: Duration,
 ) -> Result<Vec<Trade>, BackfillError> {
     let url = recent_trades_url(feed, rest_base_url, symbol);
+    get_trades(feed, url, symbol, timeout).await
+}
+
+/// Most history pages one gap's backfill fetches.
+pub const MAX_GAP_PAGES: usize = 20;
+/// Pause between two history pages of one backfill.
+pub const PAGE_PAUSE: Duration = Duration::from_millis(100);
+
+/// A trade-id gap to fill: raw ids `first_missing..=last_missing`, between
+/// the records with own ids `after` (released) and `before` (held).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    pub first_missing: u64,
+    pub last_missing: u64,
+    pub after: Option<u64>,
+    pub before: Option<u64>,
+}
+
+/// The trades of `gap`, oldest first: paged through the exchange's history
+/// where it has one, else its recent trades.
+///
+/// # Errors
+/// As [`recent_trades`], for any page.
+pub async fn gap_trades(
+    feed: Feed,
+    rest_base_url: &str,
+    symbol: &str,
+    gap: Gap,
+    timeout: Duration,
+) -> Result<Vec<Trade>, BackfillError> {
+    let limit = feed.limits().rest_max_trades;
+    let base = rest_base_url.trim_end_matches('/');
+    let forward = gap
+        .after
+        .and_then(|after| feed.rest_history_path(symbol, HistoryPage::From(after + 1), limit));
+    let backward = gap
+        .before
+        .and_then(|before| feed.rest_history_path(symbol, HistoryPage::Before(before), limit));
+    let mut trades: Vec<Trade> = Vec::new();
+    match (forward, backward) {
+        (Some(mut path), _) => {
+            for page in 0..MAX_GAP_PAGES {
+                if page > 0 {
+                    tokio::time::sleep(PAGE_PAUSE).await;
+                }
+                let rows = get_trades(feed, format!("{base}{path}"), symbol, timeout).await?;
+                let (Some(own), Some(raw)) = (
+                    rows.iter().filter_map(Trade::sequence).max(),
+                    rows.iter().filter_map(last_raw_id).max(),
+                ) else {
+                    break;
+                };
+                trades.extend(rows);
+                let Some(next) = feed.rest_history_path(symbol, HistoryPage::From(own + 1), limit)
+                else {
+                    break;
+                };
+                if raw >= gap.last_missing {
+                    break;
+                }
+                path = next;
+            }
+        }
+        (None, Some(mut path)) => {
+            for page in 0..MAX_GAP_PAGES {
+                if page > 0 {
+                    tokio::time::sleep(PAGE_PAUSE).await;
+                }
+                let rows = get_trades(feed, format!("{base}{path}"), symbol, timeout).await?;
+                let (Some(own), Some(raw)) = (
+                    rows.iter().filter_map(Trade::sequence).min(),
+                    rows.iter().filter_map(first_raw_id).min(),
+                ) else {
+                    break;
+                };
+                trades.extend(rows);
+                let Some(next) = feed.rest_history_path(symbol, HistoryPage::Before(own), limit)
+                else {
+                    break;
+                };
+                if raw <= gap.first_missing {
+                    break;
+                }
+                path = next;
+            }
+            trades.sort_by_key(|t| t.sequence());
+            trades.dedup_by(|a, b| a.trade_id == b.trade_id);
+        }
+        (None, None) => return recent_trades(feed, rest_base_url, symbol, timeout).await,
+    }
+    Ok(trades)
+}
+
+fn first_raw_id(trade: &Trade) -> Option<u64> {
+    trade.first_trade_id.or_else(|| trade.sequence())
+}
+
+fn last_raw_id(trade: &Trade) -> Option<u64> {
+    trade.last_trade_id.or_else(|| trade.sequence())
+}
+
+/// One REST call whose body is a list of trades.
+async fn get_trades(
+    feed: Feed,
+    url: String,
+    symbol: &str,
+    timeout: Duration,
+) -> Result<Vec<Trade>, BackfillError> {
     let response = http::get(&url, timeout).await?;
     let received = receive_time_now();
     if !(200..300).contains(&response.status) {

@@ -130,6 +130,17 @@ impl SymbolSequencer {
         self.gap.as_ref()
     }
 
+    /// The edges of the pending gap in the exchange's own record ids: the
+    /// last record released before it, the first held behind it. (For
+    /// aggregated trades the gap is in raw trade ids, history pages in
+    /// aggregate ids.)
+    pub fn gap_edges(&self) -> (Option<u64>, Option<u64>) {
+        (
+            self.last.as_ref().and_then(Trade::sequence),
+            self.held.values().next().and_then(Trade::sequence),
+        )
+    }
+
     /// Offers one received trade.
     pub fn offer(&mut self, trade: Trade, now: Instant, out: &mut Vec<SymbolEvent>) {
         if !self.sequential {

@@ -48,8 +48,17 @@ use crate::model::{Exchange, Millis, Trade};
 /// A REST call's purpose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestCall {
-    /// Fill a trade-id gap.
-    Gap,
+    /// Fill the trade-id gap `first_missing..=last_missing` (raw ids).
+    Gap {
+        first_missing: u64,
+        last_missing: u64,
+        /// The exchange's own id of the last record released before the gap
+        /// (history pages forward from just after it).
+        after: Option<u64>,
+        /// The own id of the first record held behind the gap (history
+        /// pages back from just before it).
+        before: Option<u64>,
+    },
     /// After a reconnect, look for trades missed while away.
     Resync,
 }
@@ -212,7 +221,16 @@ impl SymbolFeed {
             return None;
         }
         if self.sequencer.backfill_due(now, grace) {
-            return self.sequencer.start_backfill().map(|_| RestCall::Gap);
+            let (after, before) = self.sequencer.gap_edges();
+            return self
+                .sequencer
+                .start_backfill()
+                .map(|(first_missing, last_missing)| RestCall::Gap {
+                    first_missing,
+                    last_missing,
+                    after,
+                    before,
+                });
         }
         let sequential = self.sequencer.sequential();
         let resync_due = self.needs_resync
@@ -246,13 +264,13 @@ impl SymbolFeed {
         }
         let events = &mut self.scratch;
         match (call, outcome) {
-            (RestCall::Gap, RestOutcome::Trades(trades)) => {
+            (RestCall::Gap { .. }, RestOutcome::Trades(trades)) => {
                 self.sequencer.backfilled(trades, now, events);
             }
-            (RestCall::Gap, RestOutcome::Failed { terminal: true }) => {
+            (RestCall::Gap { .. }, RestOutcome::Failed { terminal: true }) => {
                 self.sequencer.give_up(now, events);
             }
-            (RestCall::Gap, RestOutcome::Failed { terminal: false }) => {
+            (RestCall::Gap { .. }, RestOutcome::Failed { terminal: false }) => {
                 self.sequencer.backfill_failed(now, events);
             }
             (RestCall::Resync, RestOutcome::Trades(trades)) => {
@@ -545,7 +563,12 @@ mod tests {
                 "a gap past the grace",
                 Exchange::Binance,
                 vec![Live, Trade(1, 1), Trade(4, 2), Wait(600)],
-                Some(RestCall::Gap),
+                Some(RestCall::Gap {
+                    first_missing: 2,
+                    last_missing: 3,
+                    after: Some(1),
+                    before: Some(4),
+                }),
             ),
             (
                 "sequential ids: resync after the grace, once live again",

@@ -381,7 +381,25 @@ impl FeedTask {
             let symbol = symbol.clone();
             tracing::debug!(symbol, ?call, "REST backfill");
             self.backfills.spawn(async move {
-                let result = backfill::recent_trades(feed, &rest_url, &symbol, timeout).await;
+                let result = match call {
+                    RestCall::Gap {
+                        first_missing,
+                        last_missing,
+                        after,
+                        before,
+                    } => {
+                        let gap = backfill::Gap {
+                            first_missing,
+                            last_missing,
+                            after,
+                            before,
+                        };
+                        backfill::gap_trades(feed, &rest_url, &symbol, gap, timeout).await
+                    }
+                    RestCall::Resync => {
+                        backfill::recent_trades(feed, &rest_url, &symbol, timeout).await
+                    }
+                };
                 (symbol, call, result)
             });
         }
@@ -400,7 +418,7 @@ impl FeedTask {
             Ok(trades) => RestOutcome::Trades(trades),
             Err(error) => {
                 match call {
-                    RestCall::Gap => tracing::warn!(symbol, %error, "REST backfill failed"),
+                    RestCall::Gap { .. } => tracing::warn!(symbol, %error, "REST backfill failed"),
                     RestCall::Resync => tracing::warn!(symbol, %error, "REST resync failed"),
                 }
                 RestOutcome::Failed {

@@ -371,6 +371,18 @@ impl Feed {
         self.rules().rest_trades_path(symbol, limit)
     }
 
+    /// The path of one page of `symbol`'s trade history, when the exchange
+    /// pages that way (see [`HistoryPage`]); its rows parse with
+    /// [`parse_rest_trades`](Self::parse_rest_trades).
+    pub fn rest_history_path(
+        self,
+        symbol: &str,
+        page: HistoryPage,
+        limit: usize,
+    ) -> Option<String> {
+        self.rules().rest_history_path(symbol, page, limit)
+    }
+
     /// Trades of a recent-trades REST response, oldest first.
     ///
     /// # Errors
@@ -383,6 +395,16 @@ impl Feed {
     ) -> Result<Vec<Trade>, ExchangeError> {
         self.rules().parse_rest_trades(symbol, body, receive_time)
     }
+}
+
+/// One page of a symbol's trade history, named by the exchange's own id of
+/// a record (its `trade_id`: aggregate ids for Binance `aggTrade`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryPage {
+    /// The records from this id on, oldest first (Binance `fromId`).
+    From(u64),
+    /// The newest records before this id (OKX and Coinbase `after`).
+    Before(u64),
 }
 
 /// What one exchange's adapter does for every feed: parse frames, map
@@ -418,6 +440,7 @@ pub trait FeedRules: Venue {
         first_request_id: u64,
     ) -> Result<Vec<SubscribeRequest>, ExchangeError>;
     fn rest_trades_path(&self, symbol: &str, limit: usize) -> String;
+    fn rest_history_path(&self, symbol: &str, page: HistoryPage, limit: usize) -> Option<String>;
     /// # Errors
     /// As [`Feed::parse_rest_trades`].
     fn parse_rest_trades(
@@ -491,6 +514,9 @@ macro_rules! venue_modules {
             }
             fn rest_trades_path(&self, symbol: &str, limit: usize) -> String {
                 $module::rest_trades_path(*self, symbol, limit)
+            }
+            fn rest_history_path(&self, symbol: &str, page: HistoryPage, limit: usize) -> Option<String> {
+                $module::rest_history_path(*self, symbol, page, limit)
             }
             fn parse_rest_trades(
                 &self,

@@ -30,8 +30,8 @@ use serde_json::value::RawValue;
 
 use super::{
     field_error, from_json, oldest_first, parse_decimal, request_error, split_by_quote_suffix,
-    unknown_symbol, unrecognised, with_excerpt, ConnectionLimits, ExchangeError, Frame, KeepAlive,
-    ServerPing, SubscribeRejection, SubscribeRequest,
+    unknown_symbol, unrecognised, with_excerpt, ConnectionLimits, ExchangeError, Frame,
+    HistoryPage, KeepAlive, ServerPing, SubscribeRejection, SubscribeRequest,
 };
 use crate::model::{Exchange, Millis, Side, Trade};
 
@@ -267,6 +267,23 @@ pub fn historical_trades_from_path(symbol: &str, from_id: u64, limit: usize) -> 
         symbol.to_ascii_uppercase(),
         limit.clamp(1, REST_MAX_LIMIT)
     )
+}
+
+/// History pages: `fromId` forward (raw trades from `historicalTrades`,
+/// aggregates from `aggTrades`); Binance does not page backwards by id.
+pub fn rest_history_path(
+    feed: Feed,
+    symbol: &str,
+    page: HistoryPage,
+    limit: usize,
+) -> Option<String> {
+    match (feed, page) {
+        (Feed::Trade, HistoryPage::From(id)) => {
+            Some(historical_trades_from_path(symbol, id, limit))
+        }
+        (Feed::AggTrade, HistoryPage::From(id)) => Some(agg_trades_from_path(symbol, id, limit)),
+        (_, HistoryPage::Before(_)) => None,
+    }
 }
 
 #[cfg(test)]

@@ -30,8 +30,8 @@ use serde::{Deserialize, Serialize};
 use super::{
     field_error, from_json, oldest_first, parse_decimal, parse_int_text, request_error,
     split_by_quote_suffix, unknown_symbol, unrecognised, with_excerpt, ClientPing,
-    ConnectionLimits, ExchangeError, Frame, KeepAlive, PingMessage, SubscribeRejection,
-    SubscribeRequest,
+    ConnectionLimits, ExchangeError, Frame, HistoryPage, KeepAlive, PingMessage,
+    SubscribeRejection, SubscribeRequest,
 };
 use crate::model::{Exchange, Millis, Side, Trade};
 
@@ -236,6 +236,16 @@ pub fn rest_trades_path(feed: Feed, symbol: &str, limit: usize) -> String {
         symbol.to_ascii_uppercase(),
         limit.clamp(1, rest_max_limit(feed))
     )
+}
+
+/// No history paging: Bybit's public REST has only the recent trades.
+pub fn rest_history_path(
+    _feed: Feed,
+    _symbol: &str,
+    _page: HistoryPage,
+    _limit: usize,
+) -> Option<String> {
+    None
 }
 
 #[cfg(test)]

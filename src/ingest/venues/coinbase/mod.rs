@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     field_error, from_json, oldest_first, parse_decimal, parse_iso8601_millis, request_error,
     unknown_symbol, unrecognised, with_excerpt, ConnectionLimits, ExchangeError, Frame, Heartbeat,
-    KeepAlive, SubscribeRejection, SubscribeRequest,
+    HistoryPage, KeepAlive, SubscribeRejection, SubscribeRequest,
 };
 use crate::model::{Exchange, Millis, Side, Trade};
 
@@ -233,6 +233,22 @@ pub fn rest_trades_before_path(symbol: &str, after: u64, limit: usize) -> String
         "{}&after={after}",
         rest_trades_path(Feed::ExchangeMatches, symbol, limit)
     )
+}
+
+/// History pages: the Exchange API's `/trades` back from a trade id
+/// (`after`); the Advanced API's ticker has no paging.
+pub fn rest_history_path(
+    feed: Feed,
+    symbol: &str,
+    page: HistoryPage,
+    limit: usize,
+) -> Option<String> {
+    match (feed, page) {
+        (Feed::ExchangeMatches, HistoryPage::Before(id)) => {
+            Some(rest_trades_before_path(symbol, id, limit))
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     field_error, from_json, oldest_first, parse_decimal, parse_int_text, request_error,
     unknown_symbol, unrecognised, with_excerpt, ClientPing, ConnectionLimits, ExchangeError, Frame,
-    KeepAlive, PingMessage, SubscribeRejection, SubscribeRequest,
+    HistoryPage, KeepAlive, PingMessage, SubscribeRejection, SubscribeRequest,
 };
 use crate::model::{Exchange, Millis, Side, Trade};
 
@@ -236,6 +236,19 @@ pub fn rest_trades_before_path(symbol: &str, after: u64, limit: usize) -> String
         symbol.to_ascii_uppercase(),
         limit.clamp(1, REST_HISTORY_MAX_LIMIT)
     )
+}
+
+/// History pages: `history-trades` back from a trade id (`after`).
+pub fn rest_history_path(
+    _feed: Feed,
+    symbol: &str,
+    page: HistoryPage,
+    limit: usize,
+) -> Option<String> {
+    match page {
+        HistoryPage::Before(id) => Some(rest_trades_before_path(symbol, id, limit)),
+        HistoryPage::From(_) => None,
+    }
 }
 
 #[cfg(test)]

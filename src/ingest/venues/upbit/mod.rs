@@ -29,8 +29,8 @@ use serde_json::value::RawValue;
 
 use super::{
     field_error, from_json, oldest_first, parse_json_number_decimal, request_error, unknown_symbol,
-    unrecognised, with_excerpt, ClientPing, ConnectionLimits, ExchangeError, Frame, KeepAlive,
-    PingMessage, SubscribeRejection, SubscribeRequest,
+    unrecognised, with_excerpt, ClientPing, ConnectionLimits, ExchangeError, Frame, HistoryPage,
+    KeepAlive, PingMessage, SubscribeRejection, SubscribeRequest,
 };
 use crate::model::{Exchange, Millis, Side, Trade};
 
@@ -210,6 +210,17 @@ pub fn rest_trades_before_path(symbol: &str, cursor: u64, limit: usize) -> Strin
         "{}&cursor={cursor}",
         rest_trades_path(Feed::Default, symbol, limit)
     )
+}
+
+/// No history paging by trade id: Upbit's ids are not ordered (its
+/// `cursor` pages by position), so gaps are never found by id.
+pub fn rest_history_path(
+    _feed: Feed,
+    _symbol: &str,
+    _page: HistoryPage,
+    _limit: usize,
+) -> Option<String> {
+    None
 }
 
 #[cfg(test)]
