@@ -230,6 +230,78 @@ async fn a_resumed_zombie_stage_stops_on_quiet_input_once_etcd_shows_a_newer_own
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_primary_s_late_trades_and_watermarks_change_no_candle() {
+    use rust_decimal::Decimal;
+    use tickfetch::model::{Side, Trade};
+    let config = pipeline_config("zombie-trades");
+    let stage = spawn_stage(&config, "1s", 0);
+    let base = 1_699_999_800_000; // a 5m boundary
+    let trade = |id: u64, offset: i64, price: i64| Trade {
+        exchange: Exchange::Binance,
+        symbol: "ZOMBUSDT".into(),
+        instrument: "ZOMB-USDT".into(),
+        trade_id: id.to_string(),
+        price: Decimal::new(price, 0),
+        quantity: Decimal::ONE,
+        side: Side::Buy,
+        exchange_time: base + offset,
+        receive_time: base + offset,
+        first_trade_id: None,
+        last_trade_id: None,
+    };
+    let (new, old) = (Epoch(10), Epoch(7));
+    let mut publisher = TradePublisher::connect(&config).await.expect("publisher");
+    publisher.send_trade(&trade(1, 100, 10), new).expect("send");
+    // The old primary, paused and resumed, writes after its successor: a
+    // trade the successor never had (it would raise the first second's
+    // high) and a watermark a minute ahead (it would close every window).
+    publisher
+        .send_trade(&trade(99, 300, 50), old)
+        .expect("send");
+    publisher
+        .send_watermark(Exchange::Binance, "ZOMBUSDT", base + 60_000, old)
+        .expect("watermark");
+    publisher
+        .send_trade(&trade(2, 1_500, 11), new)
+        .expect("send");
+    publisher
+        .send_trade(&trade(3, 5_000, 12), new)
+        .expect("send");
+    publisher
+        .send_watermark(
+            Exchange::Binance,
+            "ZOMBUSDT",
+            base + 6_000 + config.rollup.grace_ms,
+            new,
+        )
+        .expect("watermark");
+    tokio::task::spawn_blocking(move || publisher.flush(Duration::from_secs(30)))
+        .await
+        .expect("flush thread")
+        .expect("flush");
+
+    let first = window_at(&config, Interval::S1, base + 200).await;
+    assert_eq!(
+        (first.high, first.trade_count, first.revision),
+        (Decimal::new(10, 0), 1, 0),
+        "the fenced writer's trade is not in the first second"
+    );
+    // Had its watermark counted, the window at +5 s would have closed
+    // before trade 3 came, and trade 3 would be a correction.
+    let later = window_at(&config, Interval::S1, base + 5_000).await;
+    assert_eq!(
+        (later.high, later.trade_count, later.revision),
+        (Decimal::new(12, 0), 1, 0),
+        "the fenced writer's watermark closed nothing"
+    );
+    assert!(
+        stage.log_text().contains("partition assigned"),
+        "{}",
+        stage.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_trade_corrects_its_candle_and_every_parent() {
     use rust_decimal::Decimal;
     use tickfetch::model::{Side, Trade};

@@ -22,6 +22,9 @@ pub struct StageMetrics {
     pub commits: IntCounter,
     pub aborts: IntCounter,
     pub fenced: IntCounter,
+    /// Input records of a fenced writer (an epoch below one already seen
+    /// for the key), dropped.
+    pub late_epoch: IntCounter,
     pub errors: IntCounter,
     commit_seconds: PromHistogram,
     /// Commit latency in microseconds, for the benchmark's percentiles.
@@ -64,6 +67,10 @@ impl StageMetrics {
             commits: counter("commits_total", "transactions committed"),
             aborts: counter("aborts_total", "transactions aborted or rewound"),
             fenced: counter("fenced_total", "partitions lost to a newer instance"),
+            late_epoch: counter(
+                "late_epoch_records_total",
+                "input records of a fenced writer (lower epoch than one seen for the key), dropped",
+            ),
             errors: counter("consumer_errors_total", "consumer errors"),
             commit_seconds: register(
                 PromHistogram::with_opts(

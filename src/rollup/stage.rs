@@ -102,6 +102,10 @@ impl StageOptions {
 struct StateRecord {
     through: i64,
     state: serde_json::Value,
+    /// The highest writer epoch seen in the key's input before `through`
+    /// (the epoch fence's state for the key).
+    #[serde(default)]
+    epoch: u64,
 }
 
 /// Rebalance events, collected in the consumer's callback and handled after
@@ -177,6 +181,9 @@ struct PartitionTask {
     forwarded: HashMap<String, i64>,
     /// Watches etcd for a newer claim of this partition's epoch.
     _superseded: Option<SupersededWatch>,
+    /// Per input key, the highest writer epoch seen: a record below it is
+    /// a fenced writer's late write and is dropped.
+    input_epochs: HashMap<String, Epoch>,
 }
 
 /// A task watching etcd for a newer owner of one partition; it reports on
@@ -548,6 +555,7 @@ impl StageLoop {
                 restored_through: restored.through,
                 forwarded: HashMap::new(),
                 _superseded: superseded,
+                input_epochs: restored.epochs,
             },
         );
         Ok(())
@@ -627,8 +635,25 @@ impl StageLoop {
         } else if !task.restored_through.is_empty() {
             task.restored_through.clear();
         }
+        let envelope = Envelope::of(message);
+        if let (Some(key), Ok(epoch)) = (&key, envelope.epoch()) {
+            let newest = task.input_epochs.get(key.as_ref()).copied();
+            if epoch.is_some() && newest.is_some_and(|n| epoch < n) {
+                // A late write of a fenced owner (a paused old primary):
+                // its successor wrote this key under a newer epoch already.
+                task.next_offset = offset + 1;
+                if !replaying {
+                    self.metrics.late_epoch.inc();
+                    tracing::debug!(partition = p, offset, %key, %epoch, "record of a fenced writer dropped");
+                }
+                return Ok(());
+            }
+            if newest.is_none_or(|n| epoch > n) && epoch.is_some() {
+                task.input_epochs.insert(key.to_string(), epoch);
+            }
+        }
         self.out.clear();
-        let outcome = task.level.apply(&Envelope::of(message), &mut self.out);
+        let outcome = task.level.apply(&envelope, &mut self.out);
         task.next_offset = offset + 1;
         if let Some(key) = key {
             if !task.touched.contains(key.as_ref()) {
@@ -741,6 +766,7 @@ impl StageLoop {
                     let record = StateRecord {
                         through: task.next_offset,
                         state,
+                        epoch: task.input_epochs.get(&key).map_or(0, |e| e.0),
                     };
                     states.push((key, encode_state(&self.changelog, &record)?));
                 }
@@ -749,6 +775,7 @@ impl StageLoop {
             let marker = StateRecord {
                 through: task.next_offset,
                 state: serde_json::Value::Null,
+                epoch: 0,
             };
             states.push((
                 CHECKPOINT_KEY.to_string(),
@@ -986,6 +1013,8 @@ struct Restored {
     replay_from: i64,
     /// Per symbol, the input offset its restored state covers.
     through: HashMap<String, i64>,
+    /// Per symbol, the highest writer epoch its restored state had seen.
+    epochs: HashMap<String, Epoch>,
 }
 
 /// Reads partition `p` of the changelog and restores into `level`, per symbol,
@@ -1005,6 +1034,7 @@ fn restore_state(
     let mut restored = Restored {
         replay_from: 0,
         through: HashMap::new(),
+        epochs: HashMap::new(),
     };
     let consumer = end_reader(&config.kafka, "tickfetch.restore", "read_committed")?;
     // Nothing committed in the changelog yet (a first start): nothing to read.
@@ -1071,6 +1101,9 @@ fn restore_state(
                 key: key.clone(),
                 source,
             })?;
+        if record.epoch > 0 {
+            restored.epochs.insert(key.clone(), Epoch(record.epoch));
+        }
         restored.through.insert(key, record.through);
     }
     Ok(restored)
