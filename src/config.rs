@@ -380,6 +380,24 @@ pub struct FeedConfig {
     pub pong_timeout_ms: Option<u64>,
 }
 
+impl FeedConfig {
+    /// A feed of `exchange` with no symbols and every setting the adapter's
+    /// (live endpoints, the exchange's first feed).
+    pub fn for_exchange(exchange: crate::model::Exchange) -> Self {
+        Self {
+            exchange,
+            symbols: Vec::new(),
+            ws_url: None,
+            rest_url: None,
+            feed: None,
+            symbols_per_connection: None,
+            max_connection_age_ms: None,
+            ping_interval_ms: None,
+            pong_timeout_ms: None,
+        }
+    }
+}
+
 /// Logs and metrics.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

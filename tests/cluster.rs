@@ -110,6 +110,36 @@ fn worker(config: &Config, id: &str) -> Proc {
     Proc::spawn(config, "tickfetch-ingest", id, &["--worker-id", id])
 }
 
+/// A master and workers `w1` and `w2`, both registered.
+async fn start_cluster(config: &Config, store: &Store) -> (Proc, BTreeMap<String, Proc>) {
+    let master = master(config, "master-1");
+    let workers: BTreeMap<String, Proc> = ["w1", "w2"]
+        .into_iter()
+        .map(|id| (id.to_string(), worker(config, id)))
+        .collect();
+    wait_workers(store, workers.len()).await;
+    (master, workers)
+}
+
+/// `tickfetch feeds add`: the Binance `trade` feeds of `symbols`, one replica each.
+fn add_feeds(config: &Config, symbols: &[String]) {
+    tickfetch_cli(
+        config,
+        &[
+            "feeds",
+            "add",
+            "--exchange",
+            "binance",
+            "--channel",
+            "trade",
+            "--replicas",
+            "1",
+            "--symbols",
+            &symbols.join(","),
+        ],
+    );
+}
+
 /// Waits until `n` workers are registered (so that feeds added next are
 /// spread over all of them).
 async fn wait_workers(store: &Store, n: usize) {
@@ -328,27 +358,8 @@ async fn killed_worker_s_primaries_move_to_their_replicas_with_nothing_lost_or_d
     let sim = Arc::new(simulator(&symbols).await);
     let config = config("cluster-kill", &sim);
     let store = Store::connect(&config.etcd).await.expect("etcd");
-    let _master = master(&config, "master-1");
-    let mut workers: BTreeMap<String, Proc> = ["w1", "w2"]
-        .into_iter()
-        .map(|id| (id.to_string(), worker(&config, id)))
-        .collect();
-    wait_workers(&store, 2).await;
-    tickfetch_cli(
-        &config,
-        &[
-            "feeds",
-            "add",
-            "--exchange",
-            "binance",
-            "--channel",
-            "trade",
-            "--replicas",
-            "1",
-            "--symbols",
-            &symbols.join(","),
-        ],
-    );
+    let (_master, mut workers) = start_cluster(&config, &store).await;
+    add_feeds(&config, &symbols);
     let listed = tickfetch_cli(&config, &["feeds", "list", "--json"]);
     let listed: Vec<serde_json::Value> = serde_json::from_str(&listed).expect("feeds list --json");
     assert_eq!(listed.len(), symbols.len(), "feeds list shows every feed");
@@ -453,26 +464,9 @@ async fn a_worker_paused_past_its_lease_is_fenced_and_rejoins_as_a_replica() {
     config.sink.trades = true;
     config.sink.intervals = Vec::new();
     let store = Store::connect(&config.etcd).await.expect("etcd");
-    let _master = master(&config, "master-1");
-    let workers: BTreeMap<String, Proc> = ["w1", "w2"]
-        .into_iter()
-        .map(|id| (id.to_string(), worker(&config, id)))
-        .collect();
     let _sink = Proc::spawn(&config, "tickfetch-sink", "sink", &[]);
-    wait_workers(&store, 2).await;
-    tickfetch_cli(
-        &config,
-        &[
-            "feeds",
-            "add",
-            "--exchange",
-            "binance",
-            "--channel",
-            "trade",
-            "--symbols",
-            &symbols.join(","),
-        ],
-    );
+    let (_master, workers) = start_cluster(&config, &store).await;
+    add_feeds(&config, &symbols);
     wait_assigned(&store, &symbols, 1).await;
     warm_up(&store, &sim, &symbols).await;
     let trading = Trading::start(&sim, &symbols, Duration::from_millis(50));
@@ -599,5 +593,90 @@ async fn a_worker_paused_past_its_lease_is_fenced_and_rejoins_as_a_replica() {
             "{symbol}: its last trade is the new primary's"
         );
     }
+    common::etcd::remove_prefix(&config.etcd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_worker_hands_its_feeds_over_without_a_gap_or_a_duplicate_and_exits() {
+    tickfetch::telemetry::init_logging(tickfetch::config::LogFormat::Text);
+    let symbols = generated_symbols(Exchange::Binance, 10);
+    let sim = Arc::new(simulator(&symbols).await);
+    let config = config("cluster-drain", &sim);
+    let store = Store::connect(&config.etcd).await.expect("etcd");
+    let (_master, mut workers) = start_cluster(&config, &store).await;
+    add_feeds(&config, &symbols);
+    wait_assigned(&store, &symbols, 1).await;
+    warm_up(&store, &sim, &symbols).await;
+    let trading = Trading::start(&sim, &symbols, Duration::from_millis(50));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let before = assignments(&store).await;
+    let moved: BTreeSet<String> = before
+        .values()
+        .filter(|a| a.primary == "w1")
+        .map(|a| a.symbol.clone())
+        .collect();
+    assert!(!moved.is_empty(), "w1 holds primaries: {before:?}");
+    tickfetch_cli(&config, &["workers", "drain", "w1"]);
+    let drained = Instant::now();
+    let status = loop {
+        let w1 = workers.get_mut("w1").expect("w1");
+        if let Some(status) = w1.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            drained.elapsed() < WAIT,
+            "w1 did not exit; log:\n{}",
+            w1.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let w1_log = workers["w1"].log_text();
+    assert!(status.success(), "a drained worker exits 0; log:\n{w1_log}");
+    eprintln!(
+        "drain: {} primaries handed over; w1 exited {:.2} s after the drain request",
+        moved.len(),
+        drained.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        w1_log.matches("handed over").count(),
+        moved.len(),
+        "every primary handed over; log:\n{w1_log}"
+    );
+    let after = assignments(&store).await;
+    assert!(
+        after
+            .values()
+            .all(|a| a.primary == "w2" && a.replicas.is_empty()),
+        "everything on w2: {after:?}"
+    );
+    assert!(
+        store
+            .get::<WorkerRecord, &str>(&["w1"])
+            .await
+            .expect("etcd")
+            .is_none(),
+        "w1 deregistered"
+    );
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    trading.stop().await;
+    wait_all_published(&store, &sim, &symbols).await;
+    // A planned handover: no duplicate even before any epoch rule, no gap.
+    let contents = read_trades_topic(&config).await;
+    let want = since_first_published(expected(&sim, feed(), &symbols), &contents);
+    assert_trades_exactly_once(&contents, Exchange::Binance, &want);
+    assert_epochs_never_go_back(&config).await;
+    assert!(
+        contents.gaps.is_empty(),
+        "no gap marker: {:?}",
+        contents.gaps
+    );
+    let w2_log = workers["w2"].log_text();
+    assert!(
+        !w2_log.contains("trade-id gap found"),
+        "the new primaries had nothing to backfill; log:\n{w2_log}"
+    );
+    drop(workers);
     common::etcd::remove_prefix(&config.etcd).await;
 }

@@ -232,23 +232,10 @@ async fn a_resumed_zombie_stage_stops_on_quiet_input_once_etcd_shows_a_newer_own
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fenced_primary_s_late_trades_and_watermarks_change_no_candle() {
     use rust_decimal::Decimal;
-    use tickfetch::model::{Side, Trade};
     let config = pipeline_config("zombie-trades");
     let stage = spawn_stage(&config, "1s", 0);
     let base = 1_699_999_800_000; // a 5m boundary
-    let trade = |id: u64, offset: i64, price: i64| Trade {
-        exchange: Exchange::Binance,
-        symbol: "ZOMBUSDT".into(),
-        instrument: "ZOMB-USDT".into(),
-        trade_id: id.to_string(),
-        price: Decimal::new(price, 0),
-        quantity: Decimal::ONE,
-        side: Side::Buy,
-        exchange_time: base + offset,
-        receive_time: base + offset,
-        first_trade_id: None,
-        last_trade_id: None,
-    };
+    let trade = |id: u64, offset: i64, price: i64| test_trade("ZOMBUSDT", base, id, offset, price);
     let (new, old) = (Epoch(10), Epoch(7));
     let mut publisher = TradePublisher::connect(&config).await.expect("publisher");
     publisher.send_trade(&trade(1, 100, 10), new).expect("send");
@@ -304,23 +291,10 @@ async fn a_fenced_primary_s_late_trades_and_watermarks_change_no_candle() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_trade_corrects_its_candle_and_every_parent() {
     use rust_decimal::Decimal;
-    use tickfetch::model::{Side, Trade};
     let config = pipeline_config("late");
     let _stages: Vec<Proc> = STAGES.iter().map(|s| spawn_stage(&config, s, 0)).collect();
     let base = 1_699_999_800_000; // a 5m boundary
-    let trade = |id: u64, offset: i64, price: i64| Trade {
-        exchange: Exchange::Binance,
-        symbol: "LATEUSDT".into(),
-        instrument: "LATE-USDT".into(),
-        trade_id: id.to_string(),
-        price: Decimal::new(price, 0),
-        quantity: Decimal::ONE,
-        side: Side::Buy,
-        exchange_time: base + offset,
-        receive_time: base + offset,
-        first_trade_id: None,
-        last_trade_id: None,
-    };
+    let trade = |id: u64, offset: i64, price: i64| test_trade("LATEUSDT", base, id, offset, price);
     let mut publisher = TradePublisher::connect(&config).await.expect("publisher");
     publisher
         .send_trade(&trade(1, 100, 10), Epoch::NONE)

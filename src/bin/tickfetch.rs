@@ -48,8 +48,11 @@ enum Command {
         #[command(subcommand)]
         action: FeedsAction,
     },
-    /// Registered workers: id, version, capacity, lease age, feeds held.
+    /// Registered workers: id, version, capacity, lease age, feeds held;
+    /// `workers drain ID` drains one.
     Workers {
+        #[command(subcommand)]
+        action: Option<WorkersAction>,
         #[command(flatten)]
         common: CommonArgs,
         #[arg(long)]
@@ -61,6 +64,18 @@ enum Command {
         common: CommonArgs,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WorkersAction {
+    /// Move the worker's feeds to others by planned handover; it exits 0
+    /// once it holds none.
+    Drain {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// The worker's id.
+        id: String,
     },
 }
 
@@ -214,7 +229,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Feeds { action } => feeds(action).await,
-        Command::Workers { common, json } => {
+        Command::Workers {
+            action: Some(WorkersAction::Drain { common, id }),
+            ..
+        } => {
+            let store = connect(&common).await?;
+            admin::drain_worker(&store, &id, now_ms()).await?;
+            eprintln!("worker {id} is draining");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Workers {
+            action: None,
+            common,
+            json,
+        } => {
             let store = connect(&common).await?;
             let rows = admin::workers(&store, now_ms()).await?;
             if json {

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::keyspace::{feed_id, AssignmentRecord, DesiredFeed, ProgressRecord, WorkerRecord};
+use super::keyspace::{
+    feed_id, AssignmentRecord, DesiredFeed, DrainRequest, ProgressRecord, WorkerRecord,
+};
 use super::store::{Store, StoreError};
 use crate::ingest::venues::{self, Feed};
 use crate::model::{Exchange, Millis};
@@ -28,6 +30,8 @@ pub enum AdminError {
     },
     #[error("no feed {exchange}/{symbol} in etcd (tickfetch feeds list shows them)")]
     NoSuchFeed { exchange: Exchange, symbol: String },
+    #[error("no worker {0} is registered (tickfetch workers lists them)")]
+    NoSuchWorker(String),
 }
 
 /// Checks a feed and returns it as stored: the symbol in the exchange's
@@ -163,6 +167,25 @@ pub async fn workers(store: &Store, now: Millis) -> Result<Vec<WorkerRow>, Admin
             }
         })
         .collect())
+}
+
+/// Asks worker `id` to drain: it marks itself draining, the master moves
+/// its feeds to other workers by planned handover, and the worker exits 0
+/// once it holds none.
+///
+/// # Errors
+/// [`AdminError::NoSuchWorker`], or etcd unreachable.
+pub async fn drain_worker(store: &Store, id: &str, now: Millis) -> Result<(), AdminError> {
+    if store.get::<WorkerRecord, _>(&[id]).await?.is_none() {
+        return Err(AdminError::NoSuchWorker(id.to_string()));
+    }
+    store
+        .put(&DrainRequest {
+            id: id.to_string(),
+            requested: now,
+        })
+        .await?;
+    Ok(())
 }
 
 /// One feed, as `tickfetch status` shows it.

@@ -8,6 +8,7 @@
 //! | `workers/{id}` | [`WorkerRecord`], bound to the worker's lease | each worker |
 //! | `assignments/{exchange}/{symbol}` | [`AssignmentRecord`] | the leader |
 //! | `progress/{exchange}/{symbol}` | [`ProgressRecord`] | a feed's primary |
+//! | `drain/{id}` | [`DrainRequest`] | operators (`tickfetch workers drain`) |
 //! | `master/leader` | [`LeaderRecord`], bound to the leader's lease | the elected master |
 
 use serde::{Deserialize, Serialize};
@@ -112,12 +113,35 @@ pub struct ProgressRecord {
     pub recent_ms: u64,
     /// When this was written (ms since the epoch).
     pub updated: Millis,
+    /// The primary handed the feed over: it is fenced, everything it
+    /// published is in the log, and `last_trade_id` is its last. Its
+    /// successor may read the tail and go on.
+    #[serde(default)]
+    pub released: bool,
 }
 
 impl Record for ProgressRecord {
     const TEMPLATE: &'static str = "progress/{exchange}/{symbol}";
     fn key_values(&self) -> Vec<String> {
         vec![self.exchange.to_string(), self.symbol.clone()]
+    }
+}
+
+/// An operator's request that a worker drain: the worker marks itself
+/// draining, the master moves its feeds away by planned handover, and the
+/// worker exits once it holds nothing (deleting this request).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainRequest {
+    pub id: String,
+    /// When it was asked for (ms since the epoch).
+    pub requested: Millis,
+}
+
+impl Record for DrainRequest {
+    const TEMPLATE: &'static str = "drain/{id}";
+    fn key_values(&self) -> Vec<String> {
+        vec![self.id.clone()]
     }
 }
 

@@ -41,7 +41,9 @@ use super::worker::{FeedHandle, Role, Worker};
 use super::IngestError;
 use crate::config::{Config, FeedConfig};
 use crate::coord::epoch::Epoch;
-use crate::coord::keyspace::{feed_id, AssignmentRecord, ProgressRecord, WorkerRecord};
+use crate::coord::keyspace::{
+    feed_id, AssignmentRecord, DrainRequest, ProgressRecord, WorkerRecord,
+};
 use crate::coord::store::{HeldUntil, Lease, Store, Versioned, WatchEvent};
 use crate::model::Exchange;
 use crate::shutdown::{retry_until_cancelled, CancellationToken};
@@ -57,6 +59,15 @@ const PROMOTE_WAIT: Duration = Duration::from_secs(10);
 const FLUSH_WAIT: Duration = Duration::from_secs(2);
 /// How often ended feeds are looked for and restarted.
 const CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Why one registration ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    Shutdown,
+    LeaseLost,
+    /// Draining, and no feed left.
+    Drained,
+}
 
 /// What a worker should do with a feed, from its assignment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +136,8 @@ pub async fn run(
         worker,
         running: BTreeMap::new(),
         assignments: BTreeMap::new(),
+        draining: false,
+        handover_wait: HashMap::new(),
     };
     let result = member.serve(&shutdown).await;
     let worker = member.worker;
@@ -144,6 +157,11 @@ struct Member {
     running: BTreeMap<String, Running>,
     /// Every assignment, by key.
     assignments: BTreeMap<String, AssignmentRecord>,
+    /// Asked to drain: the worker record says so, and the worker exits once
+    /// it holds nothing.
+    draining: bool,
+    /// Promotions waiting for their previous primary's release, since when.
+    handover_wait: HashMap<String, Instant>,
 }
 
 impl Member {
@@ -170,17 +188,27 @@ impl Member {
                 break;
             }
             tracing::info!(worker = %self.id, lease = %format_args!("{:x}", lease.id()), "registered");
-            match self.member(&lease, shutdown).await {
-                Ok(()) => {}
+            let ended = match self.member(&lease, shutdown).await {
+                Ok(ended) => ended,
                 Err(e) if e.is_terminal() => return Err(e),
-                Err(e) => tracing::warn!(error = %e, "feeds interrupted; registering again"),
-            }
+                Err(e) => {
+                    tracing::warn!(error = %e, "feeds interrupted; registering again");
+                    Ended::LeaseLost
+                }
+            };
             if shutdown.is_cancelled() {
-                // Fence first, so that nothing is published after the lease ends.
-                self.fence_primaries("shutdown").await;
-                let _ = self.worker.flush().await;
+                // Hand over first, so that nothing is published after the
+                // lease ends and successors go on from our last trades.
+                self.hand_over_primaries("shutdown").await;
                 let _ = self.store.revoke(lease).await;
                 tracing::info!(worker = %self.id, "deregistered");
+                break;
+            }
+            if ended == Ended::Drained {
+                let id = self.id.clone();
+                let _ = self.store.delete::<DrainRequest, _>(&[id.as_str()]).await;
+                let _ = self.store.revoke(lease).await;
+                tracing::info!(worker = %self.id, "drained: no feed left; exiting");
                 break;
             }
             self.fence_primaries("lease lost").await;
@@ -195,26 +223,26 @@ impl Member {
             version: env!("CARGO_PKG_VERSION").to_string(),
             capacity: self.config.cluster.capacity.max(1),
             address: self.address.clone(),
-            draining: false,
+            draining: self.draining,
             registered: chrono::Utc::now().timestamp_millis(),
         }
     }
 
-    /// One registration: follows the assignments until the lease is lost or
-    /// shutdown.
+    /// One registration: follows the assignments until the lease is lost,
+    /// the worker is drained, or shutdown.
     async fn member(
         &mut self,
         lease: &Lease,
         shutdown: &CancellationToken,
-    ) -> Result<(), IngestError> {
+    ) -> Result<Ended, IngestError> {
         let listing = loop {
             match self.store.list::<AssignmentRecord, &str>(&[]).await {
                 Ok(listing) => break listing,
                 Err(e) if e.is_retryable() => {
                     tracing::warn!(error = %e, "ingest: listing assignments; retrying");
                     tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(()),
-                        _ = lease.lost() => return Ok(()),
+                        _ = shutdown.cancelled() => return Ok(Ended::Shutdown),
+                        _ = lease.lost() => return Ok(Ended::LeaseLost),
                         _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                     }
                 }
@@ -230,6 +258,20 @@ impl Member {
             .watch::<AssignmentRecord, &str>(&[], listing.revision + 1)
             .await
             .map_err(IngestError::Coordination)?;
+        let id = self.id.clone();
+        let mut drains = self
+            .store
+            .watch::<DrainRequest, _>(&[id.as_str()], listing.revision + 1)
+            .await
+            .map_err(IngestError::Coordination)?;
+        if self
+            .store
+            .get::<DrainRequest, _>(&[id.as_str()])
+            .await?
+            .is_some()
+        {
+            self.start_draining(lease).await?;
+        }
         let mut progress = tokio::time::interval(Duration::from_millis(
             self.config.cluster.progress_interval_ms.max(50),
         ));
@@ -238,11 +280,21 @@ impl Member {
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.reconcile(lease).await?;
         loop {
+            if self.drained() {
+                return Ok(Ended::Drained);
+            }
             tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
+                _ = shutdown.cancelled() => return Ok(Ended::Shutdown),
                 _ = lease.lost() => {
                     tracing::warn!(worker = %self.id, "lease lost: fencing every primary");
-                    return Ok(());
+                    return Ok(Ended::LeaseLost);
+                }
+                event = drains.next() => {
+                    if let WatchEvent::Put(_) = event? {
+                        if !self.draining {
+                            self.start_draining(lease).await?;
+                        }
+                    }
                 }
                 event = watch.next() => {
                     // The whole transaction (and whatever else arrived) at once.
@@ -338,7 +390,11 @@ impl Member {
             };
             if stop {
                 if let Some(running) = self.running.remove(&id) {
-                    stop_feed(&id, running).await;
+                    if running.role == Role::Primary && lease.is_alive() {
+                        self.hand_over(&id, running).await;
+                    } else {
+                        stop_feed(&id, running).await;
+                    }
                 }
             }
         }
@@ -401,17 +457,9 @@ impl Member {
                     |name| name == feed.name(),
                 )
         });
-        let mut config = template.cloned().unwrap_or(FeedConfig {
-            exchange: assignment.exchange,
-            symbols: Vec::new(),
-            ws_url: None,
-            rest_url: None,
-            feed: None,
-            symbols_per_connection: None,
-            max_connection_age_ms: None,
-            ping_interval_ms: None,
-            pong_timeout_ms: None,
-        });
+        let mut config = template
+            .cloned()
+            .unwrap_or_else(|| FeedConfig::for_exchange(assignment.exchange));
         config.feed = Some(feed.name().to_string());
         config.symbols = vec![assignment.symbol.clone()];
         Ok(config)
@@ -420,6 +468,17 @@ impl Member {
     /// Promotes replicas to primaries under their assigned epochs, each
     /// publishing from just after the last trade on the trades topic.
     async fn promote(&mut self, promotions: Vec<(String, Epoch)>) -> Result<(), IngestError> {
+        let mut ready = Vec::with_capacity(promotions.len());
+        for (id, epoch) in promotions {
+            if self.predecessor_done(&id, epoch).await? {
+                self.handover_wait.remove(&id);
+                ready.push((id, epoch));
+            }
+        }
+        let promotions = ready;
+        if promotions.is_empty() {
+            return Ok(());
+        }
         // What this worker queued before (a primary it had) is in the log
         // first; while the broker cannot take it, promotion waits (the next
         // reconcile tries again).
@@ -481,6 +540,119 @@ impl Member {
         Ok(())
     }
 
+    /// Whether feed `id`'s previous primary is done with it, so that its
+    /// last trade is in the log: it released the feed (a planned handover),
+    /// or it is no longer registered (dead, or cut off past its lease), or
+    /// it has not answered within a lease TTL (its late writes are fenced).
+    async fn predecessor_done(&mut self, id: &str, epoch: Epoch) -> Result<bool, IngestError> {
+        let Some(running) = self.running.get(id) else {
+            return Ok(false);
+        };
+        let exchange = running.exchange.to_string();
+        let progress = self
+            .store
+            .get::<ProgressRecord, _>(&[exchange.as_str(), running.symbol.as_str()])
+            .await?;
+        let Some(progress) = progress.map(|p| p.value) else {
+            return Ok(true); // nothing published before
+        };
+        if progress.worker == self.id || progress.released || progress.epoch >= epoch.0 {
+            return Ok(true);
+        }
+        let alive = self
+            .store
+            .get::<WorkerRecord, _>(&[progress.worker.as_str()])
+            .await?
+            .is_some();
+        if !alive {
+            return Ok(true);
+        }
+        let since = *self
+            .handover_wait
+            .entry(id.to_string())
+            .or_insert_with(Instant::now);
+        let patience = Duration::from_millis(self.config.cluster.lease_ttl_ms);
+        if since.elapsed() >= patience {
+            tracing::warn!(feed = %id, previous = %progress.worker, "the previous primary did not release the feed in time; taking it over");
+            return Ok(true);
+        }
+        tracing::debug!(feed = %id, previous = %progress.worker, "waiting for the previous primary to release the feed");
+        Ok(false)
+    }
+
+    /// Planned handover of a primary whose feed moved: fence it (it
+    /// publishes nothing more), flush what it published, and record its last
+    /// trade as released, so that the new primary goes on from just after it.
+    async fn hand_over(&mut self, id: &str, running: Running) {
+        let fenced = tokio::time::timeout(FENCE_WAIT, running.handle.fence()).await;
+        running.handle.stop();
+        let Ok(Ok(positions)) = fenced else {
+            tracing::warn!(feed = %id, "primary stopped without a handover");
+            return;
+        };
+        if !matches!(self.flushed().await, Ok(true)) {
+            tracing::warn!(feed = %id, "handover: the publisher cannot flush; the successor waits for our lease");
+            return;
+        }
+        let Some(point) = positions.into_values().next() else {
+            tracing::info!(feed = %id, "primary fenced; it had published nothing");
+            return;
+        };
+        let record = ProgressRecord {
+            exchange: running.exchange,
+            symbol: running.symbol.clone(),
+            last_trade_id: point.last.trade_id.clone(),
+            last_trade_time: point.last.exchange_time,
+            epoch: running.epoch.0,
+            worker: self.id.clone(),
+            recent_trades: 0,
+            recent_ms: 0,
+            updated: chrono::Utc::now().timestamp_millis(),
+            released: true,
+        };
+        match self.store.put(&record).await {
+            Ok(_) => {
+                tracing::info!(feed = %id, epoch = %running.epoch, last = %record.last_trade_id, "handed over")
+            }
+            Err(e) => {
+                tracing::warn!(feed = %id, error = %e, "handover not recorded; the successor waits for our lease")
+            }
+        }
+    }
+
+    /// Hands over every primary (on shutdown, while the lease is held).
+    async fn hand_over_primaries(&mut self, why: &str) {
+        let primaries: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(_, r)| r.role == Role::Primary)
+            .map(|(id, _)| id.clone())
+            .collect();
+        if !primaries.is_empty() {
+            tracing::info!(feeds = primaries.len(), why, "handing over primaries");
+        }
+        for id in primaries {
+            if let Some(running) = self.running.remove(&id) {
+                self.hand_over(&id, running).await;
+            }
+        }
+    }
+
+    /// Marks this worker draining in its record: the master moves its feeds
+    /// away.
+    async fn start_draining(&mut self, lease: &Lease) -> Result<(), IngestError> {
+        self.draining = true;
+        let record = self.record();
+        self.store.put_leased(&record, lease).await?;
+        tracing::info!(worker = %self.id, "draining: the master moves our feeds away");
+        Ok(())
+    }
+
+    /// Draining, and no assignment names this worker any more.
+    fn drained(&self) -> bool {
+        self.draining && self.running.is_empty() && self.wanted().is_empty()
+    }
+
     /// Records each primary's last published trade (after a flush, so that
     /// it is in the log) in `progress/`.
     async fn record_progress(&mut self, lease: &Lease) -> Result<(), IngestError> {
@@ -538,6 +710,7 @@ impl Member {
                 recent_trades,
                 recent_ms,
                 updated: chrono::Utc::now().timestamp_millis(),
+                released: false,
             });
         }
         for chunk in records.chunks(MAX_TXN_OPS) {

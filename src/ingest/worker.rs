@@ -101,11 +101,13 @@ impl FeedHandle {
     }
 
     /// Fences the feed: it publishes nothing more, drops its connections and
-    /// ends (a newer primary owns it).
+    /// ends (a newer primary owns it). Returns the positions it had handed
+    /// to the publisher (for a primary: what a successor resumes after, once
+    /// the publisher is flushed).
     ///
     /// # Errors
     /// [`IngestError::FeedGone`] when the feed has already ended.
-    pub async fn fence(&self) -> Result<(), IngestError> {
+    pub async fn fence(&self) -> Result<HashMap<String, ResumePoint>, IngestError> {
         let (reply, done) = oneshot::channel();
         self.command(FeedCommand::Fence { reply }).await?;
         done.await

@@ -180,3 +180,28 @@ pub async fn assert_stored(config: &Config, m1: &[Candle], m5: &[Candle]) {
         }
     }
 }
+
+/// A Binance trade of `symbol` (instrument `BASE-USDT`) at `base + offset`
+/// ms, quantity 1.
+pub fn test_trade(
+    symbol: &str,
+    base: i64,
+    id: u64,
+    offset: i64,
+    price: i64,
+) -> tickfetch::model::Trade {
+    use tickfetch::model::{Exchange, Side, Trade};
+    Trade {
+        exchange: Exchange::Binance,
+        symbol: symbol.into(),
+        instrument: format!("{}-USDT", symbol.trim_end_matches("USDT")),
+        trade_id: id.to_string(),
+        price: rust_decimal::Decimal::new(price, 0),
+        quantity: rust_decimal::Decimal::ONE,
+        side: Side::Buy,
+        exchange_time: base + offset,
+        receive_time: base + offset,
+        first_trade_id: None,
+        last_trade_id: None,
+    }
+}

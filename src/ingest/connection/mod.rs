@@ -806,17 +806,7 @@ mod tests {
     fn rules_follow_the_adapter_and_config() {
         let ingest = IngestConfig::default();
         let binance = Feed::Binance(binance::Feed::AggTrade);
-        let mut config = FeedConfig {
-            exchange: crate::model::Exchange::Binance,
-            symbols: vec![],
-            ws_url: None,
-            rest_url: None,
-            feed: None,
-            symbols_per_connection: None,
-            max_connection_age_ms: None,
-            ping_interval_ms: None,
-            pong_timeout_ms: None,
-        };
+        let mut config = FeedConfig::for_exchange(crate::model::Exchange::Binance);
         let rules = ConnectionRules::resolve(binance, &config, &ingest);
         assert_eq!(rules.ws_url, binance::WS_URL);
         assert_eq!(rules.symbols_per_connection, 1024);

@@ -113,58 +113,44 @@ pub async fn gap_trades(
     let backward = gap
         .before
         .and_then(|before| feed.rest_history_path(symbol, HistoryPage::Before(before), limit));
-    let mut trades: Vec<Trade> = Vec::new();
-    match (forward, backward) {
-        (Some(mut path), _) => {
-            for page in 0..MAX_GAP_PAGES {
-                if page > 0 {
-                    tokio::time::sleep(PAGE_PAUSE).await;
-                }
-                let rows = get_trades(feed, format!("{base}{path}"), symbol, timeout).await?;
-                let (Some(own), Some(raw)) = (
-                    rows.iter().filter_map(Trade::sequence).max(),
-                    rows.iter().filter_map(last_raw_id).max(),
-                ) else {
-                    break;
-                };
-                trades.extend(rows);
-                let Some(next) = feed.rest_history_path(symbol, HistoryPage::From(own + 1), limit)
-                else {
-                    break;
-                };
-                if raw >= gap.last_missing {
-                    break;
-                }
-                path = next;
-            }
-        }
-        (None, Some(mut path)) => {
-            for page in 0..MAX_GAP_PAGES {
-                if page > 0 {
-                    tokio::time::sleep(PAGE_PAUSE).await;
-                }
-                let rows = get_trades(feed, format!("{base}{path}"), symbol, timeout).await?;
-                let (Some(own), Some(raw)) = (
-                    rows.iter().filter_map(Trade::sequence).min(),
-                    rows.iter().filter_map(first_raw_id).min(),
-                ) else {
-                    break;
-                };
-                trades.extend(rows);
-                let Some(next) = feed.rest_history_path(symbol, HistoryPage::Before(own), limit)
-                else {
-                    break;
-                };
-                if raw <= gap.first_missing {
-                    break;
-                }
-                path = next;
-            }
-            trades.sort_by_key(|t| t.sequence());
-            trades.dedup_by(|a, b| a.trade_id == b.trade_id);
-        }
+    let (mut path, forward) = match (forward, backward) {
+        (Some(path), _) => (path, true),
+        (None, Some(path)) => (path, false),
         (None, None) => return recent_trades(feed, rest_base_url, symbol, timeout).await,
+    };
+    let mut trades: Vec<Trade> = Vec::new();
+    for page in 0..MAX_GAP_PAGES {
+        if page > 0 {
+            tokio::time::sleep(PAGE_PAUSE).await;
+        }
+        let rows = get_trades(feed, format!("{base}{path}"), symbol, timeout).await?;
+        // The page's far edge: its newest record going forward, its oldest
+        // going back (own id for the next page, raw id for the gap).
+        let edge = if forward {
+            rows.iter()
+                .filter_map(|t| Some((t.sequence()?, last_raw_id(t)?)))
+                .max()
+        } else {
+            rows.iter()
+                .filter_map(|t| Some((t.sequence()?, first_raw_id(t)?)))
+                .min()
+        };
+        let Some((own, raw)) = edge else { break };
+        trades.extend(rows);
+        let (covered, next) = if forward {
+            (raw >= gap.last_missing, HistoryPage::From(own + 1))
+        } else {
+            (raw <= gap.first_missing, HistoryPage::Before(own))
+        };
+        match feed.rest_history_path(symbol, next, limit) {
+            Some(next) if !covered => path = next,
+            _ => break,
+        }
     }
+    // Oldest first, each record once (pages going back overlap nothing, but
+    // arrive newest page first).
+    trades.sort_by_key(|t| t.sequence());
+    trades.dedup_by(|a, b| a.trade_id == b.trade_id);
     Ok(trades)
 }
 

@@ -163,7 +163,8 @@ pub(crate) enum FeedCommand {
         reply: oneshot::Sender<()>,
     },
     Fence {
-        reply: oneshot::Sender<()>,
+        /// The positions the feed had published up to when it stopped.
+        reply: oneshot::Sender<HashMap<String, ResumePoint>>,
     },
     Positions {
         reply: oneshot::Sender<HashMap<String, ResumePoint>>,

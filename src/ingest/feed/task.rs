@@ -172,7 +172,7 @@ impl FeedTask {
                     Some(FeedCommand::Fence { reply }) => {
                         self.role = Role::Fenced;
                         tracing::warn!("fenced: publishing stops, connections close");
-                        let _ = reply.send(());
+                        let _ = reply.send(self.positions());
                         break Ok(());
                     }
                     Some(FeedCommand::Promote { resume, epoch, reply }) => {
