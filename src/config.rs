@@ -335,6 +335,9 @@ pub struct ClusterConfig {
     /// Records read back per partition of the trades topic when a feed
     /// becomes primary, to find where its predecessor stopped.
     pub resume_lookback: i64,
+    /// The version this worker registers with (`tickfetch rollout
+    /// --to-version` waits for it); empty: the build's own.
+    pub version: String,
 }
 
 impl Default for ClusterConfig {
@@ -345,6 +348,7 @@ impl Default for ClusterConfig {
             lease_ttl_ms: 5_000,
             progress_interval_ms: 1_000,
             resume_lookback: 10_000,
+            version: String::new(),
         }
     }
 }

@@ -680,3 +680,187 @@ async fn a_drained_worker_hands_its_feeds_over_without_a_gap_or_a_duplicate_and_
     drop(workers);
     common::etcd::remove_prefix(&config.etcd).await;
 }
+
+/// `tickfetch ARGS --config …` as a child process, killed on drop.
+fn spawn_cli(config: &Config, name: &str, args: &[&str]) -> Proc {
+    let path = common::write_config(config);
+    let log = common::work_dir(config).join(format!("{name}.log"));
+    let out = std::fs::File::create(&log).expect("log file");
+    let err = out.try_clone().expect("log file");
+    let exe = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/debug/tickfetch");
+    let child = std::process::Command::new(&exe)
+        .args(args)
+        .arg("--config")
+        .arg(&path)
+        .env_remove("TICKFETCH_CONFIG")
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", exe.display()));
+    Proc {
+        name: name.to_string(),
+        child,
+        log,
+    }
+}
+
+/// The supervisor's part: a worker that exited 0 (drained) is started again
+/// under the same id on version 2.
+fn supervise(config: &Config, workers: &mut BTreeMap<String, Proc>, restarted: &mut usize) {
+    for (id, proc) in workers.iter_mut() {
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            assert!(status.success(), "{id} failed; log:\n{}", proc.log_text());
+            *proc = Proc::spawn(
+                config,
+                "tickfetch-ingest",
+                &format!("{id}-v2"),
+                &["--worker-id", id, "--set", "cluster.version=\"2\""],
+            );
+            *restarted += 1;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_replaces_every_worker_one_at_a_time_and_resumes_after_an_interruption() {
+    use tickfetch::coord::rollout::RolloutRecord;
+    tickfetch::telemetry::init_logging(tickfetch::config::LogFormat::Text);
+    let symbols = generated_symbols(Exchange::Binance, 12);
+    let sim = Arc::new(simulator(&symbols).await);
+    let config = config("cluster-rollout", &sim);
+    let store = Store::connect(&config.etcd).await.expect("etcd");
+    let _master = master(&config, "master-1");
+    let mut workers: BTreeMap<String, Proc> = ["w1", "w2", "w3"]
+        .into_iter()
+        .map(|id| (id.to_string(), worker(&config, id)))
+        .collect();
+    wait_workers(&store, 3).await;
+
+    // A feed without a replica: the rollout refuses and names it.
+    tickfetch_cli(
+        &config,
+        &[
+            "feeds",
+            "add",
+            "--exchange",
+            "binance",
+            "--channel",
+            "trade",
+            "--replicas",
+            "0",
+            "--symbols",
+            &symbols[0],
+        ],
+    );
+    wait_assigned(&store, &symbols[..1], 0).await;
+    let mut refused = spawn_cli(
+        &config,
+        "rollout-refused",
+        &["rollout", "--to-version", "2"],
+    );
+    let status = refused.child.wait().expect("rollout exits");
+    let text = refused.log_text();
+    assert!(!status.success(), "{text}");
+    assert!(
+        text.contains("no healthy replica") && text.contains(&symbols[0]),
+        "{text}"
+    );
+
+    add_feeds(&config, &symbols);
+    wait_assigned(&store, &symbols, 1).await;
+    warm_up(&store, &sim, &symbols).await;
+    let trading = Trading::start(&sim, &symbols, Duration::from_millis(50));
+
+    let rollout_args = [
+        "rollout",
+        "--to-version",
+        "2",
+        "--warm-secs",
+        "1",
+        "--per-worker-secs",
+        "60",
+    ];
+    let mut rollout = spawn_cli(&config, "rollout-1", &rollout_args);
+    let mut restarted = 0;
+    let mut interrupted: Option<(String, i64)> = None;
+    let started = Instant::now();
+    loop {
+        supervise(&config, &mut workers, &mut restarted);
+        let state = store
+            .get::<RolloutRecord, &str>(&[])
+            .await
+            .expect("etcd")
+            .map(|r| r.value);
+        if interrupted.is_none() && state.as_ref().is_some_and(|s| s.done.len() == 1) {
+            // Interrupt the rollout after its first worker; start it again.
+            rollout.kill9();
+            let first = state.as_ref().map(|s| s.done[0].clone()).expect("done");
+            let registered = store
+                .get::<WorkerRecord, &str>(&[first.as_str()])
+                .await
+                .expect("etcd")
+                .expect("replaced worker registered")
+                .value
+                .registered;
+            interrupted = Some((first, registered));
+            rollout = spawn_cli(&config, "rollout-2", &rollout_args);
+        }
+        if let Some(status) = rollout.child.try_wait().expect("wait") {
+            assert!(
+                status.success() && interrupted.is_some(),
+                "rollout failed; log:\n{}",
+                rollout.log_text()
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "rollout did not finish; log:\n{}",
+            rollout.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "rollout: 3 workers replaced in {:.1} s (warm 1 s each), interrupted once",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(restarted, 3, "each worker drained and restarted once");
+    let registered: Vec<WorkerRecord> = store
+        .list::<WorkerRecord, &str>(&[])
+        .await
+        .expect("etcd")
+        .records
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
+    assert_eq!(registered.len(), 3);
+    assert!(
+        registered.iter().all(|w| w.version == "2"),
+        "{registered:?}"
+    );
+    let (first, at) = interrupted.expect("interrupted");
+    let again = registered
+        .iter()
+        .find(|w| w.id == first)
+        .expect("first worker");
+    assert_eq!(
+        again.registered, at,
+        "the resumed rollout did not drain {first} again"
+    );
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    trading.stop().await;
+    wait_assigned(&store, &symbols, 1).await;
+    wait_all_published(&store, &sim, &symbols).await;
+    let contents = read_trades_topic(&config).await;
+    let want = since_first_published(expected(&sim, feed(), &symbols), &contents);
+    assert_trades_exactly_once(&contents, Exchange::Binance, &want);
+    assert_epochs_never_go_back(&config).await;
+    assert!(
+        contents.gaps.is_empty(),
+        "no gap marker: {:?}",
+        contents.gaps
+    );
+    drop(workers);
+    common::etcd::remove_prefix(&config.etcd).await;
+}

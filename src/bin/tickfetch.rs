@@ -58,6 +58,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Replace every worker, one at a time, by drain and replacement;
+    /// resumable (`--status`, `--abort`).
+    Rollout(RolloutArgs),
     /// Per feed: primary, replicas, epoch, last trade age, trades/s.
     Status {
         #[command(flatten)]
@@ -65,6 +68,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct RolloutArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The version every worker must report when done (`cluster.version`
+    /// of the new workers).
+    #[arg(long, required_unless_present_any = ["status", "abort"])]
+    to_version: Option<String>,
+    /// How long a replacement holds its replicas before the next drain.
+    #[arg(long, default_value_t = 5)]
+    warm_secs: u64,
+    /// Longest wait for one worker's drain and replacement.
+    #[arg(long, default_value_t = 600)]
+    per_worker_secs: u64,
+    /// Print the last rollout's progress.
+    #[arg(long, conflicts_with = "abort")]
+    status: bool,
+    /// Stop the rollout in progress before its next worker.
+    #[arg(long)]
+    abort: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -229,6 +254,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Feeds { action } => feeds(action).await,
+        Command::Rollout(args) => rollout(args).await,
         Command::Workers {
             action: Some(WorkersAction::Drain { common, id }),
             ..
@@ -300,6 +326,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn rollout(args: RolloutArgs) -> anyhow::Result<ExitCode> {
+    use tickfetch::coord::rollout::{self, RolloutOptions};
+    let store = connect(&args.common).await?;
+    if args.status || args.abort {
+        let record = if args.abort {
+            rollout::abort(&store).await?
+        } else {
+            rollout::status(&store).await?
+        };
+        match record {
+            Some(record) => println!("{}", serde_json::to_string_pretty(&record)?),
+            None => println!("no rollout recorded"),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let options = RolloutOptions {
+        target_version: args.to_version.unwrap_or_default(),
+        warm: std::time::Duration::from_secs(args.warm_secs),
+        per_worker: std::time::Duration::from_secs(args.per_worker_secs.max(1)),
+    };
+    let shutdown = tickfetch::shutdown::on_signals()?;
+    let record = rollout::run(&store, &options, &shutdown).await?;
+    eprintln!(
+        "rollout to {} done: {} workers replaced",
+        record.target_version,
+        record.done.len()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn now_ms() -> i64 {

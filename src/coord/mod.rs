@@ -25,6 +25,7 @@ pub mod assign;
 pub mod epoch;
 pub mod keyspace;
 pub mod master;
+pub mod rollout;
 pub mod store;
 
 /// Errors of etcd coordination.

@@ -220,7 +220,11 @@ impl Member {
     fn record(&self) -> WorkerRecord {
         WorkerRecord {
             id: self.id.clone(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
+            version: if self.config.cluster.version.is_empty() {
+                env!("CARGO_PKG_VERSION").to_string()
+            } else {
+                self.config.cluster.version.clone()
+            },
             capacity: self.config.cluster.capacity.max(1),
             address: self.address.clone(),
             draining: self.draining,
