@@ -97,12 +97,23 @@ fn tickfetch_cli(config: &Config, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn master(config: &Config, name: &str) -> Proc {
+/// A master; `warm_secs`: how long replicas warm before a primary may move
+/// to one to rebalance.
+fn master(config: &Config, name: &str, warm_secs: u64) -> Proc {
     Proc::spawn(
         config,
         "tickfetch-coord",
         name,
-        &["--id", name, "--lease-ttl-secs", "2", "--resync-secs", "2"],
+        &[
+            "--id",
+            name,
+            "--lease-ttl-secs",
+            "2",
+            "--resync-secs",
+            "2",
+            "--warm-secs",
+            &warm_secs.to_string(),
+        ],
     )
 }
 
@@ -111,8 +122,12 @@ fn worker(config: &Config, id: &str) -> Proc {
 }
 
 /// A master and workers `w1` and `w2`, both registered.
-async fn start_cluster(config: &Config, store: &Store) -> (Proc, BTreeMap<String, Proc>) {
-    let master = master(config, "master-1");
+async fn start_cluster(
+    config: &Config,
+    store: &Store,
+    warm_secs: u64,
+) -> (Proc, BTreeMap<String, Proc>) {
+    let master = master(config, "master-1", warm_secs);
     let workers: BTreeMap<String, Proc> = ["w1", "w2"]
         .into_iter()
         .map(|id| (id.to_string(), worker(config, id)))
@@ -358,7 +373,7 @@ async fn killed_worker_s_primaries_move_to_their_replicas_with_nothing_lost_or_d
     let sim = Arc::new(simulator(&symbols).await);
     let config = config("cluster-kill", &sim);
     let store = Store::connect(&config.etcd).await.expect("etcd");
-    let (_master, mut workers) = start_cluster(&config, &store).await;
+    let (_master, mut workers) = start_cluster(&config, &store, 10).await;
     add_feeds(&config, &symbols);
     let listed = tickfetch_cli(&config, &["feeds", "list", "--json"]);
     let listed: Vec<serde_json::Value> = serde_json::from_str(&listed).expect("feeds list --json");
@@ -465,7 +480,7 @@ async fn a_worker_paused_past_its_lease_is_fenced_and_rejoins_as_a_replica() {
     config.sink.intervals = Vec::new();
     let store = Store::connect(&config.etcd).await.expect("etcd");
     let _sink = Proc::spawn(&config, "tickfetch-sink", "sink", &[]);
-    let (_master, workers) = start_cluster(&config, &store).await;
+    let (_master, workers) = start_cluster(&config, &store, 3600).await;
     add_feeds(&config, &symbols);
     wait_assigned(&store, &symbols, 1).await;
     warm_up(&store, &sim, &symbols).await;
@@ -603,7 +618,7 @@ async fn a_drained_worker_hands_its_feeds_over_without_a_gap_or_a_duplicate_and_
     let sim = Arc::new(simulator(&symbols).await);
     let config = config("cluster-drain", &sim);
     let store = Store::connect(&config.etcd).await.expect("etcd");
-    let (_master, mut workers) = start_cluster(&config, &store).await;
+    let (_master, mut workers) = start_cluster(&config, &store, 10).await;
     add_feeds(&config, &symbols);
     wait_assigned(&store, &symbols, 1).await;
     warm_up(&store, &sim, &symbols).await;
@@ -729,7 +744,7 @@ async fn a_rollout_replaces_every_worker_one_at_a_time_and_resumes_after_an_inte
     let sim = Arc::new(simulator(&symbols).await);
     let config = config("cluster-rollout", &sim);
     let store = Store::connect(&config.etcd).await.expect("etcd");
-    let _master = master(&config, "master-1");
+    let _master = master(&config, "master-1", 10);
     let mut workers: BTreeMap<String, Proc> = ["w1", "w2", "w3"]
         .into_iter()
         .map(|id| (id.to_string(), worker(&config, id)))
@@ -861,6 +876,68 @@ async fn a_rollout_replaces_every_worker_one_at_a_time_and_resumes_after_an_inte
         "no gap marker: {:?}",
         contents.gaps
     );
+    drop(workers);
+    common::etcd::remove_prefix(&config.etcd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_worker_gets_its_share_by_planned_handover_without_a_gap_or_a_duplicate() {
+    tickfetch::telemetry::init_logging(tickfetch::config::LogFormat::Text);
+    let symbols = generated_symbols(Exchange::Binance, 12);
+    let sim = Arc::new(simulator(&symbols).await);
+    let config = config("cluster-scale", &sim);
+    let store = Store::connect(&config.etcd).await.expect("etcd");
+    let (_master, mut workers) = start_cluster(&config, &store, 2).await;
+    add_feeds(&config, &symbols);
+    wait_assigned(&store, &symbols, 1).await;
+    warm_up(&store, &sim, &symbols).await;
+    let trading = Trading::start(&sim, &symbols, Duration::from_millis(50));
+    let before = assignments(&store).await;
+
+    workers.insert("w3".into(), worker(&config, "w3"));
+    let joined = Instant::now();
+    let count = |a: &BTreeMap<String, AssignmentRecord>, w: &str| {
+        a.values()
+            .filter(|r| r.primary == w && r.epoch != 0)
+            .count()
+    };
+    wait_for("w3 holding its share of primaries", || async {
+        let now = assignments(&store).await;
+        ["w1", "w2", "w3"].iter().all(|w| count(&now, w) == 4)
+            && now.values().all(|a| a.replicas.len() == 1)
+    })
+    .await;
+    let balanced = joined.elapsed();
+    let after = assignments(&store).await;
+    let moved = after
+        .iter()
+        .filter(|(s, a)| a.primary != before[*s].primary)
+        .count();
+    eprintln!(
+        "scale-out: w3 took {moved} primaries by planned handover {:.1} s after it joined (replica warm-up 2 s)",
+        balanced.as_secs_f64()
+    );
+    assert_eq!(moved, 4, "as few moves as possible: {after:?}");
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    trading.stop().await;
+    wait_all_published(&store, &sim, &symbols).await;
+    let contents = read_trades_topic(&config).await;
+    let want = since_first_published(expected(&sim, feed(), &symbols), &contents);
+    assert_trades_exactly_once(&contents, Exchange::Binance, &want);
+    assert_epochs_never_go_back(&config).await;
+    assert!(
+        contents.gaps.is_empty(),
+        "no gap marker: {:?}",
+        contents.gaps
+    );
+    for (id, proc) in &workers {
+        let log = proc.log_text();
+        assert!(
+            !log.contains("trade-id gap found"),
+            "{id}: nothing to backfill in a planned handover; log:\n{log}"
+        );
+    }
     drop(workers);
     common::etcd::remove_prefix(&config.etcd).await;
 }

@@ -22,6 +22,10 @@ struct Args {
     /// Full reconciliation at least this often, in seconds.
     #[arg(long, default_value_t = 30)]
     resync_secs: u64,
+    /// How long a replica warms up before a primary may move to it to
+    /// rebalance onto new workers, in seconds.
+    #[arg(long, default_value_t = 10)]
+    warm_secs: u64,
 }
 
 #[tokio::main]
@@ -36,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
     );
     options.lease_ttl = Duration::from_secs(args.lease_ttl_secs.max(1));
     options.resync = Duration::from_secs(args.resync_secs.max(1));
+    options.warm = Duration::from_secs(args.warm_secs);
     started.health.set(true);
     master::run(&started.config.etcd, options, started.shutdown).await?;
     Ok(())

@@ -15,11 +15,21 @@
 //!    primary and the other replicas (fewer when there are not enough workers).
 //! 6. New placements go to the worker with the lowest load relative to its
 //!    capacity (primaries and replicas counted apart, ties by worker id), so a
-//!    fresh assignment is balanced by capacity. Existing placements are not
-//!    moved to rebalance (that is a planned handover, not an assignment).
+//!    fresh assignment is balanced by capacity. [`assign`] does not move
+//!    existing placements.
 //!
 //! The result is deterministic (feeds in id order) and a fixed point: assigning
 //! again with the result as the current assignment changes nothing.
+//!
+//! [`rebalance`] then moves existing placements toward balance (a new worker
+//! getting its share), one placement at a time and only where a move makes
+//! the two workers' loads closer without reversing them:
+//! - a replica moves from the most to the least loaded worker (replicas
+//!   counted), to a worker that holds no part of the feed;
+//! - a primary moves by planned handover to one of its replicas that has been
+//!   in place for the warm-up time (its buffer is full), and the old primary
+//!   takes that replica's place: the workers swap roles, so the feed never
+//!   has fewer hot copies than before.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -163,6 +173,124 @@ fn least_loaded<'w>(
             left.cmp(&right).then(a_id.cmp(b_id))
         })
         .map(|(id, _)| *id)
+}
+
+/// When each replica was placed (ms): feed id → worker → time. A replica
+/// missing here counts as placed now.
+pub type ReplicaSince = BTreeMap<String, BTreeMap<String, i64>>;
+
+/// Moves placements of `assignment` toward balance by capacity among the
+/// eligible `workers` (see the module docs); a primary moves only to a
+/// replica placed at least `warm` ms before `now`. Deterministic; applying
+/// it again to its result (with the new replicas' times) converges.
+pub fn rebalance(
+    workers: &[LiveWorker],
+    assignment: &Assignment,
+    since: &ReplicaSince,
+    now: i64,
+    warm: i64,
+) -> Assignment {
+    let mut out = assignment.clone();
+    let mut load: BTreeMap<&str, Load> = workers
+        .iter()
+        .filter(|w| !w.draining)
+        .map(|w| {
+            (
+                w.id.as_str(),
+                Load {
+                    capacity: u64::from(w.capacity.max(1)),
+                    ..Load::default()
+                },
+            )
+        })
+        .collect();
+    for placement in out.values() {
+        if let Some(l) = load.get_mut(placement.primary.as_str()) {
+            l.primaries += 1;
+        }
+        for r in &placement.replicas {
+            if let Some(l) = load.get_mut(r.as_str()) {
+                l.replicas += 1;
+            }
+        }
+    }
+    let bound = out.len() * 2 + 1;
+    // Replicas: from the most to the least loaded, where the feed allows it.
+    for _ in 0..bound {
+        let Some((from, to)) = imbalance(&load, |l| l.replicas) else {
+            break;
+        };
+        let movable = out.iter_mut().find(|(_, p)| {
+            p.replicas.iter().any(|r| r == from)
+                && p.primary != to
+                && !p.replicas.iter().any(|r| r == to)
+        });
+        let Some((_, placement)) = movable else { break };
+        for r in placement.replicas.iter_mut().filter(|r| *r == from) {
+            *r = to.to_string();
+        }
+        shift(&mut load, from, to, |l| &mut l.replicas);
+    }
+    // Primaries: swap with a warm replica on the least loaded worker.
+    for _ in 0..bound {
+        let Some((from, to)) = imbalance(&load, |l| l.primaries) else {
+            break;
+        };
+        let warm_enough = |feed: &str| {
+            since
+                .get(feed)
+                .and_then(|s| s.get(to))
+                .is_some_and(|t| now - t >= warm)
+        };
+        let movable = out.iter_mut().find(|(feed, p)| {
+            p.primary == from && p.replicas.iter().any(|r| r == to) && warm_enough(feed)
+        });
+        let Some((_, placement)) = movable else { break };
+        placement.primary = to.to_string();
+        for r in placement.replicas.iter_mut().filter(|r| *r == to) {
+            *r = from.to_string();
+        }
+        shift(&mut load, from, to, |l| &mut l.primaries);
+        shift(&mut load, to, from, |l| &mut l.replicas);
+    }
+    out
+}
+
+/// The most and the least loaded workers by `counted` (relative to
+/// capacity), when moving one unit from the first to the second brings
+/// them closer without reversing them.
+fn imbalance<'w>(
+    load: &BTreeMap<&'w str, Load>,
+    counted: impl Fn(&Load) -> u64,
+) -> Option<(&'w str, &'w str)> {
+    // a/b vs c/d compared as a·d vs c·b; ties by id.
+    let by_load = |(a_id, a): &(&&str, &Load), (b_id, b): &(&&str, &Load)| {
+        (counted(a) * b.capacity)
+            .cmp(&(counted(b) * a.capacity))
+            .then(a_id.cmp(b_id))
+    };
+    let most = load.iter().max_by(|a, b| by_load(a, b))?;
+    let least = load.iter().min_by(|a, b| by_load(a, b))?;
+    let (from, f) = most;
+    let (to, t) = least;
+    // After the move, `from` must still carry at least what `to` does.
+    let better = counted(f) > 0 && (counted(f) - 1) * t.capacity >= (counted(t) + 1) * f.capacity;
+    (from != to && better).then_some((*from, *to))
+}
+
+fn shift(
+    load: &mut BTreeMap<&str, Load>,
+    from: &str,
+    to: &str,
+    field: impl Fn(&mut Load) -> &mut u64,
+) {
+    if let Some(l) = load.get_mut(from) {
+        let n = field(l);
+        *n = n.saturating_sub(1);
+    }
+    if let Some(l) = load.get_mut(to) {
+        *field(l) += 1;
+    }
 }
 
 /// Feeds whose primary differs between `old` and `new` (new feeds included):
@@ -320,6 +448,66 @@ mod tests {
     }
 
     #[test]
+    fn a_new_worker_gets_its_share_by_swaps_with_warm_replicas() {
+        let feeds: Vec<DesiredFeed> = (0..12).map(|i| feed(&format!("f{i:02}"), 1)).collect();
+        let two = vec![worker("w1", 1, false), worker("w2", 1, false)];
+        let before = assign(&feeds, &two, &Assignment::new());
+        let three = vec![
+            worker("w1", 1, false),
+            worker("w2", 1, false),
+            worker("w3", 1, false),
+        ];
+        let count = |a: &Assignment, w: &str| {
+            (
+                a.values().filter(|p| p.primary == w).count(),
+                a.values()
+                    .filter(|p| p.replicas.iter().any(|r| r == w))
+                    .count(),
+            )
+        };
+        // At first w3's replicas are cold: only replicas move to it.
+        let mut since = ReplicaSince::new();
+        let step = rebalance(&three, &before, &since, 1_000, 5_000);
+        assert_eq!(count(&step, "w3"), (0, 4), "replicas first: {step:?}");
+        let moved: Vec<&String> = step
+            .iter()
+            .filter(|(id, p)| before[*id] != **p)
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(moved.len(), 4, "as few moves as possible");
+        for (id, p) in &step {
+            for r in &p.replicas {
+                let placed = if before[id].replicas.contains(r) {
+                    0
+                } else {
+                    1_000
+                };
+                since
+                    .entry(id.clone())
+                    .or_default()
+                    .insert(r.clone(), placed);
+            }
+        }
+        assert_eq!(
+            rebalance(&three, &step, &since, 2_000, 5_000),
+            step,
+            "not warm yet"
+        );
+        // Warm: primaries swap with their replicas on w3, the old primaries
+        // take the replica's place.
+        let warm = rebalance(&three, &step, &since, 6_000, 5_000);
+        assert_eq!(count(&warm, "w3").0, 4, "{warm:?}");
+        for (id, p) in &warm {
+            if p.primary == "w3" {
+                assert!(p.replicas.contains(&step[id].primary), "{id}: swapped");
+            }
+        }
+        for w in ["w1", "w2", "w3"] {
+            assert_eq!(count(&warm, w).0, 4, "{w}: primaries balanced");
+        }
+    }
+
+    #[test]
     fn primary_changes_name_new_and_moved_feeds() {
         let old: Assignment = [
             ("a".to_string(), placed("w1", &["w2"])),
@@ -414,6 +602,37 @@ mod tests {
                 }
                 prop_assert!(new.keys().all(|f| feeds.iter().any(|d| &d.id == f)), "only desired feeds");
                 prop_assert_eq!(assign(&feeds, &workers, &new), new.clone(), "a fixed point");
+            }
+
+            #[test]
+            fn rebalancing_keeps_the_rules_and_converges((feeds, workers, current) in inputs()) {
+                let eligible: BTreeSet<&str> = workers.iter().filter(|w| !w.draining).map(|w| w.id.as_str()).collect();
+                let mut state = assign(&feeds, &workers, &current);
+                // Every replica warm: primaries may move too.
+                let since = ReplicaSince::new();
+                let mut rounds = 0;
+                loop {
+                    let next = rebalance(&workers, &state, &since, 0, 0);
+                    for (id, p) in &next {
+                        let old = &state[id];
+                        let distinct: BTreeSet<&str> = p.replicas.iter().map(String::as_str).collect();
+                        prop_assert_eq!(distinct.len(), p.replicas.len(), "replicas distinct");
+                        prop_assert!(!distinct.contains(p.primary.as_str()), "replica on the primary");
+                        prop_assert!(eligible.contains(p.primary.as_str()), "primary eligible");
+                        prop_assert_eq!(p.replicas.len(), old.replicas.len(), "as many replicas");
+                        if p.primary != old.primary {
+                            prop_assert!(old.replicas.contains(&p.primary), "a primary moves only to its replica");
+                            prop_assert!(p.replicas.contains(&old.primary), "and the old primary takes its place");
+                        }
+                    }
+                    prop_assert_eq!(next.keys().collect::<Vec<_>>(), state.keys().collect::<Vec<_>>());
+                    if next == state {
+                        break;
+                    }
+                    state = next;
+                    rounds += 1;
+                    prop_assert!(rounds < 50, "rebalancing converges");
+                }
             }
 
             #[test]

@@ -85,6 +85,11 @@ pub struct AssignmentRecord {
     /// write that made it primary. 0 while that write's second step (setting
     /// it) is pending; a primary starts publishing only under a set epoch.
     pub epoch: u64,
+    /// When each replica was placed (ms): a primary moves by planned
+    /// handover only to a replica that has been warming for the master's
+    /// warm-up time.
+    #[serde(default)]
+    pub replica_since: std::collections::BTreeMap<String, Millis>,
 }
 
 impl Record for AssignmentRecord {

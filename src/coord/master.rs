@@ -14,6 +14,11 @@
 //!   `workers/` and `assignments/` on every change its watches show and every
 //!   `resync` interval; it keeps nothing between two reconciliations, so a new
 //!   leader carries on where the last one stopped.
+//! - **Rebalancing.** After the rules, [`assign::rebalance`] moves
+//!   placements toward balance (a new worker's share): replicas move to the
+//!   least loaded worker; a primary moves only to a replica that has warmed
+//!   for [`MasterOptions::warm`] (`replica_since` in its assignment), the two
+//!   swapping roles, so the move is a planned handover.
 //! - **Epochs.** A write that gives a feed a new primary sets its epoch to 0;
 //!   a second guarded write sets it to the first write's revision (the
 //!   record's `mod_revision`), the new primary's fencing epoch. A leader that
@@ -49,6 +54,9 @@ pub struct MasterOptions {
     pub lease_ttl: Duration,
     /// Full reconciliation at least this often, changes or not.
     pub resync: Duration,
+    /// How long a replica warms up before a primary may move to it to
+    /// rebalance (`assign::rebalance`).
+    pub warm: Duration,
 }
 
 impl MasterOptions {
@@ -58,6 +66,7 @@ impl MasterOptions {
             id: id.into(),
             lease_ttl: Duration::from_secs(5),
             resync: Duration::from_secs(30),
+            warm: Duration::from_secs(10),
         }
     }
 }
@@ -208,9 +217,10 @@ impl Leader<'_> {
             .store
             .watch::<AssignmentRecord, &str>(&[], start)
             .await?;
-        let mut resync = tokio::time::interval(options.resync);
+        // Often enough to see replicas become warm.
+        let mut resync = tokio::time::interval(options.resync.min(options.warm / 2).max(DEBOUNCE));
         loop {
-            match self.reconcile().await {
+            match self.reconcile(options).await {
                 Ok(Reconciled::Done) => {}
                 Ok(Reconciled::Deposed) => return Ok(()),
                 Err(e) if e.is_retryable() => {
@@ -233,7 +243,7 @@ impl Leader<'_> {
 
     /// Lists desired feeds, workers and assignments, writes the difference to
     /// [`assign::assign`]'s result, then sets pending epochs.
-    async fn reconcile(&self) -> Result<Reconciled, StoreError> {
+    async fn reconcile(&self, options: &MasterOptions) -> Result<Reconciled, StoreError> {
         let store = self.store;
         let desired = store.list::<DesiredFeed, &str>(&[]).await?;
         let workers = store.list::<WorkerRecord, &str>(&[]).await?;
@@ -289,7 +299,14 @@ impl Leader<'_> {
                 )
             })
             .collect();
-        let after = assign::assign(&wanted, &live, &before);
+        let now = chrono::Utc::now().timestamp_millis();
+        let since: assign::ReplicaSince = held
+            .iter()
+            .map(|(id, r)| (id.clone(), r.value.replica_since.clone()))
+            .collect();
+        let placed = assign::assign(&wanted, &live, &before);
+        let warm = i64::try_from(options.warm.as_millis()).unwrap_or(i64::MAX);
+        let after = assign::rebalance(&live, &placed, &since, now, warm);
 
         let mut batch = store
             .batch()
@@ -302,6 +319,16 @@ impl Leader<'_> {
                 Some(o) if o.value.primary == placement.primary => o.value.epoch,
                 _ => 0, // a new primary: its epoch is set by the next write
             };
+            // A replica keeps its time while it stays; a new one starts now.
+            let replica_since = placement
+                .replicas
+                .iter()
+                .map(|r| {
+                    let t = since.get(id).and_then(|s| s.get(r)).copied();
+                    let kept = old.is_some_and(|o| o.value.replicas.contains(r));
+                    (r.clone(), t.filter(|_| kept).unwrap_or(now))
+                })
+                .collect();
             let record = AssignmentRecord {
                 exchange: feed.exchange,
                 symbol: feed.symbol.clone(),
@@ -309,6 +336,7 @@ impl Leader<'_> {
                 primary: placement.primary.clone(),
                 replicas: placement.replicas.clone(),
                 epoch,
+                replica_since,
             };
             if old.is_some_and(|o| o.value == record) {
                 continue;

@@ -281,9 +281,13 @@ async fn replace(
     // Settled: every feed on live, non-draining workers with its epoch set
     // and its replicas placed; then `warm` for replicas placed meanwhile
     // (the drained worker's) to fill their buffers.
-    wait(id, "settling the assignments", options, shutdown, || async {
-        settled(store).await.map(|done| done.then_some(()))
-    })
+    wait(
+        id,
+        "settling the assignments",
+        options,
+        shutdown,
+        || async { settled(store).await.map(|done| done.then_some(())) },
+    )
     .await?;
     tokio::select! {
         _ = shutdown.cancelled() => return Err(RolloutError::Stopped),
@@ -310,7 +314,12 @@ async fn settled(store: &Store) -> Result<bool, RolloutError> {
         .await?
         .records
         .into_iter()
-        .map(|a| (a.value.symbol.clone() + "@" + a.value.exchange.as_str(), a.value))
+        .map(|a| {
+            (
+                a.value.symbol.clone() + "@" + a.value.exchange.as_str(),
+                a.value,
+            )
+        })
         .collect();
     let desired = store.list::<DesiredFeed, &str>(&[]).await?;
     Ok(desired.records.iter().all(|d| {
