@@ -732,11 +732,25 @@ impl Drop for SimHandle {
     }
 }
 
+/// A duration flag that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("bad duration {0:?} (expected e.g. 250ms, 20s, 5m, 24h)")]
+    Number(String),
+    #[error("bad duration unit in {0:?} (ms, s, m or h)")]
+    Unit(String),
+    #[error("bad duration {text:?}: {source}")]
+    Range {
+        text: String,
+        source: std::time::TryFromFloatSecsError,
+    },
+}
+
 /// Parse `250ms`, `20s`, `5m`, `24h` (or a bare number of seconds).
 ///
 /// # Errors
-/// A message naming the text.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+/// A [`DurationError`] naming the text.
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -744,15 +758,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text.split_at(split);
     let value: f64 = number
         .parse()
-        .map_err(|_| format!("bad duration {text:?} (expected e.g. 250ms, 20s, 5m, 24h)"))?;
+        .map_err(|_| DurationError::Number(text.to_string()))?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "" | "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        _ => return Err(format!("bad duration unit in {text:?} (ms, s, m or h)")),
+        _ => return Err(DurationError::Unit(text.to_string())),
     };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("bad duration {text:?}: {e}"))
+    Duration::try_from_secs_f64(seconds).map_err(|source| DurationError::Range {
+        text: text.to_string(),
+        source,
+    })
 }
 
 #[cfg(test)]
