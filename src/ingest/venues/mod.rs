@@ -851,17 +851,20 @@ fn oldest_first(mut trades: Vec<Trade>) -> Vec<Trade> {
     trades
 }
 
-/// Parse `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+00:00)` to epoch ms, truncating
-/// the fraction (µs, ns) to the millisecond.
+/// Parse an ISO-8601 / RFC 3339 UTC time (`2021-04-17T16:43:30.244075Z`,
+/// `… 16:43:30+00:00`) to epoch ms, truncating the fraction (µs, ns) to the
+/// millisecond. Exchanges write UTC (`Z` on Coinbase, or a zero offset); any
+/// other offset is refused rather than silently shifted.
 fn parse_iso8601_millis(text: &str) -> Option<Millis> {
-    // UTC only; exchanges write `Z` (Coinbase) or `+00:00`.
-    let local = ["Z", "+00:00", "+0000"]
-        .iter()
-        .find_map(|offset| text.strip_suffix(offset))?;
-    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
-        .iter()
-        .find_map(|format| chrono::NaiveDateTime::parse_from_str(local, format).ok())
-        .map(|time| time.and_utc().timestamp_millis())
+    let time = chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .or_else(|| {
+            // Numeric offsets without a colon (`+0000`), which RFC 3339 leaves out.
+            ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z"]
+                .iter()
+                .find_map(|format| chrono::DateTime::parse_from_str(text, format).ok())
+        })?;
+    (time.offset().local_minus_utc() == 0).then(|| time.timestamp_millis())
 }
 
 #[cfg(test)]
@@ -893,6 +896,8 @@ mod tests {
             ("2024-10-04T07:13:31Z", Some(1_728_026_011_000)),
             ("2024-10-04T07:13:31.2Z", Some(1_728_026_011_200)),
             ("2024-10-04T07:13:31.999999+00:00", Some(1_728_026_011_999)),
+            ("2024-10-04T07:13:31.5+0000", Some(1_728_026_011_500)),
+            ("2024-10-04T09:13:31+02:00", None),
             ("1970-01-01T00:00:00.000Z", Some(0)),
             ("2000-02-29T12:00:00Z", Some(951_825_600_000)),
             ("2024-10-04T07:13:31.Z", None),
