@@ -296,6 +296,28 @@ pub struct IngestConfig {
     pub rest_timeout_ms: u64,
     /// Trades a hot replica keeps per symbol for its promotion.
     pub replica_buffer_trades: usize,
+    /// Where instrument names (`BASE-QUOTE`) come from: `fetch` the
+    /// exchange's own instrument list at start (cached; the built-in rules
+    /// when neither the list nor the cache can be had), or `builtin` rules
+    /// only. See `ingest::venues::instruments`.
+    pub instruments: InstrumentsMode,
+    /// Folder of the cached instrument lists (`<exchange>.json`); absent:
+    /// `instruments/` in tickfetch's cache folder (`$TICKFETCH_CACHE`, else
+    /// `$XDG_CACHE_HOME/tickfetch`, else `~/.cache/tickfetch`); empty: no cache.
+    pub instruments_cache_dir: Option<PathBuf>,
+    /// Loading every exchange's instrument list takes at most this long.
+    pub instruments_timeout_ms: u64,
+}
+
+/// Where instrument names come from (`ingest.instruments`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstrumentsMode {
+    /// The exchange's instrument list (then its cached copy, then the rules).
+    #[default]
+    Fetch,
+    /// The built-in rules (quote-suffix lists, `BASE-QUOTE` ids), no request.
+    Builtin,
 }
 
 impl Default for IngestConfig {
@@ -311,6 +333,9 @@ impl Default for IngestConfig {
             gap_grace_ms: 500,
             rest_timeout_ms: 5_000,
             replica_buffer_trades: 10_000,
+            instruments: InstrumentsMode::Fetch,
+            instruments_cache_dir: None,
+            instruments_timeout_ms: 10_000,
         }
     }
 }

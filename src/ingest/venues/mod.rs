@@ -23,11 +23,18 @@
 //! | `IDS_ARE_SEQUENTIAL` | whether trade ids are contiguous per symbol (gap detection) |
 //! | `Feed` | which of the exchange's trade streams (and wire dialect) is spoken |
 //! | `ws_url`, `rest_base_url`, `keep_alive`, `limits` | per-feed connection rules as data |
-//! | `instrument` | exchange symbol → normalised `BASE-QUOTE` |
+//! | `instrument` | exchange symbol → normalised `BASE-QUOTE`, by the loaded instrument list or else `builtin_instrument` ([`instruments`]) |
+//! | `builtin_instrument`, `QUOTE_ASSETS` | the exchange's one built-in rule, for when no list is loaded |
+//! | `REST_INSTRUMENTS_PATH`, `INSTRUMENT_LIST_QUERIES`, `parse_instruments`, `listing_covers` | the exchange's own instrument list |
 //! | `subscribe_requests` | the subscribe messages for a list of symbols, split to the exchange's limits |
 //! | `parse_frame` | one received frame → [`Frame`] |
 //! | `rest_trades_path`, `parse_rest_trades` | the recent-trades REST endpoint |
 //! | wire types (`…Trade`, `…Event`) | serde structs mirroring the JSON, raw payload in the doc comment |
+//!
+//! [`instruments`] owns the catalogue of instrument names: the exchanges'
+//! own lists (fetched, cached) with the built-in rules as the fallback, one
+//! mapping shared by the live feed, REST backfill, `tickfetch import` and
+//! the simulator.
 //!
 //! [`Feed`] (this module) wraps the per-exchange feeds so that a worker can be
 //! configured with `binance:aggTrade`; [`Feed::rules`] and [`venue`] are the
@@ -44,6 +51,7 @@
 pub mod binance;
 pub mod bybit;
 pub mod coinbase;
+pub mod instruments;
 pub mod okx;
 pub mod upbit;
 
@@ -54,6 +62,7 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 
 use crate::model::{Exchange, Millis, Trade};
+use instruments::{Instrument, InstrumentPage};
 
 /// How many bytes of a bad input an error message quotes.
 const EXCERPT_BYTES: usize = 160;
@@ -399,6 +408,27 @@ pub trait Venue: Sync {
     /// # Errors
     /// As [`instrument`].
     fn instrument(&self, symbol: &str) -> Result<String, ExchangeError>;
+    /// The exchange's built-in rule, used where no instrument list decides.
+    ///
+    /// # Errors
+    /// [`ExchangeError::UnknownSymbol`] when the rule cannot split the symbol.
+    fn builtin_instrument(&self, symbol: &str) -> Result<Instrument, ExchangeError>;
+    /// The live host of the exchange's instrument list.
+    fn instruments_base_url(&self) -> &'static str;
+    /// The list's path below the REST base URL.
+    fn instruments_path(&self) -> &'static str;
+    /// One query string per request the list takes (Bybit: one per
+    /// category); `""` for none.
+    fn instrument_list_queries(&self) -> &'static [&'static str];
+    /// One page of the list.
+    ///
+    /// # Errors
+    /// [`ExchangeError::Rejected`] for the exchange's error body,
+    /// [`ExchangeError::Malformed`] for anything else that is not its list.
+    fn parse_instruments(&self, body: &[u8]) -> Result<InstrumentPage, ExchangeError>;
+    /// Whether the list covers `symbol`'s market (OKX lists SPOT only, so
+    /// its derivative ids keep the built-in rule).
+    fn listing_covers(&self, symbol: &str) -> bool;
     fn ids_are_sequential(&self) -> bool;
 }
 
@@ -446,6 +476,24 @@ macro_rules! venue_modules {
             fn instrument(&self, symbol: &str) -> Result<String, ExchangeError> {
                 $module::instrument(symbol)
             }
+            fn builtin_instrument(&self, symbol: &str) -> Result<Instrument, ExchangeError> {
+                $module::builtin_instrument(symbol)
+            }
+            fn instruments_base_url(&self) -> &'static str {
+                $module::INSTRUMENTS_BASE_URL
+            }
+            fn instruments_path(&self) -> &'static str {
+                $module::REST_INSTRUMENTS_PATH
+            }
+            fn instrument_list_queries(&self) -> &'static [&'static str] {
+                $module::INSTRUMENT_LIST_QUERIES
+            }
+            fn parse_instruments(&self, body: &[u8]) -> Result<InstrumentPage, ExchangeError> {
+                $module::parse_instruments(body)
+            }
+            fn listing_covers(&self, symbol: &str) -> bool {
+                $module::listing_covers(symbol)
+            }
             fn ids_are_sequential(&self) -> bool {
                 $module::IDS_ARE_SEQUENTIAL
             }
@@ -460,6 +508,24 @@ macro_rules! venue_modules {
             }
             fn instrument(&self, symbol: &str) -> Result<String, ExchangeError> {
                 $venue.instrument(symbol)
+            }
+            fn builtin_instrument(&self, symbol: &str) -> Result<Instrument, ExchangeError> {
+                $venue.builtin_instrument(symbol)
+            }
+            fn instruments_base_url(&self) -> &'static str {
+                $venue.instruments_base_url()
+            }
+            fn instruments_path(&self) -> &'static str {
+                $venue.instruments_path()
+            }
+            fn instrument_list_queries(&self) -> &'static [&'static str] {
+                $venue.instrument_list_queries()
+            }
+            fn parse_instruments(&self, body: &[u8]) -> Result<InstrumentPage, ExchangeError> {
+                $venue.parse_instruments(body)
+            }
+            fn listing_covers(&self, symbol: &str) -> bool {
+                $venue.listing_covers(symbol)
             }
             fn ids_are_sequential(&self) -> bool {
                 $venue.ids_are_sequential()
@@ -593,10 +659,13 @@ pub fn parse_frame(
     venue(exchange).parse_frame(payload, receive_time)
 }
 
-/// The normalised `BASE-QUOTE` instrument of an exchange symbol.
+/// The normalised `BASE-QUOTE` instrument of an exchange symbol, by the
+/// process-wide catalogue ([`instruments::resolve`]): the exchange's loaded
+/// instrument list, else its built-in rule.
 ///
 /// # Errors
-/// [`ExchangeError::UnknownSymbol`] when the symbol does not split.
+/// [`ExchangeError::UnknownSymbol`] when the loaded list lacks the symbol,
+/// or (without a list) the built-in rule cannot split it.
 pub fn instrument(exchange: Exchange, symbol: &str) -> Result<String, ExchangeError> {
     venue(exchange).instrument(symbol)
 }
@@ -809,7 +878,7 @@ fn split_by_quote_suffix(
     exchange: Exchange,
     symbol: &str,
     quotes: &[&str],
-) -> Result<String, ExchangeError> {
+) -> Result<Instrument, ExchangeError> {
     let best = quotes
         .iter()
         .filter(|quote| symbol.len() > quote.len() && symbol.ends_with(*quote))
@@ -817,7 +886,7 @@ fn split_by_quote_suffix(
     match best {
         Some(quote) => {
             let base = &symbol[..symbol.len() - quote.len()];
-            Ok(format!("{base}-{quote}"))
+            Ok(Instrument::new(symbol, base, *quote))
         }
         None => Err(unknown_symbol(
             exchange,
