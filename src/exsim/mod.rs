@@ -81,6 +81,7 @@ pub use faults::{Fault, FaultKind, FaultRequest};
 pub use generator::{generated_symbols, GeneratedOrder, TradeGenerator};
 pub use market::{ExchangeStatsSnapshot, Series};
 
+use crate::ingest::venues::instruments::Instrument;
 use crate::ingest::venues::{binance, receive_time_now, Feed};
 use crate::model::{Exchange, Trade};
 use crate::shutdown::CancellationToken;
@@ -161,6 +162,10 @@ pub struct GenerateConfig {
     pub max_fills: u32,
     /// Explicit symbols per exchange, instead of the generated names.
     pub symbols: BTreeMap<Exchange, Vec<String>>,
+    /// What some symbols stand for (their trades' instrument, and their row
+    /// in the metadata endpoints), for symbols the exchange's built-in rule
+    /// cannot split or splits otherwise; the rule names the rest.
+    pub instruments: BTreeMap<Exchange, Vec<Instrument>>,
 }
 
 impl Default for GenerateConfig {
@@ -171,6 +176,7 @@ impl Default for GenerateConfig {
             seed: 1,
             max_fills: 1,
             symbols: BTreeMap::new(),
+            instruments: BTreeMap::new(),
         }
     }
 }
@@ -483,14 +489,22 @@ impl Simulator {
                     let symbols = generate.symbols.get(exchange).cloned().unwrap_or_else(|| {
                         generated_symbols(*exchange, generate.symbols_per_exchange)
                     });
-                    let generator = TradeGenerator::new(
+                    let listed = generate
+                        .instruments
+                        .get(exchange)
+                        .map_or(&[][..], Vec::as_slice);
+                    let generator = TradeGenerator::with_instruments(
                         *exchange,
                         &symbols,
+                        listed,
                         generate.seed,
                         generate.max_fills,
                     )?;
                     for symbol in &symbols {
-                        book.add_symbol(symbol);
+                        match listed.iter().find(|i| i.symbol == *symbol) {
+                            Some(instrument) => book.add_listed(instrument.clone()),
+                            None => book.add_symbol(symbol),
+                        }
                     }
                     let generator = Arc::new(Mutex::new(generator));
                     generators.insert(*exchange, generator.clone());
@@ -516,7 +530,12 @@ impl Simulator {
                 for (exchange, book) in &books {
                     let trades = loaded.get(exchange).cloned().unwrap_or_default();
                     for trade in &trades {
-                        book.add_symbol(&trade.symbol);
+                        match Instrument::from_name(&trade.symbol, &trade.instrument) {
+                            Some(instrument) if !book.is_known(&trade.symbol) => {
+                                book.add_listed(instrument);
+                            }
+                            _ => book.add_symbol(&trade.symbol),
+                        }
                     }
                     tasks.spawn(replay::run(
                         book.clone(),
