@@ -763,6 +763,38 @@ mod tests {
     }
 
     #[test]
+    fn instrument_keys() {
+        let (_dir, path) = write(
+            "[ingest]\ninstruments = \"builtin\"\ninstruments_cache_dir = \"/var/cache/tf\"\n",
+        );
+        let config = ConfigLoader::new()
+            .file(Some(&path))
+            .env(vec![(
+                "TICKFETCH__INGEST__INSTRUMENTS_TIMEOUT_MS".into(),
+                "2500".into(),
+            )])
+            .load()
+            .expect("valid config");
+        assert_eq!(config.ingest.instruments, InstrumentsMode::Builtin);
+        assert_eq!(
+            config.ingest.instruments_cache_dir,
+            Some(PathBuf::from("/var/cache/tf"))
+        );
+        assert_eq!(config.ingest.instruments_timeout_ms, 2500);
+        assert_eq!(Config::default().ingest.instruments, InstrumentsMode::Fetch);
+
+        let (_dir, path) = write("[ingest]\ninstruments = \"sometimes\"\n");
+        let message = ConfigLoader::new()
+            .file(Some(&path))
+            .env(vec![])
+            .load()
+            .expect_err("unknown mode")
+            .to_string();
+        assert!(message.contains("ingest.instruments"), "{message}");
+        assert!(message.contains("builtin"), "{message}");
+    }
+
+    #[test]
     fn secrets_are_redacted() {
         let mut config = Config::default();
         config.mongodb.uri = "mongodb://user:hunter2@db:27017".into();

@@ -202,8 +202,7 @@ impl LoadOutcome {
         }
         let problems: Vec<String> = self.problems.iter().map(ToString::to_string).collect();
         Some(format!(
-            "{}: {}; {} symbols are named by {}",
-            self.exchange,
+            "{}; {} symbols are named by {}",
             problems.join("; "),
             self.exchange,
             self.source
@@ -689,6 +688,93 @@ mod tests {
         assert_eq!(
             sources_for(&config, &[Exchange::Upbit])[0].list_url(),
             "https://api.upbit.com/v1/market/all"
+        );
+    }
+
+    /// A loopback server answering each instruments-info request with the
+    /// page its query asks for; returns the base URL and the paths asked.
+    async fn bybit_pages() -> (String, tokio::task::JoinHandle<Vec<String>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let server = tokio::spawn(async move {
+            let mut paths = Vec::new();
+            for _ in 0..4 {
+                let (mut socket, _) = listener.accept().await.expect("accept");
+                let mut request = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = socket.read(&mut chunk).await.expect("read");
+                    assert!(n > 0, "request cut short");
+                    request.extend_from_slice(&chunk[..n]);
+                }
+                let text = String::from_utf8_lossy(&request);
+                let path = text.split(' ').nth(1).unwrap_or_default().to_string();
+                let row = |s: &str, b: &str, q: &str| {
+                    format!(
+                        r#"{{"symbol":"{s}","baseCoin":"{b}","quoteCoin":"{q}","status":"Trading"}}"#
+                    )
+                };
+                let (category, rows, cursor) = if path.contains("category=spot") {
+                    ("spot", row("BTCUSDT", "BTC", "USDT"), None)
+                } else if path.contains("cursor=first%3DA%26last%3DB") {
+                    ("linear", row("ETHPERP", "ETH", "USDC"), Some(""))
+                } else if path.contains("category=linear") {
+                    (
+                        "linear",
+                        row("1000PEPEUSDT", "1000PEPE", "USDT"),
+                        Some("first%3DA%26last%3DB"),
+                    )
+                } else {
+                    ("inverse", row("BTCUSD", "BTC", "USD"), Some(""))
+                };
+                let cursor =
+                    cursor.map_or(String::new(), |c| format!(r#","nextPageCursor":"{c}""#));
+                let body = format!(
+                    r#"{{"retCode":0,"retMsg":"OK","result":{{"category":"{category}","list":[{rows}]{cursor}}},"retExtInfo":{{}},"time":1}}"#
+                );
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                socket.write_all(response.as_bytes()).await.expect("write");
+                paths.push(path);
+            }
+            paths
+        });
+        (base, server)
+    }
+
+    #[tokio::test]
+    async fn bybit_lists_every_category_and_follows_the_cursor() {
+        let (base_url, server) = bybit_pages().await;
+        let source = MetadataSource {
+            exchange: Exchange::Bybit,
+            base_url,
+        };
+        let table = fetch(&source, Duration::from_secs(5)).await.expect("fetch");
+        let mut names: Vec<String> = table.instruments().map(Instrument::to_string).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "1000PEPEUSDT = 1000PEPE-USDT",
+                "BTCUSD = BTC-USD",
+                "BTCUSDT = BTC-USDT",
+                "ETHPERP = ETH-USDC"
+            ]
+        );
+        let paths = server.await.expect("server");
+        assert_eq!(
+            paths,
+            [
+                "/v5/market/instruments-info?category=spot",
+                "/v5/market/instruments-info?category=linear&limit=1000",
+                "/v5/market/instruments-info?category=linear&limit=1000&cursor=first%3DA%26last%3DB",
+                "/v5/market/instruments-info?category=inverse&limit=1000",
+            ]
         );
     }
 

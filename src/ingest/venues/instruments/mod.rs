@@ -20,7 +20,7 @@
 //! Coinbase `GET /products` (`[].id/base_currency/quote_currency`) and
 //! Upbit `GET /v1/market/all` (`[].market`, `KRW-BTC` = quote-base). Each
 //! exchange module parses its own list (`parse_instruments`, wire structs
-//! with the raw payload in their docs); [`load`] fetches them through the
+//! with the raw payload in their docs); [`load()`] fetches them through the
 //! worker's own HTTP client, with one timeout, and keeps a copy in a cache
 //! file that is used when the next fetch fails.
 //!
