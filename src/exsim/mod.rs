@@ -36,6 +36,12 @@
 //! Binance's URL-subscribed combined streams, `binance::combined_stream_url`
 //! takes the base [`SimHandle::ws_base`] (`ws://H/binance`).
 //!
+//! Below each REST base, besides the recent-trades endpoints, the exchange's
+//! instrument list (`/api/v3/exchangeInfo`, `/v1/market/all`, `/products`,
+//! `/v5/market/instruments-info`, `/api/v5/public/instruments`) lists every
+//! simulated symbol (see `rest.rs`), so a worker pointed here loads its
+//! instrument names from the simulator as it would from the exchange.
+//!
 //! # Library use
 //! ```no_run
 //! # async fn demo() -> Result<(), tickfetch::exsim::SimError> {
