@@ -296,6 +296,28 @@ pub struct IngestConfig {
     pub rest_timeout_ms: u64,
     /// Trades a hot replica keeps per symbol for its promotion.
     pub replica_buffer_trades: usize,
+    /// Where instrument names (`BASE-QUOTE`) come from: `fetch` the
+    /// exchange's own instrument list at start (cached; the built-in rules
+    /// when neither the list nor the cache can be had), or `builtin` rules
+    /// only. See `ingest::venues::instruments`.
+    pub instruments: InstrumentsMode,
+    /// Folder of the cached instrument lists (`<exchange>.json`); absent:
+    /// `instruments/` in tickfetch's cache folder (`$TICKFETCH_CACHE`, else
+    /// `$XDG_CACHE_HOME/tickfetch`, else `~/.cache/tickfetch`); empty: no cache.
+    pub instruments_cache_dir: Option<PathBuf>,
+    /// Loading every exchange's instrument list takes at most this long.
+    pub instruments_timeout_ms: u64,
+}
+
+/// Where instrument names come from (`ingest.instruments`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstrumentsMode {
+    /// The exchange's instrument list (then its cached copy, then the rules).
+    #[default]
+    Fetch,
+    /// The built-in rules (quote-suffix lists, `BASE-QUOTE` ids), no request.
+    Builtin,
 }
 
 impl Default for IngestConfig {
@@ -311,6 +333,9 @@ impl Default for IngestConfig {
             gap_grace_ms: 500,
             rest_timeout_ms: 5_000,
             replica_buffer_trades: 10_000,
+            instruments: InstrumentsMode::Fetch,
+            instruments_cache_dir: None,
+            instruments_timeout_ms: 10_000,
         }
     }
 }
@@ -757,6 +782,38 @@ mod tests {
             assert!(message.contains(key), "{name}: {message}");
             assert!(message.contains(origin), "{name}: {message}");
         }
+    }
+
+    #[test]
+    fn instrument_keys() {
+        let (_dir, path) = write(
+            "[ingest]\ninstruments = \"builtin\"\ninstruments_cache_dir = \"/var/cache/tf\"\n",
+        );
+        let config = ConfigLoader::new()
+            .file(Some(&path))
+            .env(vec![(
+                "TICKFETCH__INGEST__INSTRUMENTS_TIMEOUT_MS".into(),
+                "2500".into(),
+            )])
+            .load()
+            .expect("valid config");
+        assert_eq!(config.ingest.instruments, InstrumentsMode::Builtin);
+        assert_eq!(
+            config.ingest.instruments_cache_dir,
+            Some(PathBuf::from("/var/cache/tf"))
+        );
+        assert_eq!(config.ingest.instruments_timeout_ms, 2500);
+        assert_eq!(Config::default().ingest.instruments, InstrumentsMode::Fetch);
+
+        let (_dir, path) = write("[ingest]\ninstruments = \"sometimes\"\n");
+        let message = ConfigLoader::new()
+            .file(Some(&path))
+            .env(vec![])
+            .load()
+            .expect_err("unknown mode")
+            .to_string();
+        assert!(message.contains("ingest.instruments"), "{message}");
+        assert!(message.contains("builtin"), "{message}");
     }
 
     #[test]

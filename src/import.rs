@@ -18,9 +18,12 @@
 //! milliseconds or microseconds: values above 10^14 are taken as µs and
 //! floored to ms. `is_buyer_maker = true` means the taker sold ([`Side::Sell`]).
 //! Prices and quantities are parsed from their text exactly ([`Decimal`]).
-//! Imported trades get `receive_time = exchange_time`. The Binance instrument
-//! (`BASE-QUOTE`) is derived by splitting a known quote asset off the symbol
-//! ([`binance_instrument`]).
+//! Imported trades get `receive_time = exchange_time`. A CSV symbol's
+//! instrument (`BASE-QUOTE`) comes from the same catalogue the live feed
+//! uses (`ingest::venues::instruments`): the exchange's instrument list when
+//! one is installed (`tickfetch import` loads it first, as the worker does),
+//! else the exchange's built-in rule; a symbol the loaded list lacks is an
+//! error ([`ImportError::UnknownSymbol`]).
 //!
 //! The reader streams: it holds one line and one [`Trade`] at a time, so a file of
 //! any size imports in constant memory (the candle engine's own memory aside).
@@ -35,6 +38,8 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::coord::epoch::Epoch;
+use crate::ingest::venues::instruments::{self, Instruments};
+use crate::ingest::venues::ExchangeError;
 use crate::model::{Candle, Exchange, Interval, Millis, Side, Trade};
 use crate::rollup::engine::{CandlePipeline, EngineError, Outcome, PipelineConfig};
 
@@ -48,12 +53,13 @@ pub enum ImportError {
     /// The format name is not one of [`ImportFormat::ALL`].
     #[error("unknown import format {0:?} (expected one of binance-aggtrades-csv, binance-trades-csv, trades-jsonl)")]
     UnknownFormat(String),
-    /// The Binance symbol ends in no known quote asset.
-    #[error("cannot split Binance symbol {0:?} into BASE-QUOTE: it must be upper-case letters and digits ending in a known quote asset ({quotes})", quotes = crate::ingest::venues::binance::QUOTE_ASSETS.join(", "))]
-    UnknownSymbol(String),
+    /// The symbol names no instrument: the loaded instrument list lacks it,
+    /// or (without a list) the exchange's built-in rule cannot split it.
+    #[error(transparent)]
+    UnknownSymbol(ExchangeError),
     /// One row could not be read as a trade; the import goes on.
     #[error("line {line}: {reason}")]
-    BadRow { line: u64, reason: String },
+    BadRow { line: u64, reason: RowError },
     /// A trade older than the engine's retention horizon: in no candle.
     #[error(
         "line {line}: trade {trade_id} is older than the retention horizon and is in no candle"
@@ -71,7 +77,70 @@ pub enum ImportError {
     Engine(#[from] EngineError),
     /// Publishing to Kafka failed; the import stops.
     #[error("publishing to Kafka: {0}")]
-    Publish(String),
+    Publish(#[source] crate::kafka::KafkaError),
+}
+
+/// Why one row is not a trade (the import goes on without it).
+#[derive(Debug, thiserror::Error)]
+pub enum RowError {
+    #[error("not valid UTF-8")]
+    NotUtf8,
+    /// A header row with a column count the format does not have.
+    #[error("header has {columns} columns; {format} has {min} or {max}")]
+    Header {
+        columns: usize,
+        format: ImportFormat,
+        min: usize,
+        max: usize,
+    },
+    /// A data row with a column count the format does not have (counted up
+    /// to 9: "more than 8").
+    #[error("{} columns; {format} rows have {min} or {max}", column_count(*.count))]
+    Columns {
+        count: usize,
+        format: ImportFormat,
+        min: usize,
+        max: usize,
+    },
+    #[error("{name} {text:?} is not a non-negative integer")]
+    NotAnId { name: &'static str, text: String },
+    #[error("{name} {text:?} is not a decimal: {source}")]
+    NotADecimal {
+        name: &'static str,
+        text: String,
+        source: rust_decimal::Error,
+    },
+    #[error("{name} {text:?} is negative")]
+    Negative { name: &'static str, text: String },
+    #[error("{name} {text:?} is not an integer timestamp")]
+    NotATimestamp { name: &'static str, text: String },
+    #[error("{name} {text:?} is not true or false")]
+    NotABool { name: &'static str, text: String },
+    #[error("last_trade_id {last} is below first_trade_id {first}")]
+    IdsOutOfOrder { first: u64, last: u64 },
+    /// A `trades-jsonl` line that is not a trade.
+    #[error("not a trade: {0}")]
+    NotATrade(#[source] serde_json::Error),
+    /// A `trades-jsonl` trade of another exchange or symbol.
+    #[error("trade of {exchange}:{symbol} in an import of {expected_exchange}:{expected_symbol}")]
+    OtherSymbol {
+        exchange: Exchange,
+        symbol: String,
+        expected_exchange: Exchange,
+        expected_symbol: String,
+    },
+    /// The candle engine refused the trade.
+    #[error(transparent)]
+    Engine(EngineError),
+}
+
+/// `9` → `more than 8` (rows are split into at most 8 fields and a marker).
+fn column_count(count: usize) -> String {
+    if count > 8 {
+        "more than 8".to_owned()
+    } else {
+        count.to_string()
+    }
 }
 
 impl ImportError {
@@ -149,26 +218,16 @@ impl FromStr for ImportFormat {
     }
 }
 
-/// `BASE-QUOTE` for a Binance symbol, as the live feed maps it
-/// (`venues::binance::instrument`, the longest known quote suffix):
-/// `XRPETH` → `XRP-ETH`, `BTCFDUSD` → `BTC-FDUSD`.
+/// `BASE-QUOTE` for a Binance symbol, exactly as the live feed names it
+/// (`venues::binance::instrument`: the installed instrument list, else the
+/// longest known quote suffix): `XRPETH` → `XRP-ETH`, `BTCFDUSD` → `BTC-FDUSD`.
 ///
 /// # Errors
-/// [`ImportError::UnknownSymbol`] if the symbol is not upper-case letters and
-/// digits or ends in no known quote asset (with a non-empty base before it).
+/// [`ImportError::UnknownSymbol`] if the installed list lacks the symbol, or
+/// (without a list) it is not upper-case letters and digits ending in a known
+/// quote asset with a non-empty base before it.
 pub fn binance_instrument(symbol: &str) -> Result<String, ImportError> {
-    let valid = !symbol.is_empty()
-        && symbol
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
-    // The live feed's mapping: a CSV import and the feed name a symbol alike.
-    if let Some(instrument) = valid
-        .then(|| crate::ingest::venues::binance::instrument(symbol).ok())
-        .flatten()
-    {
-        return Ok(instrument);
-    }
-    Err(ImportError::UnknownSymbol(symbol.to_owned()))
+    crate::ingest::venues::binance::instrument(symbol).map_err(ImportError::UnknownSymbol)
 }
 
 /// Counts of one read.
@@ -213,21 +272,36 @@ pub struct TradeReader<R> {
 }
 
 impl<R: BufRead> TradeReader<R> {
-    /// A reader of `format` rows of `exchange`'s `symbol`.
+    /// A reader of `format` rows of `exchange`'s `symbol`, naming CSV
+    /// symbols by the process-wide instrument catalogue (the live feed's).
     ///
     /// # Errors
-    /// [`ImportError::UnknownSymbol`] for a Binance CSV format whose symbol cannot
-    /// be split into an instrument.
+    /// [`ImportError::UnknownSymbol`] for a CSV format whose symbol names no
+    /// instrument.
     pub fn new(
         reader: R,
         format: ImportFormat,
         exchange: Exchange,
         symbol: &str,
     ) -> Result<Self, ImportError> {
+        Self::with_instruments(reader, format, exchange, symbol, &instruments::installed())
+    }
+
+    /// As [`TradeReader::new`], naming CSV symbols by `instruments`.
+    ///
+    /// # Errors
+    /// As [`TradeReader::new`].
+    pub fn with_instruments(
+        reader: R,
+        format: ImportFormat,
+        exchange: Exchange,
+        symbol: &str,
+        instruments: &Instruments,
+    ) -> Result<Self, ImportError> {
         let instrument = match format {
-            ImportFormat::BinanceAggTradesCsv | ImportFormat::BinanceTradesCsv => {
-                binance_instrument(symbol)?
-            }
+            ImportFormat::BinanceAggTradesCsv | ImportFormat::BinanceTradesCsv => instruments
+                .name(exchange, symbol)
+                .map_err(ImportError::UnknownSymbol)?,
             ImportFormat::TradesJsonl => String::new(),
         };
         Ok(TradeReader {
@@ -291,7 +365,7 @@ impl<R: BufRead> TradeReader<R> {
                 self.report.bad_rows += 1;
                 return Some(Err(ImportError::BadRow {
                     line,
-                    reason: "not valid UTF-8".to_owned(),
+                    reason: RowError::NotUtf8,
                 }));
             };
             let text = text.strip_prefix('\u{feff}').unwrap_or(text).trim();
@@ -310,10 +384,12 @@ impl<R: BufRead> TradeReader<R> {
                 self.report.bad_rows += 1;
                 return Some(Err(ImportError::BadRow {
                     line,
-                    reason: format!(
-                        "header has {columns} columns; {} has {min} or {max}",
-                        self.format
-                    ),
+                    reason: RowError::Header {
+                        columns,
+                        format: self.format,
+                        min,
+                        max,
+                    },
                 }));
             }
             self.report.rows += 1;
@@ -369,43 +445,53 @@ fn split_fields(text: &str) -> ([&str; 9], usize) {
     (fields, count)
 }
 
-fn check_columns(format: ImportFormat, count: usize) -> Result<(), String> {
+fn check_columns(format: ImportFormat, count: usize) -> Result<(), RowError> {
     let (min, max) = format.columns();
     if (min..=max).contains(&count) {
         Ok(())
     } else {
-        let found = if count > 8 {
-            "more than 8".to_owned()
-        } else {
-            count.to_string()
-        };
-        Err(format!(
-            "{found} columns; {format} rows have {min} or {max}"
-        ))
+        Err(RowError::Columns {
+            count,
+            format,
+            min,
+            max,
+        })
     }
 }
 
-fn parse_id(name: &str, text: &str) -> Result<u64, String> {
-    text.parse()
-        .map_err(|_| format!("{name} {text:?} is not a non-negative integer"))
+fn parse_id(name: &'static str, text: &str) -> Result<u64, RowError> {
+    text.parse().map_err(|_| RowError::NotAnId {
+        name,
+        text: text.to_owned(),
+    })
 }
 
-fn parse_decimal(name: &str, text: &str) -> Result<Decimal, String> {
-    let value =
-        Decimal::from_str(text).map_err(|e| format!("{name} {text:?} is not a decimal: {e}"))?;
+fn parse_decimal(name: &'static str, text: &str) -> Result<Decimal, RowError> {
+    let value = Decimal::from_str(text).map_err(|source| RowError::NotADecimal {
+        name,
+        text: text.to_owned(),
+        source,
+    })?;
     if value < Decimal::ZERO {
-        return Err(format!("{name} {text:?} is negative"));
+        return Err(RowError::Negative {
+            name,
+            text: text.to_owned(),
+        });
     }
     Ok(value)
 }
 
 /// Epoch ms from ms or µs.
-fn parse_time(name: &str, text: &str) -> Result<Millis, String> {
-    let value: i64 = text
-        .parse()
-        .map_err(|_| format!("{name} {text:?} is not an integer timestamp"))?;
+fn parse_time(name: &'static str, text: &str) -> Result<Millis, RowError> {
+    let value: i64 = text.parse().map_err(|_| RowError::NotATimestamp {
+        name,
+        text: text.to_owned(),
+    })?;
     if value < 0 {
-        return Err(format!("{name} {text:?} is negative"));
+        return Err(RowError::Negative {
+            name,
+            text: text.to_owned(),
+        });
     }
     Ok(if value > MICROS_THRESHOLD {
         value / 1_000
@@ -414,13 +500,16 @@ fn parse_time(name: &str, text: &str) -> Result<Millis, String> {
     })
 }
 
-fn parse_bool(name: &str, text: &str) -> Result<bool, String> {
+fn parse_bool(name: &'static str, text: &str) -> Result<bool, RowError> {
     if text.eq_ignore_ascii_case("true") {
         Ok(true)
     } else if text.eq_ignore_ascii_case("false") {
         Ok(false)
     } else {
-        Err(format!("{name} {text:?} is not true or false"))
+        Err(RowError::NotABool {
+            name,
+            text: text.to_owned(),
+        })
     }
 }
 
@@ -433,7 +522,7 @@ fn taker_side(is_buyer_maker: bool) -> Side {
 }
 
 /// `agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker[,is_best_match]`
-fn parse_aggtrade(text: &str, trade: &mut Trade) -> Result<(), String> {
+fn parse_aggtrade(text: &str, trade: &mut Trade) -> Result<(), RowError> {
     let (f, count) = split_fields(text);
     check_columns(ImportFormat::BinanceAggTradesCsv, count)?;
     parse_id("agg_trade_id", f[0])?;
@@ -442,9 +531,7 @@ fn parse_aggtrade(text: &str, trade: &mut Trade) -> Result<(), String> {
     let first = parse_id("first_trade_id", f[3])?;
     let last = parse_id("last_trade_id", f[4])?;
     if last < first {
-        return Err(format!(
-            "last_trade_id {last} is below first_trade_id {first}"
-        ));
+        return Err(RowError::IdsOutOfOrder { first, last });
     }
     let time = parse_time("transact_time", f[5])?;
     let side = taker_side(parse_bool("is_buyer_maker", f[6])?);
@@ -464,7 +551,7 @@ fn parse_aggtrade(text: &str, trade: &mut Trade) -> Result<(), String> {
 }
 
 /// `id,price,qty,quote_qty,time,is_buyer_maker[,is_best_match]`
-fn parse_binance_trade(text: &str, trade: &mut Trade) -> Result<(), String> {
+fn parse_binance_trade(text: &str, trade: &mut Trade) -> Result<(), RowError> {
     let (f, count) = split_fields(text);
     check_columns(ImportFormat::BinanceTradesCsv, count)?;
     parse_id("id", f[0])?;
@@ -493,13 +580,15 @@ fn parse_jsonl(
     exchange: Exchange,
     symbol: &str,
     trade: &mut Trade,
-) -> Result<(), String> {
-    let parsed: Trade = serde_json::from_str(text).map_err(|e| format!("not a trade: {e}"))?;
+) -> Result<(), RowError> {
+    let parsed: Trade = serde_json::from_str(text).map_err(RowError::NotATrade)?;
     if parsed.exchange != exchange || parsed.symbol != symbol {
-        return Err(format!(
-            "trade of {}:{} in an import of {exchange}:{symbol}",
-            parsed.exchange, parsed.symbol
-        ));
+        return Err(RowError::OtherSymbol {
+            exchange: parsed.exchange,
+            symbol: parsed.symbol,
+            expected_exchange: exchange,
+            expected_symbol: symbol.to_owned(),
+        });
     }
     *trade = parsed;
     Ok(())
@@ -571,7 +660,7 @@ pub fn candles_from_reader<R: BufRead>(
                 Err(e) if e.is_terminal() => return Err(e.into()),
                 Err(e) => Some(ImportError::BadRow {
                     line: row.line,
-                    reason: e.to_string(),
+                    reason: RowError::Engine(e),
                 }),
             },
             Some(Err(e)) if e.is_terminal() => return Err(e),
@@ -893,7 +982,7 @@ pub fn publish_from_reader<R: BufRead>(
     let mut report = PublishReport::default();
     let mut last_second: Option<Millis> = None;
     let mut last_time: Option<Millis> = None;
-    let publish = |e: crate::kafka::KafkaError| ImportError::Publish(e.to_string());
+    let publish = ImportError::Publish;
     while let Some(row) = rows.next_row() {
         match row {
             Ok(row) => {

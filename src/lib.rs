@@ -5,7 +5,9 @@
 //! - [`model`]: `Trade`, `Candle`, `Watermark`, `GapMarker`, `Interval`: the
 //!   JSON form of every topic's payloads.
 //! - [`ingest`]: exchange websockets → trades and watermarks on
-//!   `{prefix}.trades` (venues, connection, feed, output).
+//!   `{prefix}.trades` (venues, connection, feed, output); its
+//!   `venues::instruments` names every symbol `BASE-QUOTE` from the
+//!   exchanges' own instrument lists, for the feed and the import alike.
 //! - [`wire`]: the record envelope between stages: keys, kind and epoch
 //!   headers, dead letters, payload encoding, producing with back-pressure.
 //! - [`rollup`]: trades → 1s → 5s → 1m → 5m candles, exactly once per stage.

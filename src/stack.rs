@@ -370,8 +370,30 @@ async fn wait_ready(state: &StackState) -> Result<(), StackError> {
     Ok(())
 }
 
+/// Why a service does not answer (yet); the text is its client's own.
+#[derive(Debug, thiserror::Error)]
+enum CheckError {
+    #[error(transparent)]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("the broker lists no brokers yet")]
+    NoBrokers,
+    #[error(transparent)]
+    Etcd(Box<etcd_client::Error>),
+    #[error(transparent)]
+    MongoDb(#[from] mongodb::error::Error),
+    /// The blocking Kafka check panicked or was cancelled.
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl From<etcd_client::Error> for CheckError {
+    fn from(error: etcd_client::Error) -> Self {
+        CheckError::Etcd(Box::new(error))
+    }
+}
+
 /// Asks a service on `port` a question in its own protocol.
-async fn check_service(name: &str, port: u16) -> Result<(), String> {
+async fn check_service(name: &str, port: u16) -> Result<(), CheckError> {
     let addr = format!("127.0.0.1:{port}");
     match name {
         KAFKA => check_kafka(&addr).await,
@@ -398,51 +420,43 @@ fn tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-async fn check_kafka(bootstrap: &str) -> Result<(), String> {
+async fn check_kafka(bootstrap: &str) -> Result<(), CheckError> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let bootstrap = bootstrap.to_string();
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = rdkafka::ClientConfig::new()
             .set("bootstrap.servers", &bootstrap)
             .set("log_level", "0")
-            .create()
-            .map_err(|e| e.to_string())?;
-        let metadata = consumer
-            .fetch_metadata(None, Duration::from_secs(2))
-            .map_err(|e| e.to_string())?;
+            .create()?;
+        let metadata = consumer.fetch_metadata(None, Duration::from_secs(2))?;
         if metadata.brokers().is_empty() {
-            return Err("the broker lists no brokers yet".to_string());
+            return Err(CheckError::NoBrokers);
         }
         Ok(())
     })
-    .await
-    .map_err(|e| e.to_string())?
+    .await?
 }
 
-async fn check_etcd(endpoints: &str) -> Result<(), String> {
+async fn check_etcd(endpoints: &str) -> Result<(), CheckError> {
     let endpoints: Vec<String> = endpoints.split(',').map(str::to_string).collect();
     let options = etcd_client::ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
         .with_timeout(Duration::from_secs(2));
-    let mut client = etcd_client::Client::connect(endpoints, Some(options))
-        .await
-        .map_err(|e| e.to_string())?;
-    client.status().await.map(|_| ()).map_err(|e| e.to_string())
+    let mut client = etcd_client::Client::connect(endpoints, Some(options)).await?;
+    client.status().await?;
+    Ok(())
 }
 
-async fn check_mongodb(uri: &str) -> Result<(), String> {
-    let mut options = mongodb::options::ClientOptions::parse(uri)
-        .await
-        .map_err(|e| e.to_string())?;
+async fn check_mongodb(uri: &str) -> Result<(), CheckError> {
+    let mut options = mongodb::options::ClientOptions::parse(uri).await?;
     options.server_selection_timeout = Some(Duration::from_secs(2));
     options.connect_timeout = Some(Duration::from_secs(2));
-    let client = mongodb::Client::with_options(options).map_err(|e| e.to_string())?;
+    let client = mongodb::Client::with_options(options)?;
     client
         .database("admin")
         .run_command(mongodb::bson::doc! { "ping": 1 })
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+        .await?;
+    Ok(())
 }
 
 /// What `stack status` reports for one service.

@@ -526,6 +526,83 @@ async fn rest_endpoints_serve_the_history_in_each_exchange_format() {
     sim.shutdown().await.expect("clean shutdown");
 }
 
+#[tokio::test]
+async fn metadata_endpoints_list_every_simulated_symbol() {
+    use tickfetch::ingest::venues::instruments::{fetch, MetadataSource};
+    let sim = manual_sim(calm_rules()).await;
+    for exchange in Exchange::ALL {
+        let source = MetadataSource {
+            exchange,
+            base_url: sim.rest_url(exchange),
+        };
+        let table = fetch(&source, WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("{exchange}: {e}"));
+        let mut listed: Vec<(String, String)> = table
+            .instruments()
+            .map(|i| (i.symbol.clone(), i.name()))
+            .collect();
+        listed.sort();
+        let mut want: Vec<(String, String)> = symbols(&sim, exchange)
+            .into_iter()
+            .map(|s| {
+                let name = venues::venue(exchange)
+                    .builtin_instrument(&s)
+                    .expect("a generated symbol splits")
+                    .name();
+                (s, name)
+            })
+            .collect();
+        want.sort();
+        assert_eq!(listed, want, "{exchange}");
+    }
+
+    // Each exchange's own errors for a request it would refuse.
+    let base = |e: Exchange| sim.rest_url(e);
+    let (_, body) = http(
+        "GET",
+        &format!("{}/v5/market/instruments-info", base(Exchange::Bybit)),
+        "",
+    )
+    .await;
+    assert!(
+        matches!(
+            venues::venue(Exchange::Bybit).parse_instruments(body.as_bytes()),
+            Err(ExchangeError::Rejected { .. })
+        ),
+        "{body}"
+    );
+    let (_, body) = http(
+        "GET",
+        &format!("{}/api/v5/public/instruments", base(Exchange::Okx)),
+        "",
+    )
+    .await;
+    assert!(
+        matches!(
+            venues::venue(Exchange::Okx).parse_instruments(body.as_bytes()),
+            Err(ExchangeError::Rejected { ref code, .. }) if code.as_deref() == Some("50014")
+        ),
+        "{body}"
+    );
+    // OKX's derivative list names no base or quote, as OKX's does not.
+    let (status, body) = http(
+        "GET",
+        &format!(
+            "{}/api/v5/public/instruments?instType=SWAP",
+            base(Exchange::Okx)
+        ),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let swap = venues::venue(Exchange::Okx)
+        .parse_instruments(body.as_bytes())
+        .expect("a list");
+    assert!(swap.instruments.iter().all(|i| !i.is_complete()), "{body}");
+    sim.shutdown().await.expect("clean shutdown");
+}
+
 // ---------------------------------------------------------------------------
 // Faults.
 

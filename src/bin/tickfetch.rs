@@ -448,10 +448,29 @@ fn open_input(path: &std::path::Path) -> anyhow::Result<Box<dyn std::io::BufRead
     Ok(Box::new(std::io::BufReader::with_capacity(1 << 16, file)))
 }
 
+/// Loads and installs `exchange`'s instrument list as the worker does (same
+/// config keys, same sources), so that an imported file and the live feed
+/// name a symbol alike; a list it cannot get is a warning, not an error.
+async fn install_instruments(config: &tickfetch::config::Config, exchange: Exchange) {
+    use tickfetch::ingest::venues::instruments;
+    let sources = instruments::sources_for(&config.ingest, &[exchange]);
+    let options = instruments::LoadOptions::from_config(&config.ingest);
+    let loaded = instruments::load(&sources, &options).await;
+    for outcome in &loaded.outcomes {
+        if let Some(warning) = outcome.warning() {
+            eprintln!("tickfetch: warning: {warning}");
+        }
+    }
+    loaded.instruments.install();
+}
+
 async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     use std::io::Write;
     use tickfetch::import::{self, ImportError};
     let config = args.common.load()?;
+    if args.format != import::ImportFormat::TradesJsonl {
+        install_instruments(&config, args.exchange).await;
+    }
     let input = open_input(&args.file)?;
     let file = args.file.display().to_string();
     let mut bad = 0u64;

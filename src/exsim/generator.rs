@@ -26,6 +26,7 @@ use rust_decimal::Decimal;
 
 use super::market::{ExchangeBook, Series};
 use super::{lock, SimError};
+use crate::ingest::venues::instruments::Instrument;
 use crate::ingest::venues::{self, receive_time_now};
 use crate::model::{Exchange, Millis, Side, Trade};
 use crate::shutdown::CancellationToken;
@@ -99,14 +100,31 @@ pub struct TradeGenerator {
 
 impl TradeGenerator {
     /// A generator over `symbols` (exchange symbols), seeded with `seed`
-    /// (mixed with the exchange, so each exchange gets its own walk).
+    /// (mixed with the exchange, so each exchange gets its own walk), naming
+    /// them by the exchange's built-in rule.
     ///
     /// # Errors
-    /// [`SimError::Config`] for no symbols, a symbol the exchange's adapter
-    /// cannot map, or `max_fills` of 0.
+    /// [`SimError::Config`] for no symbols, a symbol the exchange's built-in
+    /// rule cannot map, or `max_fills` of 0.
     pub fn new(
         exchange: Exchange,
         symbols: &[String],
+        seed: u64,
+        max_fills: u32,
+    ) -> Result<Self, SimError> {
+        Self::with_instruments(exchange, symbols, &[], seed, max_fills)
+    }
+
+    /// As [`TradeGenerator::new`], naming the symbols of `instruments` as
+    /// they say (symbols the built-in rule cannot split, say) and the others
+    /// by the built-in rule.
+    ///
+    /// # Errors
+    /// As [`TradeGenerator::new`].
+    pub fn with_instruments(
+        exchange: Exchange,
+        symbols: &[String],
+        instruments: &[Instrument],
         seed: u64,
         max_fills: u32,
     ) -> Result<Self, SimError> {
@@ -127,8 +145,15 @@ impl TradeGenerator {
         let mut states = Vec::with_capacity(symbols.len());
         let mut index = BTreeMap::new();
         for (i, symbol) in symbols.iter().enumerate() {
-            let instrument = venues::instrument(exchange, symbol)
-                .map_err(|e| SimError::Config(e.to_string()))?;
+            // The simulator is the exchange: its names come from its own
+            // configuration, never from a catalogue a client installed.
+            let instrument = match instruments.iter().find(|i| i.symbol == *symbol) {
+                Some(listed) => listed.name(),
+                None => venues::venue(exchange)
+                    .builtin_instrument(symbol)
+                    .map_err(|e| SimError::Config(e.to_string()))?
+                    .name(),
+            };
             states.push(SymbolState {
                 symbol: symbol.clone(),
                 instrument,

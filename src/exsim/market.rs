@@ -1,4 +1,5 @@
-//! The simulated market of one exchange: its symbols, the history of every
+//! The simulated market of one exchange: its symbols (and the instrument
+//! each stands for, which the metadata endpoints list), the history of every
 //! trade it made, the faults in force, and the broadcast that carries trades
 //! to the websocket connections.
 //!
@@ -30,7 +31,8 @@ use tokio::sync::{broadcast, Notify};
 
 use super::faults::{Fate, FaultKind, FaultState};
 use super::lock;
-use crate::ingest::venues::{binance, okx, Feed, WireFrame};
+use crate::ingest::venues::instruments::Instrument;
+use crate::ingest::venues::{binance, okx, venue, Feed, WireFrame};
 use crate::model::{Exchange, Trade};
 
 /// Events kept for slow connections before they lag and are closed (as a
@@ -241,6 +243,9 @@ impl ExchangeStats {
 #[derive(Debug, Default)]
 struct SymbolBook {
     series: [VecDeque<Trade>; 2],
+    /// What the symbol stands for, when set (configured, or from its first
+    /// recorded trade); else the exchange's built-in rule decides.
+    instrument: Option<Instrument>,
 }
 
 /// One simulated exchange.
@@ -280,6 +285,25 @@ impl ExchangeBook {
     /// Make `symbol` known (subscribable, served by REST) with an empty history.
     pub(crate) fn add_symbol(&self, symbol: &str) {
         lock(&self.symbols).entry(symbol.to_string()).or_default();
+    }
+
+    /// Make `instrument.symbol` known, standing for `instrument`.
+    pub(crate) fn add_listed(&self, instrument: Instrument) {
+        let symbol = instrument.symbol.clone();
+        lock(&self.symbols).entry(symbol).or_default().instrument = Some(instrument);
+    }
+
+    /// The instruments of every known symbol, by symbol: the one set for it,
+    /// else the exchange's built-in rule (symbols neither names are left out).
+    pub(crate) fn instruments(&self) -> Vec<Instrument> {
+        lock(&self.symbols)
+            .iter()
+            .filter_map(|(symbol, book)| {
+                book.instrument
+                    .clone()
+                    .or_else(|| venue(self.exchange).builtin_instrument(symbol).ok())
+            })
+            .collect()
     }
 
     pub(crate) fn is_known(&self, symbol: &str) -> bool {
@@ -386,6 +410,11 @@ impl ExchangeBook {
         let now = Instant::now();
         let mut symbols = lock(&self.symbols);
         let book = symbols.entry(symbol.to_string()).or_default();
+        if book.instrument.is_none() {
+            book.instrument = trades
+                .first()
+                .and_then(|t| Instrument::from_name(symbol, &t.instrument));
+        }
         let history = &mut book.series[series.index()];
         let mut faults = lock(&self.faults);
         let mut sent = Vec::with_capacity(trades.len());

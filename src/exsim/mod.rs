@@ -36,6 +36,12 @@
 //! Binance's URL-subscribed combined streams, `binance::combined_stream_url`
 //! takes the base [`SimHandle::ws_base`] (`ws://H/binance`).
 //!
+//! Below each REST base, besides the recent-trades endpoints, the exchange's
+//! instrument list (`/api/v3/exchangeInfo`, `/v1/market/all`, `/products`,
+//! `/v5/market/instruments-info`, `/api/v5/public/instruments`) lists every
+//! simulated symbol (see `rest.rs`), so a worker pointed here loads its
+//! instrument names from the simulator as it would from the exchange.
+//!
 //! # Library use
 //! ```no_run
 //! # async fn demo() -> Result<(), tickfetch::exsim::SimError> {
@@ -81,6 +87,7 @@ pub use faults::{Fault, FaultKind, FaultRequest};
 pub use generator::{generated_symbols, GeneratedOrder, TradeGenerator};
 pub use market::{ExchangeStatsSnapshot, Series};
 
+use crate::ingest::venues::instruments::Instrument;
 use crate::ingest::venues::{binance, receive_time_now, Feed};
 use crate::model::{Exchange, Trade};
 use crate::shutdown::CancellationToken;
@@ -161,6 +168,10 @@ pub struct GenerateConfig {
     pub max_fills: u32,
     /// Explicit symbols per exchange, instead of the generated names.
     pub symbols: BTreeMap<Exchange, Vec<String>>,
+    /// What some symbols stand for (their trades' instrument, and their row
+    /// in the metadata endpoints), for symbols the exchange's built-in rule
+    /// cannot split or splits otherwise; the rule names the rest.
+    pub instruments: BTreeMap<Exchange, Vec<Instrument>>,
 }
 
 impl Default for GenerateConfig {
@@ -171,6 +182,7 @@ impl Default for GenerateConfig {
             seed: 1,
             max_fills: 1,
             symbols: BTreeMap::new(),
+            instruments: BTreeMap::new(),
         }
     }
 }
@@ -483,14 +495,22 @@ impl Simulator {
                     let symbols = generate.symbols.get(exchange).cloned().unwrap_or_else(|| {
                         generated_symbols(*exchange, generate.symbols_per_exchange)
                     });
-                    let generator = TradeGenerator::new(
+                    let listed = generate
+                        .instruments
+                        .get(exchange)
+                        .map_or(&[][..], Vec::as_slice);
+                    let generator = TradeGenerator::with_instruments(
                         *exchange,
                         &symbols,
+                        listed,
                         generate.seed,
                         generate.max_fills,
                     )?;
                     for symbol in &symbols {
-                        book.add_symbol(symbol);
+                        match listed.iter().find(|i| i.symbol == *symbol) {
+                            Some(instrument) => book.add_listed(instrument.clone()),
+                            None => book.add_symbol(symbol),
+                        }
                     }
                     let generator = Arc::new(Mutex::new(generator));
                     generators.insert(*exchange, generator.clone());
@@ -516,7 +536,12 @@ impl Simulator {
                 for (exchange, book) in &books {
                     let trades = loaded.get(exchange).cloned().unwrap_or_default();
                     for trade in &trades {
-                        book.add_symbol(&trade.symbol);
+                        match Instrument::from_name(&trade.symbol, &trade.instrument) {
+                            Some(instrument) if !book.is_known(&trade.symbol) => {
+                                book.add_listed(instrument);
+                            }
+                            _ => book.add_symbol(&trade.symbol),
+                        }
                     }
                     tasks.spawn(replay::run(
                         book.clone(),
@@ -732,11 +757,25 @@ impl Drop for SimHandle {
     }
 }
 
+/// A duration flag that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("bad duration {0:?} (expected e.g. 250ms, 20s, 5m, 24h)")]
+    Number(String),
+    #[error("bad duration unit in {0:?} (ms, s, m or h)")]
+    Unit(String),
+    #[error("bad duration {text:?}: {source}")]
+    Range {
+        text: String,
+        source: std::time::TryFromFloatSecsError,
+    },
+}
+
 /// Parse `250ms`, `20s`, `5m`, `24h` (or a bare number of seconds).
 ///
 /// # Errors
-/// A message naming the text.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+/// A [`DurationError`] naming the text.
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -744,15 +783,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text.split_at(split);
     let value: f64 = number
         .parse()
-        .map_err(|_| format!("bad duration {text:?} (expected e.g. 250ms, 20s, 5m, 24h)"))?;
+        .map_err(|_| DurationError::Number(text.to_string()))?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "" | "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        _ => return Err(format!("bad duration unit in {text:?} (ms, s, m or h)")),
+        _ => return Err(DurationError::Unit(text.to_string())),
     };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("bad duration {text:?}: {e}"))
+    Duration::try_from_secs_f64(seconds).map_err(|source| DurationError::Range {
+        text: text.to_string(),
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -15,11 +15,24 @@
 //! Bodies come from the adapters' `encode_rest_trades` (newest or oldest
 //! first, as each exchange lists them). Unknown symbols get the exchange's
 //! error body. Limits are clamped to each exchange's maximum.
+//!
+//! Each exchange's instrument list is served too, for every symbol the
+//! simulator knows (its configured instrument, else the exchange's built-in
+//! rule), in the exchange's own shape (`encode_instruments`):
+//!
+//! | exchange | path | notes |
+//! | --- | --- | --- |
+//! | Binance | `/api/v3/exchangeInfo` | every symbol `TRADING` |
+//! | Upbit | `/v1/market/all[?isDetails=true]` | |
+//! | Coinbase | `/products` | |
+//! | Bybit | `/v5/market/instruments-info?category=spot\|linear\|inverse` | one page; every symbol in every category |
+//! | OKX | `/api/v5/public/instruments?instType=SPOT` | `BASE-QUOTE` ids under SPOT, longer ids under SWAP |
 
 use std::collections::VecDeque;
 
 use serde_json::json;
 
+use super::encode;
 use super::http::{Request, Response};
 use super::market::{ExchangeBook, ExchangeStats, Series};
 use crate::ingest::venues::{binance, bybit, coinbase, okx, upbit, Feed};
@@ -78,7 +91,12 @@ fn id_param(request: &Request, key: &str) -> Option<u64> {
 
 /// Encode through the adapter; a trade the exchange cannot express is a 500.
 fn body(feed: Feed, trades: &[Trade]) -> Response {
-    match super::encode::encode_rest_trades(feed, trades) {
+    encoded(super::encode::encode_rest_trades(feed, trades))
+}
+
+/// A 200 with the encoded body, or a 500 saying why there is none.
+fn encoded(text: Result<String, crate::ingest::venues::ExchangeError>) -> Response {
+    match text {
         Ok(text) => Response::json(200, text),
         Err(e) => Response::error(500, &e.to_string()),
     }
@@ -100,6 +118,13 @@ pub(crate) fn handle(book: &ExchangeBook, path: &str, request: &Request) -> Resp
 }
 
 fn binance_rest(book: &ExchangeBook, path: &str, request: &Request) -> Response {
+    if path == binance::REST_INSTRUMENTS_PATH {
+        let now = crate::ingest::venues::receive_time_now();
+        return encoded(encode::binance::encode_instruments(
+            &book.instruments(),
+            now,
+        ));
+    }
     let (feed, series) = match path {
         binance::REST_TRADES_PATH | binance::REST_HISTORICAL_TRADES_PATH => {
             (binance::Feed::Trade, Series::Raw)
@@ -128,6 +153,13 @@ fn binance_rest(book: &ExchangeBook, path: &str, request: &Request) -> Response 
 }
 
 fn upbit_rest(book: &ExchangeBook, path: &str, request: &Request) -> Response {
+    if path == upbit::REST_INSTRUMENTS_PATH {
+        let details = request.param("isDetails") == Some("true");
+        return encoded(encode::upbit::encode_instruments(
+            &book.instruments(),
+            details,
+        ));
+    }
     if path != upbit::REST_TRADES_PATH {
         return Response::not_found(path);
     }
@@ -152,6 +184,9 @@ fn upbit_rest(book: &ExchangeBook, path: &str, request: &Request) -> Response {
 }
 
 fn coinbase_rest(book: &ExchangeBook, path: &str, request: &Request) -> Response {
+    if path == coinbase::REST_INSTRUMENTS_PATH {
+        return encoded(encode::coinbase::encode_instruments(&book.instruments()));
+    }
     let exchange_route = path
         .strip_prefix("/products/")
         .and_then(|p| p.strip_suffix("/trades"));
@@ -175,7 +210,7 @@ fn coinbase_rest(book: &ExchangeBook, path: &str, request: &Request) -> Response
 }
 
 fn bybit_rest(book: &ExchangeBook, path: &str, request: &Request) -> Response {
-    if path != bybit::REST_TRADES_PATH {
+    if path != bybit::REST_TRADES_PATH && path != bybit::REST_INSTRUMENTS_PATH {
         return Response::not_found(path);
     }
     let now = crate::ingest::venues::receive_time_now();
@@ -192,6 +227,13 @@ fn bybit_rest(book: &ExchangeBook, path: &str, request: &Request) -> Response {
         Some("inverse") => bybit::Feed::Inverse,
         _ => return error(10001, "Illegal category"),
     };
+    if path == bybit::REST_INSTRUMENTS_PATH {
+        return encoded(encode::bybit::encode_instruments(
+            &book.instruments(),
+            feed.as_str(),
+            now,
+        ));
+    }
     let Some(symbol) = request.param("symbol") else {
         return error(10001, "symbol is required");
     };
@@ -204,16 +246,31 @@ fn bybit_rest(book: &ExchangeBook, path: &str, request: &Request) -> Response {
 }
 
 fn okx_rest(book: &ExchangeBook, path: &str, request: &Request) -> Response {
-    let (max, history_route) = match path {
-        okx::REST_TRADES_PATH => (okx::REST_MAX_LIMIT, false),
-        okx::REST_HISTORY_TRADES_PATH => (okx::REST_HISTORY_MAX_LIMIT, true),
-        _ => return Response::not_found(path),
-    };
     let error = |code: &str, message: &str| {
         Response::json(
             200,
             json!({"code": code, "msg": message, "data": []}).to_string(),
         )
+    };
+    let (max, history_route) = match path {
+        okx::REST_TRADES_PATH => (okx::REST_MAX_LIMIT, false),
+        okx::REST_HISTORY_TRADES_PATH => (okx::REST_HISTORY_MAX_LIMIT, true),
+        okx::REST_INSTRUMENTS_PATH => {
+            let spot = match request.param("instType") {
+                None | Some("") => return error("50014", "Parameter instType can not be empty."),
+                Some("SPOT" | "MARGIN") => true,
+                Some("SWAP" | "FUTURES" | "OPTION") => false,
+                Some(_) => return error("51000", "Parameter instType error"),
+            };
+            let instruments: Vec<_> = book
+                .instruments()
+                .into_iter()
+                .filter(|i| okx::listing_covers(&i.symbol) == spot)
+                .collect();
+            let inst_type = request.param("instType").unwrap_or("SPOT");
+            return encoded(encode::okx::encode_instruments(&instruments, inst_type));
+        }
+        _ => return Response::not_found(path),
     };
     let Some(inst_id) = request.param("instId") else {
         return error("50014", "Parameter instId can not be empty.");

@@ -20,7 +20,10 @@
 //! - [`cluster`]: the worker as a cluster member: registers in etcd, runs
 //!   the feeds the master assigns it, promotes and fences them as the
 //!   assignments change.
-//! - [`venues`]: one adapter per exchange behind the [`venues::Venue`] table.
+//! - [`venues`]: one adapter per exchange behind the [`venues::Venue`] table,
+//!   and [`venues::instruments`], the catalogue of instrument names (the
+//!   exchanges' own lists, cached, with one built-in rule per exchange as the
+//!   fallback) that [`worker::Worker::start`] loads and installs.
 //! - [`connection`], [`feed`], [`output`]: as above.
 //! - [`events`]: each event's log line, counter and per-feed stats in one call.
 //! - [`IngestError`] (in [`error`]): what stops a worker or a feed.

@@ -11,6 +11,12 @@
 //! ```
 //!
 //! Roles, epochs and the watermark rule are the feed's: see `ingest::feed`.
+//!
+//! At start the worker loads the instrument list of every exchange of
+//! `[[ingest.feeds]]` (`ingest.instruments`, see `venues::instruments`) and
+//! installs it, so that every trade it parses is named by the exchange's own
+//! metadata; a list it cannot get is logged and the exchange's built-in rule
+//! names its symbols instead.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +31,7 @@ use super::feed::task::FeedTask;
 use super::feed::{FeedCommand, FeedSpec, Tuning};
 pub use super::feed::{ResumePoint, Role};
 use super::output::{Output, Publishers, OUTPUT_QUEUE};
+use super::venues::instruments;
 pub use super::IngestError;
 use crate::config::{Config, FeedConfig};
 use crate::coord::epoch::{process_owner, Epoch, EpochClaimer};
@@ -156,12 +163,13 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Connects the producers (and etcd, for epochs) and starts the publisher
+    /// Loads and installs the instrument lists of the configured exchanges,
+    /// connects the producers (and etcd, for epochs) and starts the publisher
     /// thread; no feed runs yet.
     ///
     /// # Errors
     /// Kafka unreachable, or a conflicting Kafka option; shutdown while
-    /// waiting for etcd.
+    /// loading the instrument lists or waiting for etcd.
     pub async fn start(config: Config, shutdown: Shutdown) -> Result<Worker, IngestError> {
         let epochs = if config.etcd.epochs {
             let claimer = EpochClaimer::connect_waiting(&config.etcd, &process_owner(), &shutdown)
@@ -195,6 +203,13 @@ impl Worker {
         shutdown: Shutdown,
         epochs: Option<EpochClaimer>,
     ) -> Result<Worker, IngestError> {
+        // Bounded by `ingest.instruments_timeout_ms`; never fails (a list it
+        // cannot get leaves the built-in rules).
+        let loaded = tokio::select! {
+            loaded = instruments::load_configured(&config.ingest) => loaded,
+            _ = shutdown.cancelled() => return Err(IngestError::Stopped),
+        };
+        loaded.instruments.install();
         let publishers = Publishers::connect(&config).await?;
         let (output, queue) = mpsc::channel(OUTPUT_QUEUE);
         let publisher = tokio::task::spawn_blocking(move || publishers.run(queue));

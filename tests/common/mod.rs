@@ -67,6 +67,10 @@ pub fn config(tag: &str) -> Config {
     config.topics.prefix = name.clone();
     config.rollup.group_prefix = format!("{name}.rollup");
     config.sink.group_id = format!("{name}.sink");
+    // Instrument lists fetched from a test's simulator stay out of the
+    // user's own cache.
+    config.ingest.instruments_cache_dir =
+        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-instruments"));
     config
 }
 

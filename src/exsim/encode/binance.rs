@@ -120,3 +120,31 @@ pub fn encode_rest_trades(feed: Feed, trades: &[Trade]) -> Result<String, Exchan
     };
     text.map_err(|e| request_error(EXCHANGE, e.to_string()))
 }
+
+/// The `exchangeInfo` body Binance would return for `instruments` (every one
+/// `TRADING`, precision 8).
+///
+/// # Errors
+/// [`ExchangeError::Request`] if the body cannot be written.
+pub fn encode_instruments(
+    instruments: &[Instrument],
+    server_time: Millis,
+) -> Result<String, ExchangeError> {
+    let info = ExchangeInfo {
+        timezone: Cow::Borrowed("UTC"),
+        server_time,
+        symbols: instruments
+            .iter()
+            .map(|i| SymbolInfo {
+                symbol: Cow::Borrowed(&i.symbol),
+                status: Cow::Borrowed("TRADING"),
+                base_asset: Cow::Borrowed(&i.base),
+                base_asset_precision: 8,
+                quote_asset: Cow::Borrowed(&i.quote),
+                quote_asset_precision: 8,
+                is_spot_trading_allowed: Some(true),
+            })
+            .collect(),
+    };
+    serde_json::to_string(&info).map_err(|e| request_error(EXCHANGE, e.to_string()))
+}

@@ -98,3 +98,34 @@ pub fn encode_rest_trades(feed: Feed, trades: &[Trade]) -> Result<String, Exchan
     })
     .map_err(|e| request_error(EXCHANGE, e.to_string()))
 }
+
+/// The `instruments-info` body Bybit would return for `instruments` of
+/// `category` (one page, every one `Trading`).
+///
+/// # Errors
+/// [`ExchangeError::Request`] if the body cannot be written.
+pub fn encode_instruments(
+    instruments: &[Instrument],
+    category: &str,
+    time: Millis,
+) -> Result<String, ExchangeError> {
+    let response = InstrumentsResponse {
+        ret_code: 0,
+        ret_msg: Cow::Borrowed("OK"),
+        result: Some(InstrumentsResult {
+            category: Cow::Borrowed(category),
+            list: instruments
+                .iter()
+                .map(|i| BybitInstrument {
+                    symbol: Cow::Borrowed(&i.symbol),
+                    base_coin: Cow::Borrowed(&i.base),
+                    quote_coin: Cow::Borrowed(&i.quote),
+                    status: Cow::Borrowed("Trading"),
+                })
+                .collect(),
+            next_page_cursor: (category != "spot").then_some(Cow::Borrowed("")),
+        }),
+        time,
+    };
+    serde_json::to_string(&response).map_err(|e| request_error(EXCHANGE, e.to_string()))
+}

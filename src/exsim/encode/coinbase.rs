@@ -133,3 +133,23 @@ pub fn encode_rest_trades(feed: Feed, trades: &[Trade]) -> Result<String, Exchan
     };
     text.map_err(|e| request_error(EXCHANGE, e.to_string()))
 }
+
+/// The `GET /products` body Coinbase would return for `instruments` (every
+/// one `online`).
+///
+/// # Errors
+/// [`ExchangeError::Request`] if the body cannot be written.
+pub fn encode_instruments(instruments: &[Instrument]) -> Result<String, ExchangeError> {
+    let products: Vec<Product> = instruments
+        .iter()
+        .map(|i| Product {
+            id: Cow::Borrowed(&i.symbol),
+            base_currency: Cow::Borrowed(&i.base),
+            quote_currency: Cow::Borrowed(&i.quote),
+            display_name: Cow::Owned(i.name()),
+            status: Cow::Borrowed("online"),
+            trading_disabled: false,
+        })
+        .collect();
+    serde_json::to_string(&products).map_err(|e| request_error(EXCHANGE, e.to_string()))
+}

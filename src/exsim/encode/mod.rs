@@ -5,7 +5,9 @@
 //! production.
 //!
 //! [`encode_trades`] and [`encode_rest_trades`] are the one dispatch from a
-//! `Feed` to its exchange's encoder.
+//! `Feed` to its exchange's encoder. Each module's `encode_instruments`
+//! writes the exchange's instrument list (the metadata endpoints the
+//! simulator serves) from the adapter's own wire structs.
 
 pub mod binance;
 pub mod bybit;
@@ -13,6 +15,7 @@ pub mod coinbase;
 pub mod okx;
 pub mod upbit;
 
+pub(crate) use crate::ingest::venues::instruments::Instrument;
 pub(crate) use crate::ingest::venues::{request_error, ExchangeError, WireFrame};
 pub(crate) use crate::model::{Exchange, Millis, Side, Trade};
 pub(crate) use rust_decimal::Decimal;

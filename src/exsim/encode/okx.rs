@@ -84,3 +84,32 @@ pub fn encode_rest_trades(_feed: Feed, trades: &[Trade]) -> Result<String, Excha
     })
     .map_err(|e| request_error(EXCHANGE, e.to_string()))
 }
+
+/// The `public/instruments` body OKX would return for `instruments` of
+/// `inst_type` (every one `live`; as on OKX, `baseCcy` and `quoteCcy` are
+/// empty unless the type is `SPOT` or `MARGIN`).
+///
+/// # Errors
+/// [`ExchangeError::Request`] if the body cannot be written.
+pub fn encode_instruments(
+    instruments: &[Instrument],
+    inst_type: &str,
+) -> Result<String, ExchangeError> {
+    let spot = matches!(inst_type, "SPOT" | "MARGIN");
+    let currency = |ccy: &str| Cow::Owned(if spot { ccy.to_string() } else { String::new() });
+    let response = InstrumentsResponse {
+        code: Cow::Borrowed("0"),
+        msg: Cow::Borrowed(""),
+        data: instruments
+            .iter()
+            .map(|i| OkxInstrument {
+                inst_type: Cow::Borrowed(inst_type),
+                inst_id: Cow::Borrowed(&i.symbol),
+                base_ccy: currency(&i.base),
+                quote_ccy: currency(&i.quote),
+                state: Cow::Borrowed("live"),
+            })
+            .collect(),
+    };
+    serde_json::to_string(&response).map_err(|e| request_error(EXCHANGE, e.to_string()))
+}

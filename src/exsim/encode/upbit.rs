@@ -112,3 +112,25 @@ pub fn encode_rest_trades(_feed: Feed, trades: &[Trade]) -> Result<String, Excha
     }
     Ok(format!("[{}]", rows.join(",")))
 }
+
+/// The `market/all` body Upbit would return for `instruments`; with
+/// `details`, each market also carries `"market_warning":"NONE"`. (Both
+/// names are the base asset: the simulator knows no others.)
+///
+/// # Errors
+/// [`ExchangeError::Request`] if the body cannot be written.
+pub fn encode_instruments(
+    instruments: &[Instrument],
+    details: bool,
+) -> Result<String, ExchangeError> {
+    let markets: Vec<Market> = instruments
+        .iter()
+        .map(|i| Market {
+            market: Cow::Borrowed(&i.symbol),
+            korean_name: Cow::Borrowed(&i.base),
+            english_name: Cow::Borrowed(&i.base),
+            market_warning: details.then_some(Cow::Borrowed("NONE")),
+        })
+        .collect();
+    serde_json::to_string(&markets).map_err(|e| request_error(EXCHANGE, e.to_string()))
+}

@@ -1,6 +1,7 @@
 //! A minimal HTTP/1.1 GET client for the exchanges' recent-trades endpoints.
 //!
-//! REST backfill makes one small request now and then, so this is deliberately
+//! REST backfill makes one small request now and then (and the instrument
+//! lists one larger one at start), so this is deliberately
 //! tiny and hand-written over [`transport`] (plain TCP on
 //! loopback, rustls for `https://`): one request per connection
 //! (`Connection: close`), the body framed by `Content-Length`, chunked
@@ -28,9 +29,42 @@ pub enum HttpError {
     #[error("GET {url}: timed out after {after:?}")]
     Timeout { url: String, after: Duration },
     #[error("GET {url}: malformed response: {problem}")]
-    Malformed { url: String, problem: String },
+    Malformed {
+        url: String,
+        #[source]
+        problem: MalformedResponse,
+    },
     #[error("GET {url}: response larger than {MAX_BODY_BYTES} bytes")]
     TooLarge { url: String },
+}
+
+/// What makes a response not the HTTP/1.x this client reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MalformedResponse {
+    #[error("headers are not UTF-8")]
+    HeadersNotUtf8,
+    #[error("not an HTTP/1.x status line: {0:?}")]
+    StatusLine(String),
+    #[error("no status code in {0:?}")]
+    NoStatusCode(String),
+    #[error("bad content-length {0:?}")]
+    ContentLength(String),
+    #[error("content-length over {MAX_BODY_BYTES}")]
+    ContentLengthTooLarge,
+    #[error("the connection closed before the headers ended")]
+    HeadersCutShort,
+    #[error("body cut short: {got} of {expected} bytes arrived")]
+    BodyCutShort { got: usize, expected: usize },
+    #[error("chunk size line not terminated")]
+    ChunkSizeLine,
+    #[error("chunk size not UTF-8")]
+    ChunkSizeNotUtf8,
+    #[error("bad chunk size {0:?}")]
+    ChunkSize(String),
+    #[error("chunk cut short")]
+    ChunkCutShort,
+    #[error("body over {MAX_BODY_BYTES} bytes")]
+    BodyTooLarge,
 }
 
 impl HttpError {
@@ -122,7 +156,7 @@ fn header_end(raw: &[u8]) -> Option<usize> {
 
 /// The total length of a response framed by `Content-Length`, when its headers
 /// have arrived and the body is complete.
-fn complete_length(raw: &[u8]) -> Result<Option<usize>, String> {
+fn complete_length(raw: &[u8]) -> Result<Option<usize>, MalformedResponse> {
     let Some(end) = header_end(raw) else {
         return Ok(None);
     };
@@ -139,19 +173,19 @@ struct Head {
     chunked: bool,
 }
 
-fn parse_head(head: &[u8]) -> Result<Head, String> {
-    let text = std::str::from_utf8(head).map_err(|_| "headers are not UTF-8".to_string())?;
+fn parse_head(head: &[u8]) -> Result<Head, MalformedResponse> {
+    let text = std::str::from_utf8(head).map_err(|_| MalformedResponse::HeadersNotUtf8)?;
     let mut lines = text.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
     let mut parts = status_line.splitn(3, ' ');
     let version = parts.next().unwrap_or_default();
     if !version.starts_with("HTTP/1.") {
-        return Err(format!("not an HTTP/1.x status line: {status_line:?}"));
+        return Err(MalformedResponse::StatusLine(status_line.to_string()));
     }
     let status = parts
         .next()
         .and_then(|code| code.parse::<u16>().ok())
-        .ok_or_else(|| format!("no status code in {status_line:?}"))?;
+        .ok_or_else(|| MalformedResponse::NoStatusCode(status_line.to_string()))?;
     let mut content_length = None;
     let mut chunked = false;
     for line in lines {
@@ -163,14 +197,14 @@ fn parse_head(head: &[u8]) -> Result<Head, String> {
             content_length = Some(
                 value
                     .parse::<usize>()
-                    .map_err(|_| format!("bad content-length {value:?}"))?,
+                    .map_err(|_| MalformedResponse::ContentLength(value.to_string()))?,
             );
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             chunked = value.to_ascii_lowercase().contains("chunked");
         }
     }
     if content_length.is_some_and(|len| len > MAX_BODY_BYTES) {
-        return Err(format!("content-length over {MAX_BODY_BYTES}"));
+        return Err(MalformedResponse::ContentLengthTooLarge);
     }
     Ok(Head {
         status,
@@ -180,18 +214,18 @@ fn parse_head(head: &[u8]) -> Result<Head, String> {
 }
 
 /// Status and body of a complete raw response.
-fn parse_response(raw: &[u8]) -> Result<Response, String> {
-    let end = header_end(raw).ok_or("the connection closed before the headers ended")?;
+fn parse_response(raw: &[u8]) -> Result<Response, MalformedResponse> {
+    let end = header_end(raw).ok_or(MalformedResponse::HeadersCutShort)?;
     let head = parse_head(&raw[..end])?;
     let rest = &raw[end..];
     let body = if head.chunked {
         decode_chunked(rest)?
     } else if let Some(len) = head.content_length {
         if rest.len() < len {
-            return Err(format!(
-                "body cut short: {} of {len} bytes arrived",
-                rest.len()
-            ));
+            return Err(MalformedResponse::BodyCutShort {
+                got: rest.len(),
+                expected: len,
+            });
         }
         rest[..len].to_vec()
     } else {
@@ -204,26 +238,27 @@ fn parse_response(raw: &[u8]) -> Result<Response, String> {
 }
 
 /// Decodes a complete chunked body (`size\r\ndata\r\n … 0\r\n\r\n`).
-fn decode_chunked(mut rest: &[u8]) -> Result<Vec<u8>, String> {
+fn decode_chunked(mut rest: &[u8]) -> Result<Vec<u8>, MalformedResponse> {
     let mut body = Vec::new();
     loop {
         let line_end = rest
             .windows(2)
             .position(|w| w == b"\r\n")
-            .ok_or("chunk size line not terminated")?;
-        let line = std::str::from_utf8(&rest[..line_end]).map_err(|_| "chunk size not UTF-8")?;
+            .ok_or(MalformedResponse::ChunkSizeLine)?;
+        let line = std::str::from_utf8(&rest[..line_end])
+            .map_err(|_| MalformedResponse::ChunkSizeNotUtf8)?;
         let size_text = line.split(';').next().unwrap_or_default().trim();
         let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| format!("bad chunk size {size_text:?}"))?;
+            .map_err(|_| MalformedResponse::ChunkSize(size_text.to_string()))?;
         rest = &rest[line_end + 2..];
         if size == 0 {
             return Ok(body);
         }
         if rest.len() < size + 2 {
-            return Err("chunk cut short".into());
+            return Err(MalformedResponse::ChunkCutShort);
         }
         if body.len() + size > MAX_BODY_BYTES {
-            return Err(format!("body over {MAX_BODY_BYTES} bytes"));
+            return Err(MalformedResponse::BodyTooLarge);
         }
         body.extend_from_slice(&rest[..size]);
         rest = &rest[size + 2..];

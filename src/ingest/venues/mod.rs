@@ -23,11 +23,18 @@
 //! | `IDS_ARE_SEQUENTIAL` | whether trade ids are contiguous per symbol (gap detection) |
 //! | `Feed` | which of the exchange's trade streams (and wire dialect) is spoken |
 //! | `ws_url`, `rest_base_url`, `keep_alive`, `limits` | per-feed connection rules as data |
-//! | `instrument` | exchange symbol → normalised `BASE-QUOTE` |
+//! | `instrument` | exchange symbol → normalised `BASE-QUOTE`, by the loaded instrument list or else `builtin_instrument` ([`instruments`]) |
+//! | `builtin_instrument`, `QUOTE_ASSETS` | the exchange's one built-in rule, for when no list is loaded |
+//! | `REST_INSTRUMENTS_PATH`, `INSTRUMENT_LIST_QUERIES`, `parse_instruments`, `listing_covers` | the exchange's own instrument list |
 //! | `subscribe_requests` | the subscribe messages for a list of symbols, split to the exchange's limits |
 //! | `parse_frame` | one received frame → [`Frame`] |
 //! | `rest_trades_path`, `parse_rest_trades` | the recent-trades REST endpoint |
 //! | wire types (`…Trade`, `…Event`) | serde structs mirroring the JSON, raw payload in the doc comment |
+//!
+//! [`instruments`] owns the catalogue of instrument names: the exchanges'
+//! own lists (fetched, cached) with the built-in rules as the fallback, one
+//! mapping shared by the live feed, REST backfill, `tickfetch import` and
+//! the simulator.
 //!
 //! [`Feed`] (this module) wraps the per-exchange feeds so that a worker can be
 //! configured with `binance:aggTrade`; [`Feed::rules`] and [`venue`] are the
@@ -44,6 +51,7 @@
 pub mod binance;
 pub mod bybit;
 pub mod coinbase;
+pub mod instruments;
 pub mod okx;
 pub mod upbit;
 
@@ -54,6 +62,7 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 
 use crate::model::{Exchange, Millis, Trade};
+use instruments::{Instrument, InstrumentPage};
 
 /// How many bytes of a bad input an error message quotes.
 const EXCERPT_BYTES: usize = 160;
@@ -421,6 +430,27 @@ pub trait Venue: Sync {
     /// # Errors
     /// As [`instrument`].
     fn instrument(&self, symbol: &str) -> Result<String, ExchangeError>;
+    /// The exchange's built-in rule, used where no instrument list decides.
+    ///
+    /// # Errors
+    /// [`ExchangeError::UnknownSymbol`] when the rule cannot split the symbol.
+    fn builtin_instrument(&self, symbol: &str) -> Result<Instrument, ExchangeError>;
+    /// The live host of the exchange's instrument list.
+    fn instruments_base_url(&self) -> &'static str;
+    /// The list's path below the REST base URL.
+    fn instruments_path(&self) -> &'static str;
+    /// One query string per request the list takes (Bybit: one per
+    /// category); `""` for none.
+    fn instrument_list_queries(&self) -> &'static [&'static str];
+    /// One page of the list.
+    ///
+    /// # Errors
+    /// [`ExchangeError::Rejected`] for the exchange's error body,
+    /// [`ExchangeError::Malformed`] for anything else that is not its list.
+    fn parse_instruments(&self, body: &[u8]) -> Result<InstrumentPage, ExchangeError>;
+    /// Whether the list covers `symbol`'s market (OKX lists SPOT only, so
+    /// its derivative ids keep the built-in rule).
+    fn listing_covers(&self, symbol: &str) -> bool;
     fn ids_are_sequential(&self) -> bool;
 }
 
@@ -469,6 +499,24 @@ macro_rules! venue_modules {
             fn instrument(&self, symbol: &str) -> Result<String, ExchangeError> {
                 $module::instrument(symbol)
             }
+            fn builtin_instrument(&self, symbol: &str) -> Result<Instrument, ExchangeError> {
+                $module::builtin_instrument(symbol)
+            }
+            fn instruments_base_url(&self) -> &'static str {
+                $module::INSTRUMENTS_BASE_URL
+            }
+            fn instruments_path(&self) -> &'static str {
+                $module::REST_INSTRUMENTS_PATH
+            }
+            fn instrument_list_queries(&self) -> &'static [&'static str] {
+                $module::INSTRUMENT_LIST_QUERIES
+            }
+            fn parse_instruments(&self, body: &[u8]) -> Result<InstrumentPage, ExchangeError> {
+                $module::parse_instruments(body)
+            }
+            fn listing_covers(&self, symbol: &str) -> bool {
+                $module::listing_covers(symbol)
+            }
             fn ids_are_sequential(&self) -> bool {
                 $module::IDS_ARE_SEQUENTIAL
             }
@@ -483,6 +531,24 @@ macro_rules! venue_modules {
             }
             fn instrument(&self, symbol: &str) -> Result<String, ExchangeError> {
                 $venue.instrument(symbol)
+            }
+            fn builtin_instrument(&self, symbol: &str) -> Result<Instrument, ExchangeError> {
+                $venue.builtin_instrument(symbol)
+            }
+            fn instruments_base_url(&self) -> &'static str {
+                $venue.instruments_base_url()
+            }
+            fn instruments_path(&self) -> &'static str {
+                $venue.instruments_path()
+            }
+            fn instrument_list_queries(&self) -> &'static [&'static str] {
+                $venue.instrument_list_queries()
+            }
+            fn parse_instruments(&self, body: &[u8]) -> Result<InstrumentPage, ExchangeError> {
+                $venue.parse_instruments(body)
+            }
+            fn listing_covers(&self, symbol: &str) -> bool {
+                $venue.listing_covers(symbol)
             }
             fn ids_are_sequential(&self) -> bool {
                 $venue.ids_are_sequential()
@@ -619,10 +685,13 @@ pub fn parse_frame(
     venue(exchange).parse_frame(payload, receive_time)
 }
 
-/// The normalised `BASE-QUOTE` instrument of an exchange symbol.
+/// The normalised `BASE-QUOTE` instrument of an exchange symbol, by the
+/// process-wide catalogue ([`instruments::resolve`]): the exchange's loaded
+/// instrument list, else its built-in rule.
 ///
 /// # Errors
-/// [`ExchangeError::UnknownSymbol`] when the symbol does not split.
+/// [`ExchangeError::UnknownSymbol`] when the loaded list lacks the symbol,
+/// or (without a list) the built-in rule cannot split it.
 pub fn instrument(exchange: Exchange, symbol: &str) -> Result<String, ExchangeError> {
     venue(exchange).instrument(symbol)
 }
@@ -835,7 +904,7 @@ fn split_by_quote_suffix(
     exchange: Exchange,
     symbol: &str,
     quotes: &[&str],
-) -> Result<String, ExchangeError> {
+) -> Result<Instrument, ExchangeError> {
     let best = quotes
         .iter()
         .filter(|quote| symbol.len() > quote.len() && symbol.ends_with(*quote))
@@ -843,7 +912,7 @@ fn split_by_quote_suffix(
     match best {
         Some(quote) => {
             let base = &symbol[..symbol.len() - quote.len()];
-            Ok(format!("{base}-{quote}"))
+            Ok(Instrument::new(symbol, base, *quote))
         }
         None => Err(unknown_symbol(
             exchange,
@@ -877,17 +946,20 @@ fn oldest_first(mut trades: Vec<Trade>) -> Vec<Trade> {
     trades
 }
 
-/// Parse `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+00:00)` to epoch ms, truncating
-/// the fraction (µs, ns) to the millisecond.
+/// Parse an ISO-8601 / RFC 3339 UTC time (`2021-04-17T16:43:30.244075Z`,
+/// `… 16:43:30+00:00`) to epoch ms, truncating the fraction (µs, ns) to the
+/// millisecond. Exchanges write UTC (`Z` on Coinbase, or a zero offset); any
+/// other offset is refused rather than silently shifted.
 fn parse_iso8601_millis(text: &str) -> Option<Millis> {
-    // UTC only; exchanges write `Z` (Coinbase) or `+00:00`.
-    let local = ["Z", "+00:00", "+0000"]
-        .iter()
-        .find_map(|offset| text.strip_suffix(offset))?;
-    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
-        .iter()
-        .find_map(|format| chrono::NaiveDateTime::parse_from_str(local, format).ok())
-        .map(|time| time.and_utc().timestamp_millis())
+    let time = chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .or_else(|| {
+            // Numeric offsets without a colon (`+0000`), which RFC 3339 leaves out.
+            ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z"]
+                .iter()
+                .find_map(|format| chrono::DateTime::parse_from_str(text, format).ok())
+        })?;
+    (time.offset().local_minus_utc() == 0).then(|| time.timestamp_millis())
 }
 
 #[cfg(test)]
@@ -919,6 +991,8 @@ mod tests {
             ("2024-10-04T07:13:31Z", Some(1_728_026_011_000)),
             ("2024-10-04T07:13:31.2Z", Some(1_728_026_011_200)),
             ("2024-10-04T07:13:31.999999+00:00", Some(1_728_026_011_999)),
+            ("2024-10-04T07:13:31.5+0000", Some(1_728_026_011_500)),
+            ("2024-10-04T09:13:31+02:00", None),
             ("1970-01-01T00:00:00.000Z", Some(0)),
             ("2000-02-29T12:00:00Z", Some(951_825_600_000)),
             ("2024-10-04T07:13:31.Z", None),

@@ -14,6 +14,10 @@
 //! Ids: `t` (@trade) and `a` (@aggTrade) are contiguous per symbol, and so are
 //! the raw ids `f..=l` an aggTrade covers.
 //!
+//! Instruments: `GET /api/v3/exchangeInfo` lists every symbol with its
+//! `baseAsset` and `quoteAsset` ([`parse_instruments`]); without it,
+//! [`builtin_instrument`] splits the longest of [`QUOTE_ASSETS`] off the symbol.
+//!
 //! Connection rules (spot docs): the server sends a websocket ping every 20 s
 //! and drops the connection if no pong comes within a minute; a connection
 //! lives at most 24 hours; at most 1024 streams per connection and 5 incoming
@@ -28,6 +32,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::instruments::{resolve, Instrument, InstrumentPage};
 use super::{
     field_error, from_json, oldest_first, parse_decimal, request_error, split_by_quote_suffix,
     unknown_symbol, unrecognised, with_excerpt, ConnectionLimits, ExchangeError, Frame,
@@ -62,6 +67,15 @@ pub const REST_AGG_TRADES_PATH: &str = "/api/v3/aggTrades";
 /// `GET /api/v3/historicalTrades?symbol=&fromId=&limit=`: raw trades from an id.
 pub const REST_HISTORICAL_TRADES_PATH: &str = "/api/v3/historicalTrades";
 
+/// `GET /api/v3/exchangeInfo`: every symbol, its status, base and quote asset.
+pub const REST_INSTRUMENTS_PATH: &str = "/api/v3/exchangeInfo";
+
+/// The host of the instrument list.
+pub const INSTRUMENTS_BASE_URL: &str = REST_BASE_URL;
+
+/// The list is one request, without a query.
+pub const INSTRUMENT_LIST_QUERIES: &[&str] = &[""];
+
 /// `t` and `a` are contiguous per symbol.
 pub const IDS_ARE_SEQUENTIAL: bool = true;
 
@@ -79,8 +93,9 @@ pub const PONG_DEADLINE: Duration = Duration::from_secs(60);
 pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Quote assets of Binance (and Binance.US) spot symbols, for splitting
-/// `ETHUSDT` into `ETH-USDT`; the longest matching suffix wins. The one list
-/// the live feed and `tickfetch import` share.
+/// `ETHUSDT` into `ETH-USDT` when no instrument list is loaded; the longest
+/// matching suffix wins. Binance's one built-in list (the live feed and
+/// `tickfetch import` both map through [`instrument`]).
 pub const QUOTE_ASSETS: &[&str] = &[
     "USDT", "USDC", "FDUSD", "BUSD", "TUSD", "USDP", "USDS", "DAI", "UST", "PAX", "USD", "BTC",
     "ETH", "BNB", "XRP", "TRX", "DOGE", "DOT", "SOL", "EUR", "EURI", "AEUR", "GBP", "AUD", "TRY",
@@ -142,12 +157,43 @@ pub fn limits(_feed: Feed) -> ConnectionLimits {
     }
 }
 
-/// `ETHUSDT` → `ETH-USDT`, by [`QUOTE_ASSETS`].
+/// `ETHUSDT` → `ETH-USDT`: by the loaded instrument list (`exchangeInfo`),
+/// else by [`builtin_instrument`] (see [`super::instruments`]).
 ///
 /// # Errors
-/// [`ExchangeError::UnknownSymbol`] when no known quote asset ends the symbol.
+/// [`ExchangeError::UnknownSymbol`] when the list lacks the symbol, or the
+/// built-in rule cannot split it.
 pub fn instrument(symbol: &str) -> Result<String, ExchangeError> {
-    split_by_quote_suffix(EXCHANGE, symbol, QUOTE_ASSETS)
+    resolve(EXCHANGE, symbol)
+}
+
+/// Binance's built-in rule: upper-case letters and digits, split by the
+/// longest of [`QUOTE_ASSETS`] that ends them (`BTCFDUSD` → `BTC`, `FDUSD`).
+///
+/// # Errors
+/// [`ExchangeError::UnknownSymbol`] for any other symbol.
+pub fn builtin_instrument(symbol: &str) -> Result<Instrument, ExchangeError> {
+    let well_formed = symbol
+        .bytes()
+        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+    well_formed
+        .then(|| split_by_quote_suffix(EXCHANGE, symbol, QUOTE_ASSETS).ok())
+        .flatten()
+        .ok_or_else(|| {
+            unknown_symbol(
+                EXCHANGE,
+                symbol,
+                format!(
+                    "it must be upper-case letters and digits ending in a known quote asset ({})",
+                    QUOTE_ASSETS.join(", ")
+                ),
+            )
+        })
+}
+
+/// `exchangeInfo` lists every spot symbol.
+pub fn listing_covers(_symbol: &str) -> bool {
+    true
 }
 
 /// `ethusdt@aggTrade`: stream names use the lower-case symbol.
@@ -538,6 +584,48 @@ mod tests {
                 code: Some("-1121".into()),
                 message: "Invalid symbol.".into()
             }
+        );
+    }
+
+    /// An excerpt of a real `exchangeInfo` body: two of its symbols (one
+    /// delisted, `BREAK`), filters cut short.
+    const EXCHANGE_INFO: &str = r#"{"timezone":"UTC","serverTime":1718000000000,"rateLimits":[{"rateLimitType":"REQUEST_WEIGHT","interval":"MINUTE","intervalNum":1,"limit":6000}],"exchangeFilters":[],"symbols":[{"symbol":"ETHBTC","status":"TRADING","baseAsset":"ETH","baseAssetPrecision":8,"quoteAsset":"BTC","quotePrecision":8,"quoteAssetPrecision":8,"baseCommissionPrecision":8,"quoteCommissionPrecision":8,"orderTypes":["LIMIT","LIMIT_MAKER","MARKET","STOP_LOSS_LIMIT","TAKE_PROFIT_LIMIT"],"icebergAllowed":true,"ocoAllowed":true,"otoAllowed":true,"quoteOrderQtyMarketAllowed":true,"allowTrailingStop":true,"cancelReplaceAllowed":true,"isSpotTradingAllowed":true,"isMarginTradingAllowed":true,"filters":[{"filterType":"PRICE_FILTER","minPrice":"0.00001000","maxPrice":"922327.00000000","tickSize":"0.00001000"},{"filterType":"LOT_SIZE","minQty":"0.00010000","maxQty":"100000.00000000","stepSize":"0.00010000"}],"permissions":[],"permissionSets":[["SPOT","MARGIN","TRD_GRP_004"]],"defaultSelfTradePreventionMode":"EXPIRE_MAKER","allowedSelfTradePreventionModes":["EXPIRE_TAKER","EXPIRE_MAKER","EXPIRE_BOTH"]},{"symbol":"LUNAUST","status":"BREAK","baseAsset":"LUNA","baseAssetPrecision":8,"quoteAsset":"UST","quotePrecision":8,"quoteAssetPrecision":8,"orderTypes":["LIMIT","MARKET"],"icebergAllowed":true,"ocoAllowed":true,"isSpotTradingAllowed":false,"isMarginTradingAllowed":false,"filters":[],"permissions":[],"permissionSets":[["SPOT"]]}]}"#;
+
+    #[test]
+    fn exchange_info_lists_base_and_quote() {
+        let page = parse_instruments(EXCHANGE_INFO.as_bytes()).expect("exchangeInfo");
+        assert_eq!(
+            page.instruments,
+            vec![
+                Instrument::new("ETHBTC", "ETH", "BTC"),
+                Instrument::new("LUNAUST", "LUNA", "UST"),
+            ]
+        );
+        assert_eq!(page.next_cursor, None);
+        let body = crate::exsim::encode::binance::encode_instruments(&page.instruments, 1)
+            .expect("encode");
+        assert_eq!(
+            parse_instruments(body.as_bytes())
+                .expect("round trip")
+                .instruments,
+            page.instruments
+        );
+        let err = parse_instruments(br#"{"code":-1003,"msg":"Too many requests."}"#).unwrap_err();
+        assert!(matches!(err, ExchangeError::Rejected { .. }), "{err}");
+        let err = parse_instruments(br#"{"symbols":[{"symbol":"X"}]}"#).unwrap_err();
+        assert!(matches!(err, ExchangeError::Malformed { .. }), "{err}");
+    }
+
+    #[test]
+    fn the_built_in_rule_takes_upper_case_alphanumerics_only() {
+        for bad in ["btcusdt", "BTC-USDT", "BTC/USDT"] {
+            let err = builtin_instrument(bad).unwrap_err();
+            assert_eq!(err.symbol(), Some(bad));
+            assert!(err.to_string().contains("upper-case"), "{err}");
+        }
+        assert_eq!(
+            builtin_instrument("BTCBKRW"),
+            Ok(Instrument::new("BTCBKRW", "BTC", "BKRW"))
         );
     }
 }

@@ -239,3 +239,29 @@ pub fn parse_rest_trades(
     };
     trades.map(oldest_first).map_err(|e| with_excerpt(e, body))
 }
+
+/// The instruments of an `exchangeInfo` body.
+///
+/// # Errors
+/// [`ExchangeError::Rejected`] for an error body (`{"code":-1003,"msg":"…"}`),
+/// [`ExchangeError::Malformed`] for anything else that is not the list.
+pub fn parse_instruments(body: &[u8]) -> Result<InstrumentPage, ExchangeError> {
+    if let Ok(error) = serde_json::from_slice::<ErrorBody>(body) {
+        if error.code.is_some() || error.msg.is_some() {
+            return Err(ExchangeError::Rejected {
+                exchange: EXCHANGE,
+                code: error.code.map(|c| c.to_string()),
+                message: error.msg.map(Cow::into_owned).unwrap_or_default(),
+            });
+        }
+    }
+    let info: ExchangeInfo = from_json(EXCHANGE, body)?;
+    Ok(InstrumentPage {
+        instruments: info
+            .symbols
+            .into_iter()
+            .map(|s| Instrument::new(s.symbol, s.base_asset, s.quote_asset))
+            .collect(),
+        next_cursor: None,
+    })
+}

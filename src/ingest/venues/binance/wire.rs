@@ -131,3 +131,46 @@ pub struct RestAggTrade<'a> {
 fn default_true() -> bool {
     true
 }
+
+/// The `GET /api/v3/exchangeInfo` body, with the fields tickfetch reads
+/// (`rateLimits`, `exchangeFilters` and each symbol's `filters`,
+/// `orderTypes`, `permissionSets`… are skipped).
+///
+/// ```json
+/// {"timezone":"UTC","serverTime":1565246363776,"rateLimits":[],"exchangeFilters":[],
+///  "symbols":[{"symbol":"ETHBTC","status":"TRADING","baseAsset":"ETH","baseAssetPrecision":8,
+///   "quoteAsset":"BTC","quotePrecision":8,"quoteAssetPrecision":8,"orderTypes":["LIMIT","MARKET"],
+///   "icebergAllowed":true,"ocoAllowed":true,"isSpotTradingAllowed":true,
+///   "isMarginTradingAllowed":true,"filters":[],"permissions":[],"permissionSets":[["SPOT","MARGIN"]]}]}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExchangeInfo<'a> {
+    #[serde(borrow, default)]
+    pub timezone: Cow<'a, str>,
+    #[serde(rename = "serverTime", default)]
+    pub server_time: Millis,
+    #[serde(borrow)]
+    pub symbols: Vec<SymbolInfo<'a>>,
+}
+
+/// One symbol of `exchangeInfo`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SymbolInfo<'a> {
+    #[serde(borrow)]
+    pub symbol: Cow<'a, str>,
+    /// `TRADING`, `HALT` or `BREAK`; every status maps (history of a halted
+    /// symbol still imports).
+    #[serde(borrow, default)]
+    pub status: Cow<'a, str>,
+    #[serde(borrow)]
+    pub base_asset: Cow<'a, str>,
+    #[serde(default)]
+    pub base_asset_precision: u32,
+    #[serde(borrow)]
+    pub quote_asset: Cow<'a, str>,
+    #[serde(default)]
+    pub quote_asset_precision: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_spot_trading_allowed: Option<bool>,
+}

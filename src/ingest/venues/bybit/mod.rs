@@ -13,6 +13,12 @@
 //! a refusal has `"success":false` and names the topic in `ret_msg`
 //! (`"Invalid topic: publicTrade.FOOUSDT"`), from which the symbol is taken.
 //!
+//! Instruments: `GET /v5/market/instruments-info?category=…` lists each
+//! category's symbols with `baseCoin` and `quoteCoin` ([`parse_instruments`];
+//! spot, linear and inverse are all fetched, spot first, so that one table
+//! serves every feed); without it, [`builtin_instrument`] splits the longest
+//! of [`QUOTE_ASSETS`] off the symbol.
+//!
 //! Connection rules: the client sends `{"op":"ping"}` every 20 s; the spot
 //! server answers `{"success":true,"ret_msg":"pong",…,"op":"ping"}` and the
 //! derivatives servers `{"op":"pong","args":["…"],…}`. A spot subscribe
@@ -27,6 +33,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::instruments::{resolve, Instrument, InstrumentPage};
 use super::{
     field_error, from_json, oldest_first, parse_decimal, parse_int_text, request_error,
     split_by_quote_suffix, unknown_symbol, unrecognised, with_excerpt, ClientPing,
@@ -52,6 +59,20 @@ pub const REST_BASE_URL: &str = "https://api.bybit.com";
 /// `GET /v5/market/recent-trade?category=spot&symbol=BTCUSDT&limit=N`, newest first.
 pub const REST_TRADES_PATH: &str = "/v5/market/recent-trade";
 
+/// `GET /v5/market/instruments-info?category=spot|linear|inverse[&limit=&cursor=]`.
+pub const REST_INSTRUMENTS_PATH: &str = "/v5/market/instruments-info";
+
+/// The host of the instrument list.
+pub const INSTRUMENTS_BASE_URL: &str = REST_BASE_URL;
+
+/// One request per category, spot first (its rows win); derivatives page
+/// by `nextPageCursor`, 1000 rows a page (spot does not page).
+pub const INSTRUMENT_LIST_QUERIES: &[&str] = &[
+    "category=spot",
+    "category=linear&limit=1000",
+    "category=inverse&limit=1000",
+];
+
 /// `i` is a UUID or an unordered number.
 pub const IDS_ARE_SEQUENTIAL: bool = false;
 
@@ -71,7 +92,8 @@ pub const REST_MAX_LIMIT_SPOT: usize = 60;
 
 pub const REST_MAX_LIMIT_DERIVATIVES: usize = 1000;
 
-/// Quote assets of Bybit symbols (`BTCUSDT` → `BTC-USDT`); longest suffix wins.
+/// Quote assets of Bybit symbols (`BTCUSDT` → `BTC-USDT`) for when no
+/// instrument list is loaded; longest suffix wins. Bybit's one built-in list.
 pub const QUOTE_ASSETS: &[&str] = &[
     "USDT", "USDC", "USDE", "USD", "DAI", "BTC", "ETH", "EUR", "BRL", "BRZ", "PLN", "TRY", "MNT",
     "KZT",
@@ -147,12 +169,28 @@ fn rest_max_limit(feed: Feed) -> usize {
     }
 }
 
-/// `BTCUSDT` → `BTC-USDT`, by [`QUOTE_ASSETS`]. Spot and linear `BTCUSDT`
-/// map to the same instrument: the feed tells them apart.
+/// `BTCUSDT` → `BTC-USDT`: by the loaded instrument list, else by
+/// [`builtin_instrument`] (see [`super::instruments`]). Spot and linear
+/// `BTCUSDT` map to the same instrument: the feed tells them apart.
 ///
 /// # Errors
-/// [`ExchangeError::UnknownSymbol`] when no known quote asset ends the symbol.
+/// [`ExchangeError::UnknownSymbol`] when the list lacks the symbol, or the
+/// built-in rule cannot split it.
 pub fn instrument(symbol: &str) -> Result<String, ExchangeError> {
+    resolve(EXCHANGE, symbol)
+}
+
+/// The list covers every category tickfetch subscribes to.
+pub fn listing_covers(_symbol: &str) -> bool {
+    true
+}
+
+/// Bybit's built-in rule: upper-case letters and digits, split by the
+/// longest of [`QUOTE_ASSETS`] that ends them.
+///
+/// # Errors
+/// [`ExchangeError::UnknownSymbol`] for any other symbol.
+pub fn builtin_instrument(symbol: &str) -> Result<Instrument, ExchangeError> {
     if !symbol
         .bytes()
         .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
@@ -428,6 +466,44 @@ mod tests {
             "X",
             br#"{"retCode":10001,"retMsg":"Not supported symbols","result":{},"time":1}"#,
             0,
+        )
+        .unwrap_err();
+        assert!(matches!(err, ExchangeError::Rejected { .. }), "{err}");
+    }
+
+    /// Excerpts of real `instruments-info` bodies: a spot page and a linear
+    /// page with a cursor to the next.
+    const SPOT_INSTRUMENTS: &str = r#"{"retCode":0,"retMsg":"OK","result":{"category":"spot","list":[{"symbol":"BTCUSDT","baseCoin":"BTC","quoteCoin":"USDT","innovation":"0","status":"Trading","marginTrading":"utaOnly","stTag":"0","lotSizeFilter":{"basePrecision":"0.000001","quotePrecision":"0.00000001","minOrderQty":"0.000048","maxOrderQty":"71.73956243","minOrderAmt":"1","maxOrderAmt":"2000000"},"priceFilter":{"tickSize":"0.01"},"riskParameters":{"priceLimitRatioX":"0.01","priceLimitRatioY":"0.02"}},{"symbol":"USDEUSDT","baseCoin":"USDE","quoteCoin":"USDT","innovation":"0","status":"Trading","marginTrading":"none","stTag":"0","lotSizeFilter":{"basePrecision":"0.01","quotePrecision":"0.0001","minOrderQty":"1","maxOrderQty":"1000000","minOrderAmt":"1","maxOrderAmt":"1000000"},"priceFilter":{"tickSize":"0.0001"}}]},"retExtInfo":{},"time":1718000000000}"#;
+    const LINEAR_INSTRUMENTS: &str = r#"{"retCode":0,"retMsg":"OK","result":{"category":"linear","list":[{"symbol":"1000PEPEUSDT","contractType":"LinearPerpetual","status":"Trading","baseCoin":"1000PEPE","quoteCoin":"USDT","launchTime":"1683273600000","deliveryTime":"0","deliveryFeeRate":"","priceScale":"7","leverageFilter":{"minLeverage":"1","maxLeverage":"25.00","leverageStep":"0.01"},"priceFilter":{"minPrice":"0.0000001","maxPrice":"1.9999998","tickSize":"0.0000001"},"lotSizeFilter":{"maxOrderQty":"80000000","minOrderQty":"100","qtyStep":"100","postOnlyMaxOrderQty":"80000000"},"unifiedMarginTrade":true,"fundingInterval":480,"settleCoin":"USDT","copyTrading":"both"}],"nextPageCursor":"first%3D1000PEPEUSDT%26last%3D1000PEPEUSDT"},"retExtInfo":{},"time":1718000000000}"#;
+
+    #[test]
+    fn instruments_info_pages_list_base_and_quote() {
+        let spot = parse_instruments(SPOT_INSTRUMENTS.as_bytes()).expect("spot page");
+        assert_eq!(
+            spot.instruments,
+            vec![
+                Instrument::new("BTCUSDT", "BTC", "USDT"),
+                Instrument::new("USDEUSDT", "USDE", "USDT"),
+            ]
+        );
+        assert_eq!(spot.next_cursor, None);
+        let linear = parse_instruments(LINEAR_INSTRUMENTS.as_bytes()).expect("linear page");
+        assert_eq!(
+            linear.instruments,
+            vec![Instrument::new("1000PEPEUSDT", "1000PEPE", "USDT")]
+        );
+        assert_eq!(
+            linear.next_cursor.as_deref(),
+            Some("first%3D1000PEPEUSDT%26last%3D1000PEPEUSDT")
+        );
+        let body = crate::exsim::encode::bybit::encode_instruments(&spot.instruments, "spot", 1)
+            .expect("encode");
+        assert_eq!(
+            parse_instruments(body.as_bytes()).expect("round trip"),
+            spot
+        );
+        let err = parse_instruments(
+            br#"{"retCode":10001,"retMsg":"Illegal category","result":{},"retExtInfo":{},"time":1}"#,
         )
         .unwrap_err();
         assert!(matches!(err, ExchangeError::Rejected { .. }), "{err}");

@@ -162,3 +162,33 @@ pub fn parse_rest_trades(
         .map(oldest_first)
         .map_err(|e| with_excerpt(e, body))
 }
+
+/// One page of an `instruments-info` body.
+///
+/// # Errors
+/// [`ExchangeError::Rejected`] when `retCode` is not 0,
+/// [`ExchangeError::Malformed`] for anything else that is not the list.
+pub fn parse_instruments(body: &[u8]) -> Result<InstrumentPage, ExchangeError> {
+    let response: InstrumentsResponse = from_json(EXCHANGE, body)?;
+    if response.ret_code != 0 {
+        return Err(ExchangeError::Rejected {
+            exchange: EXCHANGE,
+            code: Some(response.ret_code.to_string()),
+            message: response.ret_msg.into_owned(),
+        });
+    }
+    let Some(result) = response.result else {
+        return Ok(InstrumentPage::default());
+    };
+    Ok(InstrumentPage {
+        instruments: result
+            .list
+            .into_iter()
+            .map(|row| Instrument::new(row.symbol, row.base_coin, row.quote_coin))
+            .collect(),
+        next_cursor: result
+            .next_page_cursor
+            .filter(|cursor| !cursor.is_empty())
+            .map(Cow::into_owned),
+    })
+}

@@ -105,3 +105,54 @@ pub struct RestTrade<'a> {
     #[serde(default)]
     pub is_block_trade: bool,
 }
+
+/// The `GET /v5/market/instruments-info` body, with the fields tickfetch
+/// reads (`lotSizeFilter`, `priceFilter`, `leverageFilter`… are skipped).
+///
+/// ```json
+/// {"retCode":0,"retMsg":"OK","result":{"category":"spot","list":[{"symbol":"BTCUSDT",
+///  "baseCoin":"BTC","quoteCoin":"USDT","innovation":"0","status":"Trading","marginTrading":"both",
+///  "stTag":"0","lotSizeFilter":{"basePrecision":"0.000001","quotePrecision":"0.00000001",
+///  "minOrderQty":"0.000048","maxOrderQty":"71.73956243","minOrderAmt":"1","maxOrderAmt":"2000000"},
+///  "priceFilter":{"tickSize":"0.01"}}]},"retExtInfo":{},"time":1672712468011}
+/// ```
+/// Linear and inverse pages carry `"nextPageCursor":"…"` in `result`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstrumentsResponse<'a> {
+    pub ret_code: i64,
+    #[serde(borrow)]
+    pub ret_msg: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub result: Option<InstrumentsResult<'a>>,
+    #[serde(default)]
+    pub time: Millis,
+}
+
+/// `result` of the instruments body (`{}` with an error).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstrumentsResult<'a> {
+    #[serde(borrow, default)]
+    pub category: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub list: Vec<BybitInstrument<'a>>,
+    /// Empty (or absent) on the last page.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub next_page_cursor: Option<Cow<'a, str>>,
+}
+
+/// One instrument of the list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BybitInstrument<'a> {
+    #[serde(borrow)]
+    pub symbol: Cow<'a, str>,
+    #[serde(borrow)]
+    pub base_coin: Cow<'a, str>,
+    #[serde(borrow)]
+    pub quote_coin: Cow<'a, str>,
+    /// `Trading`, `PreLaunch`, `Delivering`, `Closed`.
+    #[serde(borrow, default)]
+    pub status: Cow<'a, str>,
+}

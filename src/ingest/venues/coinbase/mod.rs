@@ -17,6 +17,10 @@
 //! truncated to ms. `last_match` (sent once per product after subscribing) is
 //! a real trade and comes out as one; the dedup downstream counts it once.
 //!
+//! Instruments: product ids are `BASE-QUOTE` already; the Exchange API's
+//! `GET /products` lists each with `base_currency` and `quote_currency`
+//! ([`parse_instruments`]), for both feeds.
+//!
 //! Connection rules: no client ping; subscribe to the heartbeat channel (one
 //! per product per second on the Exchange feed, with `last_trade_id`, so a gap
 //! shows even on a quiet product). Advanced Trade closes a connection that has
@@ -35,6 +39,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::instruments::{resolve, Instrument, InstrumentPage};
 use super::{
     field_error, from_json, oldest_first, parse_decimal, parse_iso8601_millis, request_error,
     unknown_symbol, unrecognised, with_excerpt, ConnectionLimits, ExchangeError, Frame, Heartbeat,
@@ -63,6 +68,15 @@ pub const REST_BASE_URL_ADVANCED: &str = "https://api.coinbase.com";
 
 /// `GET /api/v3/brokerage/market/products/{product_id}/ticker?limit=N` (public).
 pub const REST_TRADES_PATH_ADVANCED: &str = "/api/v3/brokerage/market/products/{product_id}/ticker";
+
+/// `GET /products` (Exchange API): every product with its base and quote.
+pub const REST_INSTRUMENTS_PATH: &str = "/products";
+
+/// The host of the instrument list: the Exchange API's, whichever feed runs.
+pub const INSTRUMENTS_BASE_URL: &str = REST_BASE_URL_EXCHANGE;
+
+/// The list is one request, without a query.
+pub const INSTRUMENT_LIST_QUERIES: &[&str] = &[""];
 
 /// `trade_id` is contiguous per product.
 pub const IDS_ARE_SEQUENTIAL: bool = true;
@@ -135,11 +149,26 @@ pub fn limits(_feed: Feed) -> ConnectionLimits {
     }
 }
 
-/// Coinbase product ids are already `BASE-QUOTE`: `BTC-USD` → `BTC-USD`.
+/// `BTC-USD` → `BTC-USD`: by the loaded instrument list (`/products`),
+/// else by [`builtin_instrument`] (see [`super::instruments`]).
+///
+/// # Errors
+/// [`ExchangeError::UnknownSymbol`] when the list lacks the product, or the
+/// built-in rule cannot split it.
+pub fn instrument(symbol: &str) -> Result<String, ExchangeError> {
+    resolve(EXCHANGE, symbol)
+}
+
+/// `/products` lists every product.
+pub fn listing_covers(_symbol: &str) -> bool {
+    true
+}
+
+/// Coinbase's built-in rule: product ids are already `BASE-QUOTE`.
 ///
 /// # Errors
 /// [`ExchangeError::UnknownSymbol`] for an id without a `-`.
-pub fn instrument(symbol: &str) -> Result<String, ExchangeError> {
+pub fn builtin_instrument(symbol: &str) -> Result<Instrument, ExchangeError> {
     match symbol.split_once('-') {
         Some((base, quote))
             if !base.is_empty()
@@ -148,7 +177,7 @@ pub fn instrument(symbol: &str) -> Result<String, ExchangeError> {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
         {
-            Ok(symbol.to_string())
+            Ok(Instrument::new(symbol, base, quote))
         }
         _ => Err(unknown_symbol(
             EXCHANGE,
@@ -496,5 +525,30 @@ mod tests {
             matches!(err, ExchangeError::Rejected { ref message, .. } if message == "NotFound"),
             "{err}"
         );
+    }
+
+    /// An excerpt of a real Exchange `GET /products` body.
+    const PRODUCTS: &str = r#"[{"id":"BTC-USD","base_currency":"BTC","quote_currency":"USD","quote_increment":"0.01","base_increment":"0.00000001","display_name":"BTC-USD","min_market_funds":"1","margin_enabled":false,"post_only":false,"limit_only":false,"cancel_only":false,"status":"online","status_message":"","trading_disabled":false,"fx_stablecoin":false,"max_slippage_percentage":"0.02000000","auction_mode":false,"high_bid_limit_percentage":""},{"id":"USDT-EUR","base_currency":"USDT","quote_currency":"EUR","quote_increment":"0.0001","base_increment":"0.01","display_name":"USDT-EUR","min_market_funds":"0.84","margin_enabled":false,"post_only":false,"limit_only":false,"cancel_only":false,"status":"delisted","status_message":"","trading_disabled":true,"fx_stablecoin":true,"max_slippage_percentage":"0.03000000","auction_mode":false,"high_bid_limit_percentage":""}]"#;
+
+    #[test]
+    fn products_list_base_and_quote() {
+        let page = parse_instruments(PRODUCTS.as_bytes()).expect("products");
+        assert_eq!(
+            page.instruments,
+            vec![
+                Instrument::new("BTC-USD", "BTC", "USD"),
+                Instrument::new("USDT-EUR", "USDT", "EUR"),
+            ]
+        );
+        let body =
+            crate::exsim::encode::coinbase::encode_instruments(&page.instruments).expect("encode");
+        assert_eq!(
+            parse_instruments(body.as_bytes())
+                .expect("round trip")
+                .instruments,
+            page.instruments
+        );
+        let err = parse_instruments(br#"{"message":"Internal server error"}"#).unwrap_err();
+        assert!(matches!(err, ExchangeError::Rejected { .. }), "{err}");
     }
 }

@@ -276,3 +276,28 @@ pub fn parse_rest_trades(
     };
     trades.map(oldest_first).map_err(|e| with_excerpt(e, body))
 }
+
+/// The instruments of a `GET /products` body.
+///
+/// # Errors
+/// [`ExchangeError::Rejected`] for an error body (`{"message":"…"}`),
+/// [`ExchangeError::Malformed`] for anything else that is not the list.
+pub fn parse_instruments(body: &[u8]) -> Result<InstrumentPage, ExchangeError> {
+    if let Ok(peek) = serde_json::from_slice::<Peek>(body) {
+        if peek.message.is_some() || peek.error.is_some() {
+            return Err(ExchangeError::Rejected {
+                exchange: EXCHANGE,
+                code: peek.error.map(Cow::into_owned),
+                message: peek.message.map(Cow::into_owned).unwrap_or_default(),
+            });
+        }
+    }
+    let products: Vec<Product> = from_json(EXCHANGE, body)?;
+    Ok(InstrumentPage {
+        instruments: products
+            .into_iter()
+            .map(|p| Instrument::new(p.id, p.base_currency, p.quote_currency))
+            .collect(),
+        next_cursor: None,
+    })
+}

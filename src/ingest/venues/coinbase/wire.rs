@@ -187,3 +187,31 @@ pub struct RestTicker<'a> {
     #[serde(borrow, default)]
     pub best_ask: Cow<'a, str>,
 }
+
+/// One product of the Exchange API's `GET /products` body (a JSON array),
+/// with the fields tickfetch reads (`base_increment`, `quote_increment`,
+/// `min_market_funds`, `post_only`… are skipped).
+///
+/// ```json
+/// [{"id":"BTC-USD","base_currency":"BTC","quote_currency":"USD","quote_increment":"0.01",
+///   "base_increment":"0.00000001","display_name":"BTC-USD","min_market_funds":"1",
+///   "margin_enabled":false,"post_only":false,"limit_only":false,"cancel_only":false,
+///   "status":"online","status_message":"","trading_disabled":false,"fx_stablecoin":false,
+///   "max_slippage_percentage":"0.02000000","auction_mode":false,"high_bid_limit_percentage":""}]
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Product<'a> {
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub base_currency: Cow<'a, str>,
+    #[serde(borrow)]
+    pub quote_currency: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub display_name: Cow<'a, str>,
+    /// `online`, `offline`, `internal`, `delisted`.
+    #[serde(borrow, default)]
+    pub status: Cow<'a, str>,
+    #[serde(default)]
+    pub trading_disabled: bool,
+}

@@ -13,7 +13,10 @@
 //! Instruments: OKX ids are already `BASE-QUOTE` (`BTC-USDT`); derivative ids
 //! are kept whole (`BTC-USDT-SWAP`, `BTC-USD-220527`) so that they never merge
 //! with the spot pair. On `FUTURES`/`SWAP`/`OPTION` the size `sz` is a number
-//! of contracts, not of the base coin.
+//! of contracts, not of the base coin. `GET /api/v5/public/instruments?instType=SPOT`
+//! lists the spot ids with `baseCcy` and `quoteCcy` ([`parse_instruments`]);
+//! derivative ids (three parts or more) are outside that list and keep the
+//! built-in rule ([`listing_covers`]).
 //!
 //! Replies: `{"event":"subscribe","arg":{…},"connId":"…"}` and
 //! `{"event":"error","code":"60018","msg":"Wrong URL or channel:trades,instId:FOO-USDT
@@ -31,6 +34,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::instruments::{resolve, Instrument, InstrumentPage};
 use super::{
     field_error, from_json, oldest_first, parse_decimal, parse_int_text, request_error,
     unknown_symbol, unrecognised, with_excerpt, ClientPing, ConnectionLimits, ExchangeError, Frame,
@@ -54,6 +58,15 @@ pub const REST_BASE_URL: &str = "https://www.okx.com";
 
 /// `GET /api/v5/market/trades?instId=BTC-USDT&limit=N` (N ≤ 500), newest first.
 pub const REST_TRADES_PATH: &str = "/api/v5/market/trades";
+
+/// `GET /api/v5/public/instruments?instType=SPOT`: the spot instruments.
+pub const REST_INSTRUMENTS_PATH: &str = "/api/v5/public/instruments";
+
+/// The host of the instrument list.
+pub const INSTRUMENTS_BASE_URL: &str = REST_BASE_URL;
+
+/// The spot list only: derivative ids keep the built-in rule.
+pub const INSTRUMENT_LIST_QUERIES: &[&str] = &["instType=SPOT"];
 
 /// `GET /api/v5/market/history-trades?instId=…&type=1&after=tradeId&limit=N`
 /// (N ≤ 100): older trades, for paging back over a gap.
@@ -136,11 +149,28 @@ pub fn limits(_feed: Feed) -> ConnectionLimits {
     }
 }
 
-/// OKX ids are kept: `BTC-USDT` → `BTC-USDT`, `BTC-USDT-SWAP` → `BTC-USDT-SWAP`.
+/// `BTC-USDT` → `BTC-USDT`: by the loaded instrument list (spot ids), else
+/// by [`builtin_instrument`] (see [`super::instruments`]).
+///
+/// # Errors
+/// [`ExchangeError::UnknownSymbol`] when the list lacks a spot id, or the
+/// built-in rule cannot split it.
+pub fn instrument(symbol: &str) -> Result<String, ExchangeError> {
+    resolve(EXCHANGE, symbol)
+}
+
+/// The spot list covers `BASE-QUOTE` ids; `BTC-USDT-SWAP` and other
+/// derivative ids are not in it.
+pub fn listing_covers(symbol: &str) -> bool {
+    symbol.split('-').count() == 2
+}
+
+/// OKX's built-in rule: ids are kept, `BTC-USDT` → `BTC`, `USDT` and
+/// `BTC-USDT-SWAP` → `BTC`, `USDT-SWAP` (named `BTC-USDT-SWAP`).
 ///
 /// # Errors
 /// [`ExchangeError::UnknownSymbol`] for an id without `BASE-QUOTE`.
-pub fn instrument(symbol: &str) -> Result<String, ExchangeError> {
+pub fn builtin_instrument(symbol: &str) -> Result<Instrument, ExchangeError> {
     let mut parts = symbol.split('-');
     let well_formed = parts.next().is_some_and(|base| !base.is_empty())
         && parts.next().is_some_and(|quote| !quote.is_empty())
@@ -148,14 +178,13 @@ pub fn instrument(symbol: &str) -> Result<String, ExchangeError> {
         && symbol
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    if well_formed {
-        Ok(symbol.to_string())
-    } else {
-        Err(unknown_symbol(
+    match symbol.split_once('-') {
+        Some((base, quote)) if well_formed => Ok(Instrument::new(symbol, base, quote)),
+        _ => Err(unknown_symbol(
             EXCHANGE,
             symbol,
             "expected BASE-QUOTE[-…], e.g. BTC-USDT",
-        ))
+        )),
     }
 }
 
@@ -448,5 +477,33 @@ mod tests {
         assert!(matches!(err, ExchangeError::Rejected { .. }), "{err}");
         assert!(instrument("BTCUSDT").is_err());
         assert_eq!(instrument("UNI-USD-SWAP").as_deref(), Ok("UNI-USD-SWAP"));
+    }
+
+    /// An excerpt of a real `public/instruments?instType=SPOT` body.
+    const INSTRUMENTS: &str = r#"{"code":"0","msg":"","data":[{"alias":"","auctionEndTime":"","baseCcy":"BTC","category":"1","ctMult":"","ctType":"","ctVal":"","ctValCcy":"","expTime":"","instFamily":"","instId":"BTC-USDT","instType":"SPOT","lever":"10","listTime":"1606468572000","lotSz":"0.00000001","maxIcebergSz":"9999999999.0000000000000000","maxLmtAmt":"20000000","maxLmtSz":"9999999999","maxMktAmt":"1000000","maxMktSz":"","maxStopSz":"","maxTriggerSz":"9999999999.0000000000000000","maxTwapSz":"9999999999.0000000000000000","minSz":"0.00001","optType":"","quoteCcy":"USDT","ruleType":"normal","settleCcy":"","state":"live","stk":"","tickSz":"0.1","uly":""},{"alias":"","baseCcy":"ETH","category":"1","ctMult":"","ctType":"","ctVal":"","ctValCcy":"","expTime":"","instFamily":"","instId":"ETH-EURI","instType":"SPOT","lever":"","listTime":"1733457600000","lotSz":"0.000001","minSz":"0.001","optType":"","quoteCcy":"EURI","ruleType":"normal","settleCcy":"","state":"live","stk":"","tickSz":"0.01","uly":""}]}"#;
+
+    #[test]
+    fn spot_instruments_list_base_and_quote() {
+        let page = parse_instruments(INSTRUMENTS.as_bytes()).expect("instruments");
+        assert_eq!(
+            page.instruments,
+            vec![
+                Instrument::new("BTC-USDT", "BTC", "USDT"),
+                Instrument::new("ETH-EURI", "ETH", "EURI"),
+            ]
+        );
+        let body = crate::exsim::encode::okx::encode_instruments(&page.instruments, "SPOT")
+            .expect("encode");
+        assert_eq!(
+            parse_instruments(body.as_bytes())
+                .expect("round trip")
+                .instruments,
+            page.instruments
+        );
+        let err =
+            parse_instruments(br#"{"code":"51000","msg":"Parameter instType error","data":[]}"#)
+                .unwrap_err();
+        assert!(matches!(err, ExchangeError::Rejected { .. }), "{err}");
+        assert!(listing_covers("BTC-USDT") && !listing_covers("BTC-USDT-SWAP"));
     }
 }

@@ -183,3 +183,27 @@ pub fn parse_rest_trades(
         .map(oldest_first)
         .map_err(|e| with_excerpt(e, body))
 }
+
+/// The instruments of a `public/instruments` body.
+///
+/// # Errors
+/// [`ExchangeError::Rejected`] when `code` is not `"0"`,
+/// [`ExchangeError::Malformed`] for anything else that is not the list.
+pub fn parse_instruments(body: &[u8]) -> Result<InstrumentPage, ExchangeError> {
+    let response: InstrumentsResponse = from_json(EXCHANGE, body)?;
+    if response.code != "0" {
+        return Err(ExchangeError::Rejected {
+            exchange: EXCHANGE,
+            code: Some(response.code.into_owned()),
+            message: response.msg.into_owned(),
+        });
+    }
+    Ok(InstrumentPage {
+        instruments: response
+            .data
+            .into_iter()
+            .map(|row| Instrument::new(row.inst_id, row.base_ccy, row.quote_ccy))
+            .collect(),
+        next_cursor: None,
+    })
+}

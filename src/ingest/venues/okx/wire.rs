@@ -76,3 +76,41 @@ pub struct RestResponse<'a> {
     #[serde(borrow, default)]
     pub data: Vec<OkxTrade<'a>>,
 }
+
+/// The `GET /api/v5/public/instruments?instType=SPOT` body, with the fields
+/// tickfetch reads (`tickSz`, `lotSz`, `minSz`, `maxLmtSz`… are skipped).
+///
+/// ```json
+/// {"code":"0","msg":"","data":[{"alias":"","baseCcy":"BTC","category":"1","ctMult":"",
+///  "ctType":"","ctVal":"","ctValCcy":"","expTime":"","instFamily":"","instId":"BTC-USDT",
+///  "instType":"SPOT","lever":"10","listTime":"1606468572000","lotSz":"0.00000001",
+///  "minSz":"0.00001","optType":"","quoteCcy":"USDT","settleCcy":"","state":"live",
+///  "stk":"","tickSz":"0.1","uly":""}]}
+/// ```
+/// An error: `{"code":"51000","msg":"Parameter instType error","data":[]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstrumentsResponse<'a> {
+    #[serde(borrow)]
+    pub code: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub msg: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub data: Vec<OkxInstrument<'a>>,
+}
+
+/// One instrument of the list (`baseCcy` and `quoteCcy` are empty on
+/// derivatives).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OkxInstrument<'a> {
+    #[serde(rename = "instType", borrow)]
+    pub inst_type: Cow<'a, str>,
+    #[serde(rename = "instId", borrow)]
+    pub inst_id: Cow<'a, str>,
+    #[serde(rename = "baseCcy", borrow, default)]
+    pub base_ccy: Cow<'a, str>,
+    #[serde(rename = "quoteCcy", borrow, default)]
+    pub quote_ccy: Cow<'a, str>,
+    /// `live`, `suspend`, `preopen`, `test`.
+    #[serde(borrow, default)]
+    pub state: Cow<'a, str>,
+}

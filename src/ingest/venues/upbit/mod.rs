@@ -7,6 +7,7 @@
 //! number's own text (`serde_json::value::RawValue`), never through `f64`.
 //!
 //! Symbols put the quote first: `KRW-BTC` is the instrument `BTC-KRW`.
+//! `GET /v1/market/all` lists every market code ([`parse_instruments`]).
 //! Side: `ab`/`ask_bid` is the taker's: `ASK` is a taker sell, `BID` a buy.
 //! Ids: `sid`/`sequential_id` identify a trade uniquely, but Upbit says they do
 //! not guarantee order and they are not contiguous (they embed the trade
@@ -27,6 +28,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::instruments::{resolve, Instrument, InstrumentPage};
 use super::{
     field_error, from_json, oldest_first, parse_json_number_decimal, request_error, unknown_symbol,
     unrecognised, with_excerpt, ClientPing, ConnectionLimits, ExchangeError, Frame, HistoryPage,
@@ -43,6 +45,15 @@ pub const EXCHANGE: Exchange = Exchange::Upbit;
 pub const WS_URL: &str = "wss://api.upbit.com/websocket/v1";
 
 pub const REST_BASE_URL: &str = "https://api.upbit.com";
+
+/// `GET /v1/market/all`: every market code with its asset's names.
+pub const REST_INSTRUMENTS_PATH: &str = "/v1/market/all";
+
+/// The host of the instrument list.
+pub const INSTRUMENTS_BASE_URL: &str = REST_BASE_URL;
+
+/// The list is one request, without a query.
+pub const INSTRUMENT_LIST_QUERIES: &[&str] = &[""];
 
 /// `GET /v1/trades/ticks?market=KRW-BTC&count=N[&cursor=sequential_id]`,
 /// newest first.
@@ -124,22 +135,42 @@ pub fn limits(_feed: Feed) -> ConnectionLimits {
     }
 }
 
-/// `KRW-BTC` → `BTC-KRW` (Upbit writes the quote first).
+/// `KRW-BTC` → `BTC-KRW`: by the loaded market list, else by
+/// [`builtin_instrument`] (see [`super::instruments`]).
+///
+/// # Errors
+/// [`ExchangeError::UnknownSymbol`] when the list lacks the market, or the
+/// built-in rule cannot split it.
+pub fn instrument(symbol: &str) -> Result<String, ExchangeError> {
+    resolve(EXCHANGE, symbol)
+}
+
+/// `market/all` lists every market.
+pub fn listing_covers(_symbol: &str) -> bool {
+    true
+}
+
+/// `KRW-BTC` → base `BTC`, quote `KRW` (Upbit writes the quote first);
+/// also how a market code of the list is read.
+fn split_market(code: &str) -> Option<(&str, &str)> {
+    match code.split_once('-') {
+        Some((quote, base)) if !quote.is_empty() && !base.is_empty() && !base.contains('-') => {
+            Some((base, quote))
+        }
+        _ => None,
+    }
+}
+
+/// Upbit's built-in rule: `QUOTE-BASE`, `KRW-BTC` → `BTC-KRW`.
 ///
 /// # Errors
 /// [`ExchangeError::UnknownSymbol`] unless the symbol is `QUOTE-BASE`.
-pub fn instrument(symbol: &str) -> Result<String, ExchangeError> {
-    match symbol.split_once('-') {
-        Some((quote, base))
-            if !quote.is_empty()
-                && !base.is_empty()
-                && !base.contains('-')
-                && symbol
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
-        {
-            Ok(format!("{base}-{quote}"))
-        }
+pub fn builtin_instrument(symbol: &str) -> Result<Instrument, ExchangeError> {
+    let well_formed = symbol
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    match split_market(symbol) {
+        Some((base, quote)) if well_formed => Ok(Instrument::new(symbol, base, quote)),
         _ => Err(unknown_symbol(
             EXCHANGE,
             symbol,
@@ -400,5 +431,42 @@ mod tests {
         for bad in ["KRWBTC", "-BTC", "KRW-", "KRW-BTC-X"] {
             assert!(instrument(bad).is_err(), "{bad}");
         }
+    }
+
+    /// An excerpt of a real `GET /v1/market/all` body.
+    const MARKETS: &str = r#"[{"market":"KRW-BTC","korean_name":"비트코인","english_name":"Bitcoin"},{"market":"BTC-ETH","korean_name":"이더리움","english_name":"Ethereum"},{"market":"USDT-XRP","korean_name":"리플","english_name":"XRP"}]"#;
+
+    #[test]
+    fn market_codes_put_the_quote_first() {
+        let page = parse_instruments(MARKETS.as_bytes()).expect("markets");
+        assert_eq!(
+            page.instruments,
+            vec![
+                Instrument::new("KRW-BTC", "BTC", "KRW"),
+                Instrument::new("BTC-ETH", "ETH", "BTC"),
+                Instrument::new("USDT-XRP", "XRP", "USDT"),
+            ]
+        );
+        for details in [false, true] {
+            let body = crate::exsim::encode::upbit::encode_instruments(&page.instruments, details)
+                .expect("encode");
+            assert_eq!(body.contains("market_warning"), details);
+            assert_eq!(
+                parse_instruments(body.as_bytes())
+                    .expect("round trip")
+                    .instruments,
+                page.instruments
+            );
+        }
+        let odd = parse_instruments(br#"[{"market":"KRWBTC","korean_name":"","english_name":""}]"#)
+            .expect("a list");
+        assert!(
+            odd.instruments.is_empty(),
+            "a code that does not split names nothing"
+        );
+        let err =
+            parse_instruments(br#"{"error":{"name":"too_many_requests","message":"slow down"}}"#)
+                .unwrap_err();
+        assert!(matches!(err, ExchangeError::Rejected { .. }), "{err}");
     }
 }

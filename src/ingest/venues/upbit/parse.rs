@@ -180,3 +180,33 @@ pub fn parse_rest_trades(
         .map(oldest_first)
         .map_err(|e| with_excerpt(e, body))
 }
+
+/// The instruments of a `market/all` body; a code that is not `QUOTE-BASE`
+/// names nothing and is left out.
+///
+/// # Errors
+/// [`ExchangeError::Rejected`] for an error body (`{"error":{…}}`),
+/// [`ExchangeError::Malformed`] for anything else that is not the list.
+pub fn parse_instruments(body: &[u8]) -> Result<InstrumentPage, ExchangeError> {
+    if let Ok(Peek {
+        error: Some(error), ..
+    }) = serde_json::from_slice::<Peek>(body)
+    {
+        return Err(ExchangeError::Rejected {
+            exchange: EXCHANGE,
+            code: error.name.map(Cow::into_owned),
+            message: error.message.map(Cow::into_owned).unwrap_or_default(),
+        });
+    }
+    let markets: Vec<Market> = from_json(EXCHANGE, body)?;
+    Ok(InstrumentPage {
+        instruments: markets
+            .iter()
+            .filter_map(|m| {
+                split_market(&m.market)
+                    .map(|(base, quote)| Instrument::new(m.market.as_ref(), base, quote))
+            })
+            .collect(),
+        next_cursor: None,
+    })
+}

@@ -143,3 +143,24 @@ pub struct RestTrade<'a> {
     pub ask_bid: Cow<'a, str>,
     pub sequential_id: u64,
 }
+
+/// One market of the `GET /v1/market/all` body (a JSON array).
+///
+/// ```json
+/// [{"market":"KRW-BTC","korean_name":"비트코인","english_name":"Bitcoin"},
+///  {"market":"BTC-ETH","korean_name":"이더리움","english_name":"Ethereum"}]
+/// ```
+/// With `?isDetails=true` each also has `"market_warning":"NONE"` (or `CAUTION`)
+/// and, lately, a `market_event` object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Market<'a> {
+    /// `QUOTE-BASE`.
+    #[serde(borrow)]
+    pub market: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub korean_name: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub english_name: Cow<'a, str>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub market_warning: Option<Cow<'a, str>>,
+}
