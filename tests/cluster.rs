@@ -14,9 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::trades::{
-    assert_trades_exactly_once, expected, read_trades_topic, read_trades_topic_fenced,
-};
+use common::trades::{assert_trades_exactly_once, read_trades_topic, read_trades_topic_fenced};
 use common::Proc;
 use tickfetch::config::{Config, FeedConfig};
 use tickfetch::coord::keyspace::{AssignmentRecord, ProgressRecord, WorkerRecord};
@@ -33,18 +31,39 @@ const WORKER_TTL: Duration = Duration::from_secs(3);
 /// Longest any wait may take.
 const WAIT: Duration = Duration::from_secs(60);
 
-fn feed() -> Feed {
-    "binance:trade".parse().expect("known feed")
+/// The feeds of these tests: Binance `trade` and OKX `trades`.
+const FEEDS: [&str; 2] = ["binance:trade", "okx:trades"];
+
+/// The feed a generated symbol is on: OKX's have a dash (`BTC-USDT`).
+fn feed_of(symbol: &str) -> Feed {
+    let name = if symbol.contains('-') {
+        FEEDS[1]
+    } else {
+        FEEDS[0]
+    };
+    name.parse().expect("known feed")
+}
+
+/// `n` Binance symbols and `okx` OKX ones.
+fn market(n: usize, okx: usize) -> Vec<String> {
+    let mut symbols = generated_symbols(Exchange::Binance, n);
+    symbols.extend(generated_symbols(Exchange::Okx, okx));
+    symbols
 }
 
 async fn simulator(symbols: &[String]) -> SimHandle {
+    let mut by_exchange: BTreeMap<Exchange, Vec<String>> = BTreeMap::new();
+    for symbol in symbols {
+        by_exchange
+            .entry(feed_of(symbol).exchange())
+            .or_default()
+            .push(symbol.clone());
+    }
     Simulator::start(SimConfig {
-        exchanges: vec![Exchange::Binance],
+        exchanges: by_exchange.keys().copied().collect(),
         source: Source::Generate(GenerateConfig {
             rate_per_second: 0.0,
-            symbols: [(Exchange::Binance, symbols.to_vec())]
-                .into_iter()
-                .collect(),
+            symbols: by_exchange,
             ..GenerateConfig::default()
         }),
         ..SimConfig::default()
@@ -53,23 +72,51 @@ async fn simulator(symbols: &[String]) -> SimHandle {
     .expect("simulator starts")
 }
 
-/// This test's config: the simulator's endpoints for `binance:trade`
-/// (symbols come from etcd), short leases and progress intervals.
+/// Every simulated trade of each symbol, by symbol.
+fn simulated(
+    sim: &SimHandle,
+    symbols: &[String],
+) -> BTreeMap<String, Vec<tickfetch::model::Trade>> {
+    symbols
+        .iter()
+        .map(|s| (s.clone(), sim.feed_history(feed_of(s), s).expect("history")))
+        .collect()
+}
+
+/// Every trade of `want` exactly once, in exchange order, per symbol.
+fn assert_all_exactly_once(
+    contents: &common::trades::TopicContents,
+    want: &BTreeMap<String, Vec<tickfetch::model::Trade>>,
+) {
+    let mut by_exchange: BTreeMap<Exchange, BTreeMap<String, Vec<tickfetch::model::Trade>>> =
+        BTreeMap::new();
+    for (symbol, trades) in want {
+        by_exchange
+            .entry(feed_of(symbol).exchange())
+            .or_default()
+            .insert(symbol.clone(), trades.clone());
+    }
+    for (exchange, want) in &by_exchange {
+        assert_trades_exactly_once(contents, *exchange, want);
+    }
+}
+
+/// This test's config: the simulator's endpoints for both feeds (symbols
+/// come from etcd), short leases and progress intervals.
 fn config(tag: &str, sim: &SimHandle) -> Config {
     let mut config = common::config(tag);
     config.topics.partitions = 4;
-    let feed = feed();
-    config.ingest.feeds = vec![FeedConfig {
-        exchange: Exchange::Binance,
-        symbols: Vec::new(),
-        ws_url: Some(sim.feed_ws_url(feed)),
-        rest_url: Some(sim.rest_url(Exchange::Binance)),
-        feed: Some(feed.name().to_string()),
-        symbols_per_connection: None,
-        max_connection_age_ms: None,
-        ping_interval_ms: None,
-        pong_timeout_ms: None,
-    }];
+    config.ingest.feeds = FEEDS
+        .iter()
+        .map(|name| {
+            let feed: Feed = name.parse().expect("known feed");
+            let mut template = FeedConfig::for_exchange(feed.exchange());
+            template.ws_url = Some(sim.feed_ws_url(feed));
+            template.rest_url = Some(sim.rest_url(feed.exchange()));
+            template.feed = Some(feed.name().to_string());
+            template
+        })
+        .collect();
     config.ingest.watermark_interval_ms = 500;
     config.ingest.reconnect_min_ms = 50;
     config.ingest.reconnect_max_ms = 500;
@@ -136,23 +183,34 @@ async fn start_cluster(
     (master, workers)
 }
 
-/// `tickfetch feeds add`: the Binance `trade` feeds of `symbols`, one replica each.
+/// `tickfetch feeds add`: the feeds of `symbols`, one replica each.
 fn add_feeds(config: &Config, symbols: &[String]) {
-    tickfetch_cli(
-        config,
-        &[
-            "feeds",
-            "add",
-            "--exchange",
-            "binance",
-            "--channel",
-            "trade",
-            "--replicas",
-            "1",
-            "--symbols",
-            &symbols.join(","),
-        ],
-    );
+    for name in FEEDS {
+        let on: Vec<&str> = symbols
+            .iter()
+            .filter(|s| feed_of(s).to_string() == name)
+            .map(String::as_str)
+            .collect();
+        if on.is_empty() {
+            continue;
+        }
+        let feed: Feed = name.parse().expect("known feed");
+        tickfetch_cli(
+            config,
+            &[
+                "feeds",
+                "add",
+                "--exchange",
+                feed.exchange().as_str(),
+                "--channel",
+                feed.name(),
+                "--replicas",
+                "1",
+                "--symbols",
+                &on.join(","),
+            ],
+        );
+    }
 }
 
 /// Waits until `n` workers are registered (so that feeds added next are
@@ -224,7 +282,7 @@ async fn warm_up(store: &Store, sim: &SimHandle, symbols: &[String]) {
             .filter(|s| !progress.contains_key(*s))
             .collect();
         for symbol in &quiet {
-            sim.generate(Exchange::Binance, symbol, 1)
+            sim.generate(feed_of(symbol).exchange(), symbol, 1)
                 .expect("generate");
         }
         quiet.is_empty()
@@ -242,7 +300,7 @@ fn since_first_published(
     for (symbol, trades) in &mut history {
         let first = contents
             .trades
-            .get(&format!("binance:{symbol}"))
+            .get(&format!("{}:{symbol}", feed_of(symbol).exchange()))
             .and_then(|t| t.first())
             .unwrap_or_else(|| panic!("{symbol}: nothing published"));
         let start = trades
@@ -267,7 +325,7 @@ impl Trading {
         let task = tokio::spawn(async move {
             while !flag.load(Ordering::Relaxed) {
                 for symbol in &symbols {
-                    sim.generate(Exchange::Binance, symbol, 1)
+                    sim.generate(feed_of(symbol).exchange(), symbol, 1)
                         .expect("generate");
                 }
                 tokio::time::sleep(pause).await;
@@ -288,7 +346,7 @@ async fn wait_all_published(store: &Store, sim: &SimHandle, symbols: &[String]) 
     let last: BTreeMap<String, String> = symbols
         .iter()
         .filter_map(|s| {
-            let history = sim.feed_history(feed(), s).expect("history");
+            let history = sim.feed_history(feed_of(s), s).expect("history");
             history.last().map(|t| (s.clone(), t.trade_id.clone()))
         })
         .collect();
@@ -369,7 +427,7 @@ async fn trade_epochs(config: &Config) -> BTreeMap<String, i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_worker_s_primaries_move_to_their_replicas_with_nothing_lost_or_doubled() {
     tickfetch::telemetry::init_logging(tickfetch::config::LogFormat::Text);
-    let symbols = generated_symbols(Exchange::Binance, 50);
+    let symbols = market(25, 25);
     let sim = Arc::new(simulator(&symbols).await);
     let config = config("cluster-kill", &sim);
     let store = Store::connect(&config.etcd).await.expect("etcd");
@@ -462,8 +520,8 @@ async fn killed_worker_s_primaries_move_to_their_replicas_with_nothing_lost_or_d
     trading.stop().await;
     wait_all_published(&store, &sim, &symbols).await;
     let contents = read_trades_topic(&config).await;
-    let want = since_first_published(expected(&sim, feed(), &symbols), &contents);
-    assert_trades_exactly_once(&contents, Exchange::Binance, &want);
+    let want = since_first_published(simulated(&sim, &symbols), &contents);
+    assert_all_exactly_once(&contents, &want);
     assert_epochs_never_go_back(&config).await;
     drop(workers);
     common::etcd::remove_prefix(&config.etcd).await;
@@ -556,8 +614,8 @@ async fn a_worker_paused_past_its_lease_is_fenced_and_rejoins_as_a_replica() {
     eprintln!(
         "fencing: {fenced} late records of the paused worker's old epoch dropped by the epoch rule"
     );
-    let want = since_first_published(expected(&sim, feed(), &symbols), &contents);
-    assert_trades_exactly_once(&contents, Exchange::Binance, &want);
+    let want = since_first_published(simulated(&sim, &symbols), &contents);
+    assert_all_exactly_once(&contents, &want);
 
     // MongoDB: every trade once, each with the epoch of the primary that
     // published it last; none of the paused worker's writes after the
@@ -679,8 +737,8 @@ async fn a_drained_worker_hands_its_feeds_over_without_a_gap_or_a_duplicate_and_
     wait_all_published(&store, &sim, &symbols).await;
     // A planned handover: no duplicate even before any epoch rule, no gap.
     let contents = read_trades_topic(&config).await;
-    let want = since_first_published(expected(&sim, feed(), &symbols), &contents);
-    assert_trades_exactly_once(&contents, Exchange::Binance, &want);
+    let want = since_first_published(simulated(&sim, &symbols), &contents);
+    assert_all_exactly_once(&contents, &want);
     assert_epochs_never_go_back(&config).await;
     assert!(
         contents.gaps.is_empty(),
@@ -740,11 +798,14 @@ fn supervise(config: &Config, workers: &mut BTreeMap<String, Proc>, restarted: &
 async fn a_rollout_replaces_every_worker_one_at_a_time_and_resumes_after_an_interruption() {
     use tickfetch::coord::rollout::RolloutRecord;
     tickfetch::telemetry::init_logging(tickfetch::config::LogFormat::Text);
-    let symbols = generated_symbols(Exchange::Binance, 12);
+    let symbols = market(50, 50);
     let sim = Arc::new(simulator(&symbols).await);
     let config = config("cluster-rollout", &sim);
     let store = Store::connect(&config.etcd).await.expect("etcd");
-    let _master = master(&config, "master-1", 10);
+    let mut masters: BTreeMap<String, Proc> = ["master-1", "master-2"]
+        .into_iter()
+        .map(|id| (id.to_string(), master(&config, id, 10)))
+        .collect();
     let mut workers: BTreeMap<String, Proc> = ["w1", "w2", "w3"]
         .into_iter()
         .map(|id| (id.to_string(), worker(&config, id)))
@@ -784,7 +845,7 @@ async fn a_rollout_replaces_every_worker_one_at_a_time_and_resumes_after_an_inte
     add_feeds(&config, &symbols);
     wait_assigned(&store, &symbols, 1).await;
     warm_up(&store, &sim, &symbols).await;
-    let trading = Trading::start(&sim, &symbols, Duration::from_millis(50));
+    let trading = Trading::start(&sim, &symbols, Duration::from_millis(200));
 
     let rollout_args = [
         "rollout",
@@ -807,8 +868,17 @@ async fn a_rollout_replaces_every_worker_one_at_a_time_and_resumes_after_an_inte
             .expect("etcd")
             .map(|r| r.value);
         if interrupted.is_none() && state.as_ref().is_some_and(|s| s.done.len() == 1) {
-            // Interrupt the rollout after its first worker; start it again.
+            // Interrupt the rollout after its first worker, and kill the
+            // leading master; start the rollout again.
             rollout.kill9();
+            let leader = store
+                .get::<tickfetch::coord::keyspace::LeaderRecord, &str>(&[])
+                .await
+                .expect("etcd")
+                .expect("a leader")
+                .value
+                .id;
+            masters.get_mut(&leader).expect("leader").kill9();
             let first = state.as_ref().map(|s| s.done[0].clone()).expect("done");
             let registered = store
                 .get::<WorkerRecord, &str>(&[first.as_str()])
@@ -836,7 +906,8 @@ async fn a_rollout_replaces_every_worker_one_at_a_time_and_resumes_after_an_inte
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     eprintln!(
-        "rollout: 3 workers replaced in {:.1} s (warm 1 s each), interrupted once",
+        "rollout: 3 workers with {} feeds replaced in {:.1} s (warm 1 s each), the rollout and the leader killed once",
+        symbols.len(),
         started.elapsed().as_secs_f64()
     );
     assert_eq!(restarted, 3, "each worker drained and restarted once");
@@ -868,8 +939,8 @@ async fn a_rollout_replaces_every_worker_one_at_a_time_and_resumes_after_an_inte
     wait_assigned(&store, &symbols, 1).await;
     wait_all_published(&store, &sim, &symbols).await;
     let contents = read_trades_topic(&config).await;
-    let want = since_first_published(expected(&sim, feed(), &symbols), &contents);
-    assert_trades_exactly_once(&contents, Exchange::Binance, &want);
+    let want = since_first_published(simulated(&sim, &symbols), &contents);
+    assert_all_exactly_once(&contents, &want);
     assert_epochs_never_go_back(&config).await;
     assert!(
         contents.gaps.is_empty(),
@@ -883,7 +954,7 @@ async fn a_rollout_replaces_every_worker_one_at_a_time_and_resumes_after_an_inte
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_worker_gets_its_share_by_planned_handover_without_a_gap_or_a_duplicate() {
     tickfetch::telemetry::init_logging(tickfetch::config::LogFormat::Text);
-    let symbols = generated_symbols(Exchange::Binance, 12);
+    let symbols = market(30, 30);
     let sim = Arc::new(simulator(&symbols).await);
     let config = config("cluster-scale", &sim);
     let store = Store::connect(&config.etcd).await.expect("etcd");
@@ -891,7 +962,7 @@ async fn a_new_worker_gets_its_share_by_planned_handover_without_a_gap_or_a_dupl
     add_feeds(&config, &symbols);
     wait_assigned(&store, &symbols, 1).await;
     warm_up(&store, &sim, &symbols).await;
-    let trading = Trading::start(&sim, &symbols, Duration::from_millis(50));
+    let trading = Trading::start(&sim, &symbols, Duration::from_millis(200));
     let before = assignments(&store).await;
 
     workers.insert("w3".into(), worker(&config, "w3"));
@@ -901,10 +972,12 @@ async fn a_new_worker_gets_its_share_by_planned_handover_without_a_gap_or_a_dupl
             .filter(|r| r.primary == w && r.epoch != 0)
             .count()
     };
+    let share = |now: &BTreeMap<String, AssignmentRecord>, workers: &[&str], each: usize| {
+        workers.iter().all(|w| count(now, w).abs_diff(each) <= 1)
+            && now.values().all(|a| a.replicas.len() == 1 && a.epoch != 0)
+    };
     wait_for("w3 holding its share of primaries", || async {
-        let now = assignments(&store).await;
-        ["w1", "w2", "w3"].iter().all(|w| count(&now, w) == 4)
-            && now.values().all(|a| a.replicas.len() == 1)
+        share(&assignments(&store).await, &["w1", "w2", "w3"], 20)
     })
     .await;
     let balanced = joined.elapsed();
@@ -917,14 +990,33 @@ async fn a_new_worker_gets_its_share_by_planned_handover_without_a_gap_or_a_dupl
         "scale-out: w3 took {moved} primaries by planned handover {:.1} s after it joined (replica warm-up 2 s)",
         balanced.as_secs_f64()
     );
-    assert_eq!(moved, 4, "as few moves as possible: {after:?}");
+    assert_eq!(
+        moved,
+        count(&after, "w3"),
+        "as few moves as possible: {after:?}"
+    );
+
+    // Scale in again: a drain, and the two left share everything.
+    tickfetch_cli(&config, &["workers", "drain", "w3"]);
+    let w3 = workers.get_mut("w3").expect("w3");
+    let status = loop {
+        if let Some(status) = w3.child.try_wait().expect("wait") {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "w3 drained; log:\n{}", w3.log_text());
+    wait_for("w1 and w2 holding everything again", || async {
+        share(&assignments(&store).await, &["w1", "w2"], 30)
+    })
+    .await;
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     trading.stop().await;
     wait_all_published(&store, &sim, &symbols).await;
     let contents = read_trades_topic(&config).await;
-    let want = since_first_published(expected(&sim, feed(), &symbols), &contents);
-    assert_trades_exactly_once(&contents, Exchange::Binance, &want);
+    let want = since_first_published(simulated(&sim, &symbols), &contents);
+    assert_all_exactly_once(&contents, &want);
     assert_epochs_never_go_back(&config).await;
     assert!(
         contents.gaps.is_empty(),

@@ -242,8 +242,11 @@ pub async fn status(store: &Store, now: Millis) -> Result<Vec<FeedStatus>, Admin
                 replicas: assignment.map(|a| a.replicas.clone()).unwrap_or_default(),
                 epoch: assignment.map_or(0, |a| a.epoch),
                 last_trade_age_s: progress
+                    .filter(|p| !p.last_trade_id.is_empty())
                     .map(|p| (now - p.last_trade_time).max(0) as f64 / 1000.0),
-                last_trade_id: progress.map(|p| p.last_trade_id.clone()),
+                last_trade_id: progress
+                    .filter(|p| !p.last_trade_id.is_empty())
+                    .map(|p| p.last_trade_id.clone()),
                 trades_per_s: progress
                     .filter(|p| p.recent_ms > 0)
                     .map(|p| p.recent_trades as f64 * 1000.0 / p.recent_ms as f64),

@@ -90,6 +90,11 @@ pub struct AssignmentRecord {
     /// warm-up time.
     #[serde(default)]
     pub replica_since: std::collections::BTreeMap<String, Millis>,
+    /// The primary before this one and its epoch: the new primary goes on
+    /// once that one has released the feed (its progress record, under that
+    /// epoch, says `released`), or is gone.
+    #[serde(default)]
+    pub previous: Option<(String, u64)>,
 }
 
 impl Record for AssignmentRecord {
@@ -105,7 +110,8 @@ impl Record for AssignmentRecord {
 pub struct ProgressRecord {
     pub exchange: Exchange,
     pub symbol: String,
-    /// The last trade id the primary got into the trades topic.
+    /// The last trade id the primary got into the trades topic (empty when
+    /// it released a feed it had published nothing on).
     pub last_trade_id: String,
     /// Its exchange time.
     pub last_trade_time: Millis,

@@ -315,9 +315,14 @@ impl Leader<'_> {
         for (id, placement) in &after {
             let Some(feed) = feeds.get(id) else { continue };
             let old = held.get(id);
-            let epoch = match old {
-                Some(o) if o.value.primary == placement.primary => o.value.epoch,
-                _ => 0, // a new primary: its epoch is set by the next write
+            let (epoch, previous) = match old {
+                Some(o) if o.value.primary == placement.primary => {
+                    (o.value.epoch, o.value.previous.clone())
+                }
+                // A new primary: its epoch is set by the next write; it goes
+                // on once the old one has released the feed.
+                Some(o) => (0, Some((o.value.primary.clone(), o.value.epoch))),
+                None => (0, None),
             };
             // A replica keeps its time while it stays; a new one starts now.
             let replica_since = placement
@@ -337,6 +342,7 @@ impl Leader<'_> {
                 replicas: placement.replicas.clone(),
                 epoch,
                 replica_since,
+                previous,
             };
             if old.is_some_and(|o| o.value == record) {
                 continue;

@@ -17,9 +17,9 @@
 //! worker being replaced. Restarting a drained worker on the new binary is
 //! the supervisor's job (systemd, Kubernetes): the rollout only waits for it.
 //!
-//! The master does not move existing placements to rebalance, so a
-//! replacement gets replicas as the next drains free them (the drained
-//! worker's replica slots go to the least loaded worker), not at once.
+//! A replacement gets its share of replicas and, once they are warm, of
+//! primaries from the master's rebalancing (`assign::rebalance`); the rollout
+//! waits only for the assignments to settle and `warm`, not for the share.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

@@ -552,20 +552,33 @@ impl Member {
         let Some(running) = self.running.get(id) else {
             return Ok(false);
         };
+        let previous = self
+            .assignments
+            .values()
+            .find(|a| a.exchange == running.exchange && a.symbol == running.symbol)
+            .and_then(|a| a.previous.clone());
+        let Some((previous, previous_epoch)) = previous else {
+            return Ok(true); // a new feed
+        };
+        if previous == self.id {
+            return Ok(true); // ours: fenced, and flushed before the tail is read
+        }
         let exchange = running.exchange.to_string();
-        let progress = self
+        let released = self
             .store
             .get::<ProgressRecord, _>(&[exchange.as_str(), running.symbol.as_str()])
-            .await?;
-        let Some(progress) = progress.map(|p| p.value) else {
-            return Ok(true); // nothing published before
-        };
-        if progress.worker == self.id || progress.released || progress.epoch >= epoch.0 {
+            .await?
+            .map(|p| p.value)
+            .is_some_and(|p| {
+                (p.worker == previous && p.epoch == previous_epoch && p.released)
+                    || p.epoch >= epoch.0
+            });
+        if released {
             return Ok(true);
         }
         let alive = self
             .store
-            .get::<WorkerRecord, _>(&[progress.worker.as_str()])
+            .get::<WorkerRecord, _>(&[previous.as_str()])
             .await?
             .is_some();
         if !alive {
@@ -577,10 +590,10 @@ impl Member {
             .or_insert_with(Instant::now);
         let patience = Duration::from_millis(self.config.cluster.lease_ttl_ms);
         if since.elapsed() >= patience {
-            tracing::warn!(feed = %id, previous = %progress.worker, "the previous primary did not release the feed in time; taking it over");
+            tracing::warn!(feed = %id, %previous, "the previous primary did not release the feed in time; taking it over");
             return Ok(true);
         }
-        tracing::debug!(feed = %id, previous = %progress.worker, "waiting for the previous primary to release the feed");
+        tracing::debug!(feed = %id, %previous, "waiting for the previous primary to release the feed");
         Ok(false)
     }
 
@@ -598,15 +611,15 @@ impl Member {
             tracing::warn!(feed = %id, "handover: the publisher cannot flush; the successor waits for our lease");
             return;
         }
-        let Some(point) = positions.into_values().next() else {
-            tracing::info!(feed = %id, "primary fenced; it had published nothing");
-            return;
-        };
+        let point = positions.into_values().next();
         let record = ProgressRecord {
             exchange: running.exchange,
             symbol: running.symbol.clone(),
-            last_trade_id: point.last.trade_id.clone(),
-            last_trade_time: point.last.exchange_time,
+            last_trade_id: point
+                .as_ref()
+                .map(|p| p.last.trade_id.clone())
+                .unwrap_or_default(),
+            last_trade_time: point.as_ref().map_or(0, |p| p.last.exchange_time),
             epoch: running.epoch.0,
             worker: self.id.clone(),
             recent_trades: 0,
