@@ -365,6 +365,37 @@ async fn wait_all_published(store: &Store, sim: &SimHandle, symbols: &[String]) 
     .await;
 }
 
+/// Whether gap markers may be on the topic.
+#[derive(PartialEq)]
+enum Gaps {
+    Allowed,
+    None,
+}
+
+/// Once every simulated trade is published: the trades topic holds each
+/// exactly once per feed, in exchange order, with epochs that never go back
+/// per key (and, with [`Gaps::None`], no gap marker).
+async fn assert_delivered(
+    store: &Store,
+    config: &Config,
+    sim: &SimHandle,
+    symbols: &[String],
+    gaps: Gaps,
+) {
+    wait_all_published(store, sim, symbols).await;
+    let contents = read_trades_topic(config).await;
+    let want = since_first_published(simulated(sim, symbols), &contents);
+    assert_all_exactly_once(&contents, &want);
+    assert_epochs_never_go_back(config).await;
+    if gaps == Gaps::None {
+        assert!(
+            contents.gaps.is_empty(),
+            "no gap marker: {:?}",
+            contents.gaps
+        );
+    }
+}
+
 /// Per key, the epochs of its trades in topic order must never go down:
 /// nothing of an older primary after the newer one's first record.
 async fn assert_epochs_never_go_back(config: &Config) {
@@ -518,11 +549,7 @@ async fn killed_worker_s_primaries_move_to_their_replicas_with_nothing_lost_or_d
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     trading.stop().await;
-    wait_all_published(&store, &sim, &symbols).await;
-    let contents = read_trades_topic(&config).await;
-    let want = since_first_published(simulated(&sim, &symbols), &contents);
-    assert_all_exactly_once(&contents, &want);
-    assert_epochs_never_go_back(&config).await;
+    assert_delivered(&store, &config, &sim, &symbols, Gaps::Allowed).await;
     drop(workers);
     common::etcd::remove_prefix(&config.etcd).await;
 }
@@ -734,17 +761,8 @@ async fn a_drained_worker_hands_its_feeds_over_without_a_gap_or_a_duplicate_and_
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     trading.stop().await;
-    wait_all_published(&store, &sim, &symbols).await;
     // A planned handover: no duplicate even before any epoch rule, no gap.
-    let contents = read_trades_topic(&config).await;
-    let want = since_first_published(simulated(&sim, &symbols), &contents);
-    assert_all_exactly_once(&contents, &want);
-    assert_epochs_never_go_back(&config).await;
-    assert!(
-        contents.gaps.is_empty(),
-        "no gap marker: {:?}",
-        contents.gaps
-    );
+    assert_delivered(&store, &config, &sim, &symbols, Gaps::None).await;
     let w2_log = workers["w2"].log_text();
     assert!(
         !w2_log.contains("trade-id gap found"),
@@ -757,41 +775,24 @@ async fn a_drained_worker_hands_its_feeds_over_without_a_gap_or_a_duplicate_and_
 /// `tickfetch ARGS --config …` as a child process, killed on drop.
 fn spawn_cli(config: &Config, name: &str, args: &[&str]) -> Proc {
     let path = common::write_config(config);
-    let log = common::work_dir(config).join(format!("{name}.log"));
-    let out = std::fs::File::create(&log).expect("log file");
-    let err = out.try_clone().expect("log file");
-    let exe = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/debug/tickfetch");
-    let child = std::process::Command::new(&exe)
-        .args(args)
-        .arg("--config")
-        .arg(&path)
-        .env_remove("TICKFETCH_CONFIG")
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e}", exe.display()));
-    Proc {
-        name: name.to_string(),
-        child,
-        log,
-    }
+    let mut command = std::process::Command::new(common::binary("tickfetch"));
+    command.args(args).arg("--config").arg(&path);
+    Proc::start(config, name, command)
 }
 
-/// The supervisor's part: a worker that exited 0 (drained) is started again
-/// under the same id on version 2.
-fn supervise(config: &Config, workers: &mut BTreeMap<String, Proc>, restarted: &mut usize) {
-    for (id, proc) in workers.iter_mut() {
-        if let Ok(Some(status)) = proc.child.try_wait() {
-            assert!(status.success(), "{id} failed; log:\n{}", proc.log_text());
-            *proc = Proc::spawn(
-                config,
-                "tickfetch-ingest",
-                &format!("{id}-v2"),
-                &["--worker-id", id, "--set", "cluster.version=\"2\""],
-            );
-            *restarted += 1;
-        }
-    }
+/// Worker `id` under `scripts/supervise.sh`, as a deployment runs it: when
+/// it exits 0 (drained) it starts again, on the version in `version_file`.
+fn supervised_worker(config: &Config, id: &str, version_file: &std::path::Path) -> Proc {
+    let path = common::write_config(config);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/supervise.sh");
+    let mut command = std::process::Command::new(script);
+    command
+        .arg(common::binary("tickfetch-ingest"))
+        .arg("--config")
+        .arg(&path)
+        .args(["--worker-id", id])
+        .env("VERSION_FILE", version_file);
+    Proc::start(config, id, command)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -806,9 +807,11 @@ async fn a_rollout_replaces_every_worker_one_at_a_time_and_resumes_after_an_inte
         .into_iter()
         .map(|id| (id.to_string(), master(&config, id, 10)))
         .collect();
-    let mut workers: BTreeMap<String, Proc> = ["w1", "w2", "w3"]
+    let version = common::work_dir(&config).join("version");
+    std::fs::write(&version, "1").expect("version file");
+    let workers: BTreeMap<String, Proc> = ["w1", "w2", "w3"]
         .into_iter()
-        .map(|id| (id.to_string(), worker(&config, id)))
+        .map(|id| (id.to_string(), supervised_worker(&config, id, &version)))
         .collect();
     wait_workers(&store, 3).await;
 
@@ -856,12 +859,12 @@ async fn a_rollout_replaces_every_worker_one_at_a_time_and_resumes_after_an_inte
         "--per-worker-secs",
         "60",
     ];
+    // The new binary's version: what the supervisor starts drained workers on.
+    std::fs::write(&version, "2").expect("version file");
     let mut rollout = spawn_cli(&config, "rollout-1", &rollout_args);
-    let mut restarted = 0;
     let mut interrupted: Option<(String, i64)> = None;
     let started = Instant::now();
     loop {
-        supervise(&config, &mut workers, &mut restarted);
         let state = store
             .get::<RolloutRecord, &str>(&[])
             .await
@@ -910,7 +913,14 @@ async fn a_rollout_replaces_every_worker_one_at_a_time_and_resumes_after_an_inte
         symbols.len(),
         started.elapsed().as_secs_f64()
     );
-    assert_eq!(restarted, 3, "each worker drained and restarted once");
+    for (id, proc) in &workers {
+        let log = proc.log_text();
+        assert_eq!(
+            log.matches("exited 0; starting it again").count(),
+            1,
+            "{id}: drained and restarted once; log:\n{log}"
+        );
+    }
     let registered: Vec<WorkerRecord> = store
         .list::<WorkerRecord, &str>(&[])
         .await
@@ -937,16 +947,22 @@ async fn a_rollout_replaces_every_worker_one_at_a_time_and_resumes_after_an_inte
     tokio::time::sleep(Duration::from_secs(1)).await;
     trading.stop().await;
     wait_assigned(&store, &symbols, 1).await;
-    wait_all_published(&store, &sim, &symbols).await;
-    let contents = read_trades_topic(&config).await;
-    let want = since_first_published(simulated(&sim, &symbols), &contents);
-    assert_all_exactly_once(&contents, &want);
-    assert_epochs_never_go_back(&config).await;
-    assert!(
-        contents.gaps.is_empty(),
-        "no gap marker: {:?}",
-        contents.gaps
-    );
+    assert_delivered(&store, &config, &sim, &symbols, Gaps::None).await;
+    // No backfill during the rollout: every handover was planned.
+    for entry in std::fs::read_dir(common::work_dir(&config)).expect("logs") {
+        let path = entry.expect("log").path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.starts_with('w') && name.ends_with(".log") {
+            let log = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                !log.contains("trade-id gap found"),
+                "{name}: a gap during the rollout; log:\n{log}"
+            );
+        }
+    }
     drop(workers);
     common::etcd::remove_prefix(&config.etcd).await;
 }
@@ -1013,16 +1029,7 @@ async fn a_new_worker_gets_its_share_by_planned_handover_without_a_gap_or_a_dupl
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     trading.stop().await;
-    wait_all_published(&store, &sim, &symbols).await;
-    let contents = read_trades_topic(&config).await;
-    let want = since_first_published(simulated(&sim, &symbols), &contents);
-    assert_all_exactly_once(&contents, &want);
-    assert_epochs_never_go_back(&config).await;
-    assert!(
-        contents.gaps.is_empty(),
-        "no gap marker: {:?}",
-        contents.gaps
-    );
+    assert_delivered(&store, &config, &sim, &symbols, Gaps::None).await;
     for (id, proc) in &workers {
         let log = proc.log_text();
         assert!(

@@ -71,19 +71,7 @@ struct Load {
 
 /// The new assignment; see the module docs for the rules.
 pub fn assign(feeds: &[DesiredFeed], workers: &[LiveWorker], current: &Assignment) -> Assignment {
-    let mut load: BTreeMap<&str, Load> = workers
-        .iter()
-        .filter(|w| !w.draining)
-        .map(|w| {
-            (
-                w.id.as_str(),
-                Load {
-                    capacity: u64::from(w.capacity.max(1)),
-                    ..Load::default()
-                },
-            )
-        })
-        .collect();
+    let mut load = empty_loads(workers);
     let mut feeds: Vec<&DesiredFeed> = feeds.iter().collect();
     feeds.sort_by(|a, b| a.id.cmp(&b.id));
     feeds.dedup_by(|a, b| a.id == b.id);
@@ -157,6 +145,23 @@ pub fn assign(feeds: &[DesiredFeed], workers: &[LiveWorker], current: &Assignmen
     out
 }
 
+/// Every eligible (non-draining) worker with nothing placed yet.
+fn empty_loads(workers: &[LiveWorker]) -> BTreeMap<&str, Load> {
+    workers
+        .iter()
+        .filter(|w| !w.draining)
+        .map(|w| {
+            (
+                w.id.as_str(),
+                Load {
+                    capacity: u64::from(w.capacity.max(1)),
+                    ..Load::default()
+                },
+            )
+        })
+        .collect()
+}
+
 /// The eligible worker outside `taken` whose count (by `counted`) plus one,
 /// relative to its capacity, is lowest; ties by id.
 fn least_loaded<'w>(
@@ -191,19 +196,7 @@ pub fn rebalance(
     warm: i64,
 ) -> Assignment {
     let mut out = assignment.clone();
-    let mut load: BTreeMap<&str, Load> = workers
-        .iter()
-        .filter(|w| !w.draining)
-        .map(|w| {
-            (
-                w.id.as_str(),
-                Load {
-                    capacity: u64::from(w.capacity.max(1)),
-                    ..Load::default()
-                },
-            )
-        })
-        .collect();
+    let mut load = empty_loads(workers);
     for placement in out.values() {
         if let Some(l) = load.get_mut(placement.primary.as_str()) {
             l.primaries += 1;

@@ -203,15 +203,20 @@ pub async fn status(store: &Store) -> Result<Option<RolloutRecord>, RolloutError
         .map(|r| r.value))
 }
 
-/// Every feed whose primary has no registered, non-draining replica.
-async fn check_replicas(store: &Store) -> Result<(), RolloutError> {
-    let workers: BTreeMap<String, WorkerRecord> = store
+/// The registered workers by id.
+async fn registered(store: &Store) -> Result<BTreeMap<String, WorkerRecord>, RolloutError> {
+    Ok(store
         .list::<WorkerRecord, &str>(&[])
         .await?
         .records
         .into_iter()
         .map(|w| (w.value.id.clone(), w.value))
-        .collect();
+        .collect())
+}
+
+/// Every feed whose primary has no registered, non-draining replica.
+async fn check_replicas(store: &Store) -> Result<(), RolloutError> {
+    let workers = registered(store).await?;
     let assignments = store.list::<AssignmentRecord, &str>(&[]).await?;
     let healthy = |id: &String| workers.get(id).is_some_and(|w| !w.draining);
     let feeds: Vec<String> = assignments
@@ -300,13 +305,7 @@ async fn replace(
 /// with its epoch set and as many replicas as it wants (or as there are
 /// other workers).
 async fn settled(store: &Store) -> Result<bool, RolloutError> {
-    let workers: BTreeMap<String, WorkerRecord> = store
-        .list::<WorkerRecord, &str>(&[])
-        .await?
-        .records
-        .into_iter()
-        .map(|w| (w.value.id.clone(), w.value))
-        .collect();
+    let workers = registered(store).await?;
     let eligible = workers.values().filter(|w| !w.draining).count();
     let live = |id: &String| workers.get(id).is_some_and(|w| !w.draining);
     let assignments: BTreeMap<String, AssignmentRecord> = store

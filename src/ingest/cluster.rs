@@ -137,6 +137,7 @@ pub async fn run(
         running: BTreeMap::new(),
         assignments: BTreeMap::new(),
         draining: false,
+        draining_recorded: false,
         handover_wait: HashMap::new(),
     };
     let result = member.serve(&shutdown).await;
@@ -160,6 +161,8 @@ struct Member {
     /// Asked to drain: the worker record says so, and the worker exits once
     /// it holds nothing.
     draining: bool,
+    /// The worker record under the current lease says draining.
+    draining_recorded: bool,
     /// Promotions waiting for their previous primary's release, since when.
     handover_wait: HashMap<String, Instant>,
 }
@@ -187,6 +190,8 @@ impl Member {
             if registered.is_none() {
                 break;
             }
+            // The record just put says draining if we were.
+            self.draining_recorded = self.draining;
             tracing::info!(worker = %self.id, lease = %format_args!("{:x}", lease.id()), "registered");
             let ended = match self.member(&lease, shutdown).await {
                 Ok(ended) => ended,
@@ -274,7 +279,7 @@ impl Member {
             .await?
             .is_some()
         {
-            self.start_draining(lease).await?;
+            self.start_draining(lease).await;
         }
         let mut progress = tokio::time::interval(Duration::from_millis(
             self.config.cluster.progress_interval_ms.max(50),
@@ -295,9 +300,7 @@ impl Member {
                 }
                 event = drains.next() => {
                     if let WatchEvent::Put(_) = event? {
-                        if !self.draining {
-                            self.start_draining(lease).await?;
-                        }
+                        self.start_draining(lease).await;
                     }
                 }
                 event = watch.next() => {
@@ -319,8 +322,12 @@ impl Member {
                     if let Some(e) = self.worker.reap_ended() {
                         tracing::error!(error = %e, "a feed failed; it is started again");
                     }
-                    // Restart what ended; retry promotions that could not flush.
+                    // Restart what ended; retry promotions that could not
+                    // flush, and a draining mark etcd did not take.
                     self.running.retain(|_, r| !r.handle.has_ended());
+                    if self.draining && !self.draining_recorded {
+                        self.start_draining(lease).await;
+                    }
                     self.reconcile(lease).await?;
                 }
             }
@@ -474,9 +481,16 @@ impl Member {
     async fn promote(&mut self, promotions: Vec<(String, Epoch)>) -> Result<(), IngestError> {
         let mut ready = Vec::with_capacity(promotions.len());
         for (id, epoch) in promotions {
-            if self.predecessor_done(&id, epoch).await? {
-                self.handover_wait.remove(&id);
-                ready.push((id, epoch));
+            match self.predecessor_done(&id, epoch).await {
+                Ok(true) => {
+                    self.handover_wait.remove(&id);
+                    ready.push((id, epoch));
+                }
+                Ok(false) => {}
+                // Asked again at the next reconcile.
+                Err(e) => {
+                    tracing::warn!(feed = %id, error = %e, "promotion waits: etcd did not answer")
+                }
             }
         }
         let promotions = ready;
@@ -639,30 +653,43 @@ impl Member {
 
     /// Hands over every primary (on shutdown, while the lease is held).
     async fn hand_over_primaries(&mut self, why: &str) {
-        let primaries: Vec<String> = self
+        let primaries = self.take_primaries();
+        if !primaries.is_empty() {
+            tracing::info!(feeds = primaries.len(), why, "handing over primaries");
+        }
+        for (id, running) in primaries {
+            self.hand_over(&id, running).await;
+        }
+    }
+
+    /// Removes every primary from the running set.
+    fn take_primaries(&mut self) -> Vec<(String, Running)> {
+        let ids: Vec<String> = self
             .running
             .iter()
             .filter(|(_, r)| r.role == Role::Primary)
             .map(|(id, _)| id.clone())
             .collect();
-        if !primaries.is_empty() {
-            tracing::info!(feeds = primaries.len(), why, "handing over primaries");
-        }
-        for id in primaries {
-            if let Some(running) = self.running.remove(&id) {
-                self.hand_over(&id, running).await;
-            }
-        }
+        ids.into_iter()
+            .filter_map(|id| self.running.remove(&id).map(|r| (id, r)))
+            .collect()
     }
 
     /// Marks this worker draining in its record: the master moves its feeds
-    /// away.
-    async fn start_draining(&mut self, lease: &Lease) -> Result<(), IngestError> {
+    /// away. Tried again on the next check while etcd does not take it.
+    async fn start_draining(&mut self, lease: &Lease) {
+        if self.draining && self.draining_recorded {
+            return;
+        }
         self.draining = true;
         let record = self.record();
-        self.store.put_leased(&record, lease).await?;
-        tracing::info!(worker = %self.id, "draining: the master moves our feeds away");
-        Ok(())
+        match self.store.put_leased(&record, lease).await {
+            Ok(_) => {
+                self.draining_recorded = true;
+                tracing::info!(worker = %self.id, "draining: the master moves our feeds away");
+            }
+            Err(e) => tracing::warn!(error = %e, "draining not recorded yet; trying again"),
+        }
     }
 
     /// Draining, and no assignment names this worker any more.
@@ -673,6 +700,9 @@ impl Member {
     /// Records each primary's last published trade (after a flush, so that
     /// it is in the log) in `progress/`.
     async fn record_progress(&mut self, lease: &Lease) -> Result<(), IngestError> {
+        if !self.held.holds() {
+            return Ok(()); // primaries are holding on; they could not answer
+        }
         let mut positions = Vec::new();
         for (id, running) in &self.running {
             if running.role != Role::Primary {
@@ -755,19 +785,15 @@ impl Member {
     /// Fences every primary (they publish nothing more) and drops them from
     /// the running set: a later assignment starts them again.
     async fn fence_primaries(&mut self, why: &str) {
-        let primaries: Vec<String> = self
-            .running
-            .iter()
-            .filter(|(_, r)| r.role == Role::Primary)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let primaries = self.take_primaries();
         if !primaries.is_empty() {
             tracing::warn!(feeds = primaries.len(), why, "fencing primaries");
         }
-        for id in primaries {
-            if let Some(running) = self.running.remove(&id) {
-                stop_feed(&id, running).await;
-            }
+        // No fence command: a primary holding on for its lease could not
+        // answer it, and the gate already keeps it from publishing.
+        for (id, running) in primaries {
+            running.handle.stop();
+            tracing::info!(feed = %id, epoch = %running.epoch, "primary stopped");
         }
     }
 

@@ -236,6 +236,16 @@ impl Proc {
     /// output appended to `<work dir>/<name>.log`.
     pub fn spawn(config: &Config, bin: &str, name: &str, args: &[&str]) -> Proc {
         let path = write_config(config);
+        let mut command = std::process::Command::new(binary(bin));
+        command.arg("--config").arg(&path).args(args);
+        Proc::start(config, name, command)
+    }
+
+    /// Starts `command` in a process group of its own (so that a wrapper's
+    /// children are stopped with it), output appended to
+    /// `<work dir>/<name>.log`.
+    pub fn start(config: &Config, name: &str, mut command: std::process::Command) -> Proc {
+        use std::os::unix::process::CommandExt;
         let log = work_dir(config).join(format!("{name}.log"));
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -243,13 +253,7 @@ impl Proc {
             .open(&log)
             .expect("log file");
         let err = out.try_clone().expect("log file");
-        let exe = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("target/debug")
-            .join(bin);
-        let child = std::process::Command::new(&exe)
-            .arg("--config")
-            .arg(&path)
-            .args(args)
+        let child = command
             .env(
                 "RUST_LOG",
                 std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -258,8 +262,9 @@ impl Proc {
             .stdin(std::process::Stdio::null())
             .stdout(out)
             .stderr(err)
+            .process_group(0)
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", exe.display()));
+            .unwrap_or_else(|e| panic!("starting {command:?}: {e}"));
         Proc {
             name: name.to_string(),
             child,
@@ -267,8 +272,9 @@ impl Proc {
         }
     }
 
-    /// SIGKILL and reap.
+    /// SIGKILL to its process group, and reap.
     pub fn kill9(&mut self) {
+        let _ = nix::sys::signal::killpg(self.pid(), nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -285,9 +291,16 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGCONT);
+        let _ = nix::sys::signal::killpg(self.pid(), nix::sys::signal::Signal::SIGCONT);
         self.kill9();
     }
+}
+
+/// A binary of this package, as built for the tests.
+pub fn binary(bin: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/debug")
+        .join(bin)
 }
 
 /// Candles read from a topic: per window the highest revision, checking that
