@@ -703,7 +703,7 @@ async fn a_drained_worker_hands_its_feeds_over_without_a_gap_or_a_duplicate_and_
     let sim = Arc::new(simulator(&symbols).await);
     let config = config("cluster-drain", &sim);
     let store = Store::connect(&config.etcd).await.expect("etcd");
-    let (_master, mut workers) = start_cluster(&config, &store, 10).await;
+    let (_master, mut workers) = start_cluster(&config, &store, 2).await;
     add_feeds(&config, &symbols);
     wait_assigned(&store, &symbols, 1).await;
     warm_up(&store, &sim, &symbols).await;
@@ -805,7 +805,7 @@ async fn a_rollout_replaces_every_worker_one_at_a_time_and_resumes_after_an_inte
     let store = Store::connect(&config.etcd).await.expect("etcd");
     let mut masters: BTreeMap<String, Proc> = ["master-1", "master-2"]
         .into_iter()
-        .map(|id| (id.to_string(), master(&config, id, 10)))
+        .map(|id| (id.to_string(), master(&config, id, 2)))
         .collect();
     let version = common::work_dir(&config).join("version");
     std::fs::write(&version, "1").expect("version file");

@@ -26,6 +26,10 @@ struct Args {
     /// rebalance onto new workers, in seconds.
     #[arg(long, default_value_t = 10)]
     warm_secs: u64,
+    /// Never move running feeds to balance the workers' load (new workers
+    /// then get only new feeds and freed places).
+    #[arg(long)]
+    no_rebalance: bool,
 }
 
 #[tokio::main]
@@ -41,6 +45,7 @@ async fn main() -> anyhow::Result<()> {
     options.lease_ttl = Duration::from_secs(args.lease_ttl_secs.max(1));
     options.resync = Duration::from_secs(args.resync_secs.max(1));
     options.warm = Duration::from_secs(args.warm_secs);
+    options.rebalance = !args.no_rebalance;
     started.health.set(true);
     master::run(&started.config.etcd, options, started.shutdown).await?;
     Ok(())

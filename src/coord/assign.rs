@@ -249,6 +249,50 @@ pub fn rebalance(
     out
 }
 
+/// A draining primary hands its feed over only to a warm replica: where
+/// `after` moves a feed off a primary that is still alive and draining to a
+/// replica that has not warmed for `warm` ms (or was just placed), the old
+/// primary keeps the feed for now and the chosen successor stays first among
+/// its replicas, warming; a later call (after `warm`) moves it. A dead
+/// primary's feed moves at once: there is nobody left to wait for.
+pub fn hold_draining(
+    workers: &[LiveWorker],
+    before: &Assignment,
+    after: &Assignment,
+    since: &ReplicaSince,
+    now: i64,
+    warm: i64,
+) -> Assignment {
+    let draining: BTreeSet<&str> = workers
+        .iter()
+        .filter(|w| w.draining)
+        .map(|w| w.id.as_str())
+        .collect();
+    let mut out = after.clone();
+    for (feed, placement) in out.iter_mut() {
+        let Some(old) = before.get(feed) else {
+            continue;
+        };
+        if old.primary == placement.primary || !draining.contains(old.primary.as_str()) {
+            continue;
+        }
+        let warmed = since
+            .get(feed)
+            .and_then(|s| s.get(&placement.primary))
+            .is_some_and(|t| now - t >= warm)
+            && old.replicas.contains(&placement.primary);
+        if warmed {
+            continue;
+        }
+        let successor = std::mem::replace(&mut placement.primary, old.primary.clone());
+        placement
+            .replicas
+            .retain(|r| *r != successor && *r != old.primary);
+        placement.replicas.insert(0, successor);
+    }
+    out
+}
+
 /// The most and the least loaded workers by `counted` (relative to
 /// capacity), when moving one unit from the first to the second brings
 /// them closer without reversing them.
@@ -498,6 +542,33 @@ mod tests {
         for w in ["w1", "w2", "w3"] {
             assert_eq!(count(&warm, w).0, 4, "{w}: primaries balanced");
         }
+    }
+
+    #[test]
+    fn a_draining_primary_waits_for_a_warm_replica() {
+        let feeds = vec![feed("a", 1)];
+        let workers = vec![
+            worker("w1", 1, true),
+            worker("w2", 1, false),
+            worker("w3", 1, false),
+        ];
+        let before: Assignment = [("a".to_string(), placed("w1", &["w2"]))].into();
+        let moved = assign(&feeds, &workers, &before);
+        assert_eq!(moved["a"], placed("w2", &["w3"]));
+        let since =
+            |t: i64| -> ReplicaSince { [("a".to_string(), [("w2".to_string(), t)].into())].into() };
+        // w2 became a replica 1 s ago: w1 keeps the feed, w2 first in line.
+        let held = hold_draining(&workers, &before, &moved, &since(9_000), 10_000, 5_000);
+        assert_eq!(held["a"], placed("w1", &["w2", "w3"]));
+        // Warm: the move goes ahead.
+        let go = hold_draining(&workers, &before, &moved, &since(1_000), 10_000, 5_000);
+        assert_eq!(go["a"], placed("w2", &["w3"]));
+        // A dead primary's feed moves at once.
+        let alive = vec![worker("w2", 1, false), worker("w3", 1, false)];
+        let dead = hold_draining(&alive, &before, &moved, &since(9_000), 10_000, 5_000);
+        assert_eq!(dead["a"], placed("w2", &["w3"]));
+        // Next round, assign promotes the first eligible replica: w2.
+        assert_eq!(assign(&feeds, &workers, &held)["a"].primary, "w2");
     }
 
     #[test]

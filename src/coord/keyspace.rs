@@ -63,6 +63,10 @@ pub struct WorkerRecord {
     pub draining: bool,
     /// When it registered (ms since the epoch).
     pub registered: Millis,
+    /// Its replicas that are connected and buffering: feed id → since when
+    /// (ms). The master moves a primary only to a replica warm by this.
+    #[serde(default)]
+    pub live_replicas: std::collections::BTreeMap<String, Millis>,
 }
 
 impl Record for WorkerRecord {

@@ -55,8 +55,10 @@ pub struct MasterOptions {
     /// Full reconciliation at least this often, changes or not.
     pub resync: Duration,
     /// How long a replica warms up before a primary may move to it to
-    /// rebalance (`assign::rebalance`).
+    /// rebalance (`assign::rebalance`) or to leave a draining worker.
     pub warm: Duration,
+    /// Whether to move existing placements toward balance at all.
+    pub rebalance: bool,
 }
 
 impl MasterOptions {
@@ -67,6 +69,7 @@ impl MasterOptions {
             lease_ttl: Duration::from_secs(5),
             resync: Duration::from_secs(30),
             warm: Duration::from_secs(10),
+            rebalance: true,
         }
     }
 }
@@ -218,7 +221,12 @@ impl Leader<'_> {
             .watch::<AssignmentRecord, &str>(&[], start)
             .await?;
         // Often enough to see replicas become warm.
-        let mut resync = tokio::time::interval(options.resync.min(options.warm / 2).max(DEBOUNCE));
+        let mut resync = tokio::time::interval(
+            options
+                .resync
+                .min(options.warm / 2)
+                .max(Duration::from_millis(500)),
+        );
         loop {
             match self.reconcile(options).await {
                 Ok(Reconciled::Done) => {}
@@ -300,13 +308,50 @@ impl Leader<'_> {
             })
             .collect();
         let now = chrono::Utc::now().timestamp_millis();
+        // Warm-up counts from when a replica's worker reports it live
+        // (connected and buffering); one placed long ago that never went
+        // live counts from its placement plus a long wait, so that a drain
+        // cannot hang on it.
+        let patience = i64::try_from(options.warm.as_millis() * 6).unwrap_or(i64::MAX);
         let since: assign::ReplicaSince = held
+            .iter()
+            .map(|(id, r)| {
+                let warmth = r
+                    .value
+                    .replicas
+                    .iter()
+                    .filter_map(|w| {
+                        let live = workers
+                            .records
+                            .iter()
+                            .find(|x| &x.value.id == w)
+                            .and_then(|x| x.value.live_replicas.get(id).copied());
+                        let placed = r
+                            .value
+                            .replica_since
+                            .get(w)
+                            .map(|t| t.saturating_add(patience));
+                        match (live, placed) {
+                            (Some(l), Some(p)) => Some((w.clone(), l.min(p))),
+                            (l, p) => l.or(p).map(|t| (w.clone(), t)),
+                        }
+                    })
+                    .collect();
+                (id.clone(), warmth)
+            })
+            .collect();
+        let placed_since: assign::ReplicaSince = held
             .iter()
             .map(|(id, r)| (id.clone(), r.value.replica_since.clone()))
             .collect();
         let placed = assign::assign(&wanted, &live, &before);
         let warm = i64::try_from(options.warm.as_millis()).unwrap_or(i64::MAX);
-        let after = assign::rebalance(&live, &placed, &since, now, warm);
+        let balanced = if options.rebalance {
+            assign::rebalance(&live, &placed, &since, now, warm)
+        } else {
+            placed
+        };
+        let after = assign::hold_draining(&live, &before, &balanced, &since, now, warm);
 
         let mut batch = store
             .batch()
@@ -329,7 +374,7 @@ impl Leader<'_> {
                 .replicas
                 .iter()
                 .map(|r| {
-                    let t = since.get(id).and_then(|s| s.get(r)).copied();
+                    let t = placed_since.get(id).and_then(|s| s.get(r)).copied();
                     let kept = old.is_some_and(|o| o.value.replicas.contains(r));
                     (r.clone(), t.filter(|_| kept).unwrap_or(now))
                 })

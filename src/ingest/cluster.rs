@@ -50,6 +50,10 @@ use crate::shutdown::{retry_until_cancelled, CancellationToken};
 
 /// Writes per etcd transaction (etcd's default limit is 128).
 const MAX_TXN_OPS: usize = 100;
+/// How many lease TTLs a new primary waits for its live predecessor's
+/// release before it takes over anyway (the predecessor's late writes are
+/// then fenced by readers).
+const HANDOVER_PATIENCE: u32 = 3;
 /// How long a fence may take before the feed is just stopped.
 const FENCE_WAIT: Duration = Duration::from_secs(1);
 /// How long a promotion may take (it replays the buffer into the
@@ -88,6 +92,8 @@ struct Running {
     epoch: Epoch,
     /// Published count and time at the last progress record.
     last_progress: Option<(String, u64, Instant)>,
+    /// Since when (ms) it has been live: connected and subscribed.
+    live_since: Option<i64>,
 }
 
 /// Runs `tickfetch-ingest` as the cluster member `[cluster] worker_id` until
@@ -138,6 +144,8 @@ pub async fn run(
         assignments: BTreeMap::new(),
         draining: false,
         draining_recorded: false,
+        registered: 0,
+        live_replicas: BTreeMap::new(),
         handover_wait: HashMap::new(),
     };
     let result = member.serve(&shutdown).await;
@@ -163,6 +171,10 @@ struct Member {
     draining: bool,
     /// The worker record under the current lease says draining.
     draining_recorded: bool,
+    /// When the current registration was made (ms).
+    registered: i64,
+    /// The live replicas the worker record reports (feed id → since, ms).
+    live_replicas: BTreeMap<String, i64>,
     /// Promotions waiting for their previous primary's release, since when.
     handover_wait: HashMap<String, Instant>,
 }
@@ -182,6 +194,7 @@ impl Member {
             else {
                 break;
             };
+            self.registered = chrono::Utc::now().timestamp_millis();
             let record = self.record();
             let registered = retry_until_cancelled(shutdown, "ingest: registering", || {
                 self.store.put_leased(&record, &lease)
@@ -233,7 +246,8 @@ impl Member {
             capacity: self.config.cluster.capacity.max(1),
             address: self.address.clone(),
             draining: self.draining,
-            registered: chrono::Utc::now().timestamp_millis(),
+            registered: self.registered,
+            live_replicas: self.live_replicas.clone(),
         }
     }
 
@@ -328,6 +342,7 @@ impl Member {
                     if self.draining && !self.draining_recorded {
                         self.start_draining(lease).await;
                     }
+                    self.report_live_replicas(lease).await;
                     self.reconcile(lease).await?;
                 }
             }
@@ -388,8 +403,10 @@ impl Member {
             .into_iter()
             .map(|(id, (a, w))| (id, (a.clone(), w)))
             .collect();
-        // Stop what is no longer ours, or ours differently.
+        // Stop what is no longer ours, or ours differently; moved primaries
+        // are handed over together (one flush, one write per 100).
         let ids: Vec<String> = self.running.keys().cloned().collect();
+        let mut handovers = Vec::new();
         for id in ids {
             let stop = match (self.running.get(&id), wanted.get(&id)) {
                 (Some(_), None) => true,
@@ -402,13 +419,14 @@ impl Member {
             if stop {
                 if let Some(running) = self.running.remove(&id) {
                     if running.role == Role::Primary && lease.is_alive() {
-                        self.hand_over(&id, running).await;
+                        handovers.push((id, running));
                     } else {
                         stop_feed(&id, running).await;
                     }
                 }
             }
         }
+        self.hand_over(handovers).await;
         // Start replicas (and future primaries, to warm up); collect promotions.
         let mut promotions: Vec<(String, Epoch)> = Vec::new();
         for (id, (assignment, want)) in &wanted {
@@ -449,6 +467,7 @@ impl Member {
             role: Role::Replica,
             epoch: Epoch::NONE,
             last_progress: None,
+            live_since: None,
         })
     }
 
@@ -602,7 +621,7 @@ impl Member {
             .handover_wait
             .entry(id.to_string())
             .or_insert_with(Instant::now);
-        let patience = Duration::from_millis(self.config.cluster.lease_ttl_ms);
+        let patience = Duration::from_millis(self.config.cluster.lease_ttl_ms) * HANDOVER_PATIENCE;
         if since.elapsed() >= patience {
             tracing::warn!(feed = %id, %previous, "the previous primary did not release the feed in time; taking it over");
             return Ok(true);
@@ -611,42 +630,62 @@ impl Member {
         Ok(false)
     }
 
-    /// Planned handover of a primary whose feed moved: fence it (it
-    /// publishes nothing more), flush what it published, and record its last
-    /// trade as released, so that the new primary goes on from just after it.
-    async fn hand_over(&mut self, id: &str, running: Running) {
-        let fenced = tokio::time::timeout(FENCE_WAIT, running.handle.fence()).await;
-        running.handle.stop();
-        let Ok(Ok(positions)) = fenced else {
-            tracing::warn!(feed = %id, "primary stopped without a handover");
-            return;
-        };
-        if !matches!(self.flushed().await, Ok(true)) {
-            tracing::warn!(feed = %id, "handover: the publisher cannot flush; the successor waits for our lease");
+    /// Planned handover of primaries whose feeds moved: fence them all (they
+    /// publish nothing more), flush what they published once, and record
+    /// each one's last trade as released, so that each new primary goes on
+    /// from just after it.
+    async fn hand_over(&mut self, primaries: Vec<(String, Running)>) {
+        if primaries.is_empty() {
             return;
         }
-        let point = positions.into_values().next();
-        let record = ProgressRecord {
-            exchange: running.exchange,
-            symbol: running.symbol.clone(),
-            last_trade_id: point
-                .as_ref()
-                .map(|p| p.last.trade_id.clone())
-                .unwrap_or_default(),
-            last_trade_time: point.as_ref().map_or(0, |p| p.last.exchange_time),
-            epoch: running.epoch.0,
-            worker: self.id.clone(),
-            recent_trades: 0,
-            recent_ms: 0,
-            updated: chrono::Utc::now().timestamp_millis(),
-            released: true,
-        };
-        match self.store.put(&record).await {
-            Ok(_) => {
-                tracing::info!(feed = %id, epoch = %running.epoch, last = %record.last_trade_id, "handed over")
-            }
-            Err(e) => {
-                tracing::warn!(feed = %id, error = %e, "handover not recorded; the successor waits for our lease")
+        let fences = primaries
+            .iter()
+            .map(|(_, running)| tokio::time::timeout(FENCE_WAIT, running.handle.fence()));
+        let fenced = futures::future::join_all(fences).await;
+        let mut records = Vec::new();
+        for ((id, running), fenced) in primaries.iter().zip(fenced) {
+            running.handle.stop();
+            let Ok(Ok(positions)) = fenced else {
+                tracing::warn!(feed = %id, "primary stopped without a handover");
+                continue;
+            };
+            let point = positions.into_values().next();
+            records.push(ProgressRecord {
+                exchange: running.exchange,
+                symbol: running.symbol.clone(),
+                last_trade_id: point
+                    .as_ref()
+                    .map(|p| p.last.trade_id.clone())
+                    .unwrap_or_default(),
+                last_trade_time: point.as_ref().map_or(0, |p| p.last.exchange_time),
+                epoch: running.epoch.0,
+                worker: self.id.clone(),
+                recent_trades: 0,
+                recent_ms: 0,
+                updated: chrono::Utc::now().timestamp_millis(),
+                released: true,
+            });
+        }
+        if !matches!(self.flushed().await, Ok(true)) {
+            tracing::warn!(
+                feeds = records.len(),
+                "handover: the publisher cannot flush; the successors wait for our lease"
+            );
+            return;
+        }
+        for chunk in records.chunks(MAX_TXN_OPS) {
+            let batch = chunk
+                .iter()
+                .fold(self.store.batch(), |batch, record| batch.put(record));
+            match self.store.commit(batch).await {
+                Ok(_) => {
+                    for r in chunk {
+                        tracing::info!(feed = %feed_id(r.exchange, &r.symbol), epoch = r.epoch, last = %r.last_trade_id, "handed over");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(feeds = chunk.len(), error = %e, "handover not recorded; the successors wait for our lease")
+                }
             }
         }
     }
@@ -657,9 +696,7 @@ impl Member {
         if !primaries.is_empty() {
             tracing::info!(feeds = primaries.len(), why, "handing over primaries");
         }
-        for (id, running) in primaries {
-            self.hand_over(&id, running).await;
-        }
+        self.hand_over(primaries).await;
     }
 
     /// Removes every primary from the running set.
@@ -689,6 +726,32 @@ impl Member {
                 tracing::info!(worker = %self.id, "draining: the master moves our feeds away");
             }
             Err(e) => tracing::warn!(error = %e, "draining not recorded yet; trying again"),
+        }
+    }
+
+    /// Puts the worker record again when the set of live replicas changed:
+    /// the master moves primaries only to replicas live for its warm-up.
+    async fn report_live_replicas(&mut self, lease: &Lease) {
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut live = BTreeMap::new();
+        for (id, running) in self.running.iter_mut() {
+            if running.handle.stats().live_connections == 0 {
+                running.live_since = None;
+                continue;
+            }
+            let since = *running.live_since.get_or_insert(now);
+            if running.role == Role::Replica {
+                live.insert(id.clone(), since);
+            }
+        }
+        if live == self.live_replicas {
+            return;
+        }
+        let previous = std::mem::replace(&mut self.live_replicas, live);
+        let record = self.record();
+        if let Err(e) = self.store.put_leased(&record, lease).await {
+            tracing::warn!(error = %e, "live replicas not reported; trying again");
+            self.live_replicas = previous;
         }
     }
 
