@@ -538,7 +538,14 @@ impl Member {
         let lookback = self.config.cluster.resume_lookback.max(1);
         let mut resume: HashMap<(Exchange, String), ResumePoint> = HashMap::new();
         for (exchange, symbols) in by_exchange {
-            let points = last_published(&self.config, exchange, &symbols, lookback).await?;
+            let points = match last_published(&self.config, exchange, &symbols, lookback).await {
+                Ok(points) => points,
+                Err(e) => {
+                    // Nothing promoted yet: the next reconcile tries again.
+                    tracing::warn!(%exchange, error = %e, "promotion waits: the trades topic's tail cannot be read");
+                    return Ok(());
+                }
+            };
             for (symbol, point) in points {
                 resume.insert((exchange, symbol), point);
             }
