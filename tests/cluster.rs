@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::trades::{assert_trades_exactly_once, read_trades_topic, read_trades_topic_fenced};
 use common::Proc;
-use tickfetch::config::{Config, FeedConfig};
+use tickfetch::config::Config;
 use tickfetch::coord::keyspace::{AssignmentRecord, ProgressRecord, WorkerRecord};
 use tickfetch::coord::store::Store;
 use tickfetch::exsim::{
@@ -110,11 +110,7 @@ fn config(tag: &str, sim: &SimHandle) -> Config {
         .iter()
         .map(|name| {
             let feed: Feed = name.parse().expect("known feed");
-            let mut template = FeedConfig::for_exchange(feed.exchange());
-            template.ws_url = Some(sim.feed_ws_url(feed));
-            template.rest_url = Some(sim.rest_url(feed.exchange()));
-            template.feed = Some(feed.name().to_string());
-            template
+            sim.feed_config(feed, &[])
         })
         .collect();
     config.ingest.watermark_interval_ms = 500;

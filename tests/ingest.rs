@@ -79,17 +79,7 @@ fn config(tag: &str) -> Config {
 }
 
 fn feed_config(sim: &SimHandle, feed: Feed, symbols: &[String]) -> FeedConfig {
-    FeedConfig {
-        exchange: feed.exchange(),
-        symbols: symbols.to_vec(),
-        ws_url: Some(sim.feed_ws_url(feed)),
-        rest_url: Some(sim.rest_url(feed.exchange())),
-        feed: Some(feed.name().to_string()),
-        symbols_per_connection: None,
-        max_connection_age_ms: None,
-        ping_interval_ms: None,
-        pong_timeout_ms: None,
-    }
+    sim.feed_config(feed, symbols)
 }
 
 async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {

@@ -23,7 +23,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use tickfetch::config::{FeedConfig, IngestConfig};
+use tickfetch::config::IngestConfig;
 use tickfetch::exsim::{GenerateConfig, SimConfig, SimHandle, Simulator, Source};
 use tickfetch::import::{ImportError, ImportFormat, TradeReader};
 use tickfetch::ingest::connection::http;
@@ -101,17 +101,7 @@ async fn simulator() -> SimHandle {
 fn ingest_config(sim: &SimHandle, cache: &std::path::Path) -> IngestConfig {
     let feed = |name: &str| {
         let feed: Feed = name.parse().expect("feed");
-        FeedConfig {
-            exchange: feed.exchange(),
-            symbols: Vec::new(),
-            ws_url: Some(sim.feed_ws_url(feed)),
-            rest_url: Some(sim.rest_url(feed.exchange())),
-            feed: Some(feed.name().to_string()),
-            symbols_per_connection: None,
-            max_connection_age_ms: None,
-            ping_interval_ms: None,
-            pong_timeout_ms: None,
-        }
+        sim.feed_config(feed, &[])
     };
     IngestConfig {
         feeds: vec![feed("binance:aggTrade"), feed("bybit:spot")],

@@ -271,9 +271,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let store = connect(&common).await?;
             let rows = admin::workers(&store, now_ms()).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
+            if !print_json(json, &rows)? {
                 println!(
                     "{:<16} {:<10} {:>8} {:<22} {:>9} {:>9} {:>9} draining",
                     "id", "version", "capacity", "address", "lease_age", "primaries", "replicas"
@@ -297,9 +295,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { common, json } => {
             let store = connect(&common).await?;
             let rows = admin::status(&store, now_ms()).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
+            if !print_json(json, &rows)? {
                 println!(
                     "{:<28} {:<10} {:<16} {:<24} {:>10} {:>10} {:>9}",
                     "feed", "channel", "primary", "replicas", "epoch", "last_trade", "trades/s"
@@ -358,6 +354,15 @@ async fn rollout(args: RolloutArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// With `--json`, prints `rows` as a JSON array and returns true; the
+/// caller prints its table otherwise.
+fn print_json<T: serde::Serialize>(json: bool, rows: &[T]) -> anyhow::Result<bool> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(rows)?);
+    }
+    Ok(json)
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -398,9 +403,7 @@ async fn feeds(action: FeedsAction) -> anyhow::Result<ExitCode> {
         FeedsAction::List { common, json } => {
             let store = connect(&common).await?;
             let feeds = admin::list_feeds(&store).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&feeds)?);
-            } else {
+            if !print_json(json, &feeds)? {
                 println!(
                     "{:<10} {:<20} {:<10} replicas",
                     "exchange", "symbol", "channel"

@@ -647,6 +647,17 @@ impl SimHandle {
         format!("{}/{exchange}", self.http_url())
     }
 
+    /// A worker's `[[ingest.feeds]]` entry for `feed` of `symbols` on this
+    /// simulator (its websocket and REST URLs; everything else the adapter's).
+    pub fn feed_config(&self, feed: Feed, symbols: &[String]) -> crate::config::FeedConfig {
+        let mut config = crate::config::FeedConfig::for_exchange(feed.exchange());
+        config.symbols = symbols.to_vec();
+        config.ws_url = Some(self.feed_ws_url(feed));
+        config.rest_url = Some(self.rest_url(feed.exchange()));
+        config.feed = Some(feed.name().to_string());
+        config
+    }
+
     /// The exchanges simulated.
     pub fn exchanges(&self) -> Vec<Exchange> {
         self.shared.books.keys().copied().collect()

@@ -195,15 +195,7 @@ pub fn parse_rest_trades(
     body: &[u8],
     receive_time: Millis,
 ) -> Result<Vec<Trade>, ExchangeError> {
-    if let Ok(error) = serde_json::from_slice::<ErrorBody>(body) {
-        if error.code.is_some() || error.msg.is_some() {
-            return Err(ExchangeError::Rejected {
-                exchange: EXCHANGE,
-                code: error.code.map(|c| c.to_string()),
-                message: error.msg.map(Cow::into_owned).unwrap_or_default(),
-            });
-        }
-    }
+    rejected(body)?;
     let symbol = symbol.to_ascii_uppercase();
     let trades: Result<Vec<Trade>, ExchangeError> = match feed {
         Feed::Trade => from_json::<Vec<RestTrade>>(EXCHANGE, body)?
@@ -240,21 +232,26 @@ pub fn parse_rest_trades(
     trades.map(oldest_first).map_err(|e| with_excerpt(e, body))
 }
 
+/// Binance's error body (`{"code":-1121,"msg":"Invalid symbol."}`) as
+/// [`ExchangeError::Rejected`]; anything else passes.
+fn rejected(body: &[u8]) -> Result<(), ExchangeError> {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(error) if error.code.is_some() || error.msg.is_some() => Err(ExchangeError::Rejected {
+            exchange: EXCHANGE,
+            code: error.code.map(|c| c.to_string()),
+            message: error.msg.map(Cow::into_owned).unwrap_or_default(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// The instruments of an `exchangeInfo` body.
 ///
 /// # Errors
 /// [`ExchangeError::Rejected`] for an error body (`{"code":-1003,"msg":"…"}`),
 /// [`ExchangeError::Malformed`] for anything else that is not the list.
 pub fn parse_instruments(body: &[u8]) -> Result<InstrumentPage, ExchangeError> {
-    if let Ok(error) = serde_json::from_slice::<ErrorBody>(body) {
-        if error.code.is_some() || error.msg.is_some() {
-            return Err(ExchangeError::Rejected {
-                exchange: EXCHANGE,
-                code: error.code.map(|c| c.to_string()),
-                message: error.msg.map(Cow::into_owned).unwrap_or_default(),
-            });
-        }
-    }
+    rejected(body)?;
     let info: ExchangeInfo = from_json(EXCHANGE, body)?;
     Ok(InstrumentPage {
         instruments: info

@@ -163,22 +163,28 @@ pub fn parse_rest_trades(
     body: &[u8],
     receive_time: Millis,
 ) -> Result<Vec<Trade>, ExchangeError> {
-    if let Ok(Peek {
-        error: Some(error), ..
-    }) = serde_json::from_slice::<Peek>(body)
-    {
-        return Err(ExchangeError::Rejected {
-            exchange: EXCHANGE,
-            code: error.name.map(Cow::into_owned),
-            message: error.message.map(Cow::into_owned).unwrap_or_default(),
-        });
-    }
+    rejected(body)?;
     let rows: Vec<RestTrade> = from_json(EXCHANGE, body)?;
     rows.into_iter()
         .map(|row| row.into_trade(receive_time))
         .collect::<Result<Vec<Trade>, ExchangeError>>()
         .map(oldest_first)
         .map_err(|e| with_excerpt(e, body))
+}
+
+/// Upbit's error body (`{"error":{"name":…,"message":…}}`) as
+/// [`ExchangeError::Rejected`]; anything else passes.
+fn rejected(body: &[u8]) -> Result<(), ExchangeError> {
+    match serde_json::from_slice::<Peek>(body) {
+        Ok(Peek {
+            error: Some(error), ..
+        }) => Err(ExchangeError::Rejected {
+            exchange: EXCHANGE,
+            code: error.name.map(Cow::into_owned),
+            message: error.message.map(Cow::into_owned).unwrap_or_default(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The instruments of a `market/all` body; a code that is not `QUOTE-BASE`
@@ -188,16 +194,7 @@ pub fn parse_rest_trades(
 /// [`ExchangeError::Rejected`] for an error body (`{"error":{…}}`),
 /// [`ExchangeError::Malformed`] for anything else that is not the list.
 pub fn parse_instruments(body: &[u8]) -> Result<InstrumentPage, ExchangeError> {
-    if let Ok(Peek {
-        error: Some(error), ..
-    }) = serde_json::from_slice::<Peek>(body)
-    {
-        return Err(ExchangeError::Rejected {
-            exchange: EXCHANGE,
-            code: error.name.map(Cow::into_owned),
-            message: error.message.map(Cow::into_owned).unwrap_or_default(),
-        });
-    }
+    rejected(body)?;
     let markets: Vec<Market> = from_json(EXCHANGE, body)?;
     Ok(InstrumentPage {
         instruments: markets
