@@ -431,17 +431,25 @@ impl FeedConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
-    /// Address of the `/metrics` and `/healthz` endpoint; empty disables it.
+    /// Address of the `/metrics`, `/healthz` and `/readyz` endpoint: `auto`
+    /// (loopback on the binary's own port, see docs/operations.md), a
+    /// `host:port` (port 0: any free one), or empty to disable it.
     pub http_addr: String,
     /// `text` or `json`.
     pub log_format: LogFormat,
+    /// `/readyz` turns unready when the process's consumer group is more
+    /// than this many records behind on its input (stages, sink); 0: no
+    /// bound. The lag is the group's, so every instance of a stage turns
+    /// unready together (an orchestrator's rolling update then waits).
+    pub ready_max_lag: u64,
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
         Self {
-            http_addr: "127.0.0.1:0".into(),
+            http_addr: "auto".into(),
             log_format: LogFormat::Text,
+            ready_max_lag: 0,
         }
     }
 }

@@ -59,52 +59,91 @@ pub fn stage_lags(config: &Config) -> Result<Vec<TopicLag>, KafkaError> {
     }
     let mut out = Vec::new();
     for (group, topic) in readers {
-        let consumer: BaseConsumer = client_config(&config.kafka, &[("group.id", &group)])?
-            .create()
-            .map_err(KafkaError::client("creating lag consumer"))?;
-        let mut query = TopicPartitionList::new();
-        for p in 0..config.topics.partitions {
-            query.add_partition(&topic, p);
-        }
-        let mut ends = Vec::new();
-        for p in 0..config.topics.partitions {
-            let (_, high) = consumer
-                .fetch_watermarks(&topic, p, Duration::from_secs(5))
-                .unwrap_or((0, 0));
-            ends.push(high);
-        }
-        let mut positions: Vec<i64> = consumer
-            .committed_offsets(query, Duration::from_secs(5))
-            .map_err(KafkaError::client("reading committed offsets"))?
-            .elements()
-            .iter()
-            .map(|e| match e.offset() {
-                Offset::Offset(o) => o,
-                _ => 0,
-            })
-            .collect();
-        positions.resize(ends.len(), 0);
-        let behind: Vec<(i32, i64)> = positions
-            .iter()
-            .zip(&ends)
-            .enumerate()
-            .filter(|(_, (c, e))| c < e)
-            .map(|(p, (c, _))| (p as i32, *c))
-            .collect();
-        for p in only_markers_left(config, &topic, &behind)? {
-            if let Some(slot) = positions.get_mut(p as usize) {
-                *slot = ends[p as usize];
-            }
-        }
-        let committed = positions.iter().sum();
+        let partitions = partition_lags(config, &group, &topic)?;
         out.push(TopicLag {
+            end: partitions.iter().map(|p| p.end).sum(),
+            committed: partitions.iter().map(|p| p.committed).sum(),
             group,
             topic,
-            end: ends.iter().sum(),
-            committed,
         });
     }
     Ok(out)
+}
+
+/// One partition's end and the group's committed offset there (the end
+/// where only transaction markers are left).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub partition: i32,
+    pub end: i64,
+    pub committed: i64,
+}
+
+impl PartitionLag {
+    /// Records the group has not committed yet; never negative.
+    pub fn lag(&self) -> i64 {
+        (self.end - self.committed).max(0)
+    }
+}
+
+/// Consumer group `group`'s lag on each partition of `topic`. Blocking.
+///
+/// # Errors
+/// Kafka unreachable.
+pub fn partition_lags(
+    config: &Config,
+    group: &str,
+    topic: &str,
+) -> Result<Vec<PartitionLag>, KafkaError> {
+    let consumer: BaseConsumer = client_config(&config.kafka, &[("group.id", group)])?
+        .create()
+        .map_err(KafkaError::client("creating lag consumer"))?;
+    let mut query = TopicPartitionList::new();
+    for p in 0..config.topics.partitions {
+        query.add_partition(topic, p);
+    }
+    let mut ends = Vec::new();
+    for p in 0..config.topics.partitions {
+        // A topic not created yet has nothing to read (the committed
+        // offsets below fail when the broker is away).
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(5))
+            .unwrap_or((0, 0));
+        ends.push(high);
+    }
+    let mut positions: Vec<i64> = consumer
+        .committed_offsets(query, Duration::from_secs(5))
+        .map_err(KafkaError::client("reading committed offsets"))?
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .collect();
+    positions.resize(ends.len(), 0);
+    let behind: Vec<(i32, i64)> = positions
+        .iter()
+        .zip(&ends)
+        .enumerate()
+        .filter(|(_, (c, e))| c < e)
+        .map(|(p, (c, _))| (p as i32, *c))
+        .collect();
+    for p in only_markers_left(config, topic, &behind)? {
+        if let Some(slot) = positions.get_mut(p as usize) {
+            *slot = ends[p as usize];
+        }
+    }
+    Ok(positions
+        .into_iter()
+        .zip(ends)
+        .enumerate()
+        .map(|(p, (committed, end))| PartitionLag {
+            partition: p as i32,
+            end,
+            committed,
+        })
+        .collect())
 }
 
 /// Of the partitions `(p, from)` of `topic`, those with no record at or after

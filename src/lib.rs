@@ -16,10 +16,12 @@
 //! - [`import`]: Binance public-data CSV into the trades topic or candles.
 //! - [`kafka`]: client configuration with conflict checks, topic creation.
 //! - [`config`]: the TOML / environment / flag configuration every binary loads.
-//! - [`app`], [`telemetry`], [`shutdown`], [`lag`]: what every binary shares:
-//!   running a stage, logs, `/metrics`, `/healthz`, signals, consumer lag.
+//! - [`app`], [`telemetry`], [`health`], [`shutdown`], [`lag`]: what every
+//!   binary shares: running a stage, logs, `/metrics`, `/healthz` and
+//!   `/readyz` with their probes, signals, consumer lag.
 //! - [`stack`]: the local stack (Kafka broker, etcd, MongoDB wire server) for
-//!   development, tests and the demo.
+//!   development, tests and the demo; [`up`]: the whole system on it as
+//!   supervised child processes (`tickfetch up`).
 //!
 //! Not part of the pipeline:
 //! - [`exsim`]: the exchange simulator (websocket, REST, faults) that tests,
@@ -31,6 +33,7 @@ pub mod app;
 pub mod config;
 pub mod coord;
 pub mod exsim;
+pub mod health;
 pub mod import;
 pub mod ingest;
 pub mod kafka;
@@ -41,4 +44,5 @@ pub mod shutdown;
 pub mod sink;
 pub mod stack;
 pub mod telemetry;
+pub mod up;
 pub mod wire;

@@ -2,7 +2,10 @@
 //!
 //! [`init_logging`] sets up `tracing` (text or JSON lines, `RUST_LOG` filter,
 //! default `info`). [`serve_http`] answers `GET /metrics` with the Prometheus text
-//! format of [`registry`] and `GET /healthz` with `ok` while the process is healthy.
+//! format of [`registry`], `GET /healthz` with `ok` while the process is alive,
+//! and `GET /readyz` with `ready` (200) or `not ready` (503) and one line per
+//! readiness check of [`health`] (`kafka: ok`, `etcd: unreachable ...`).
+//! [`Probes`] keeps the connection checks every binary shares.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -40,20 +43,105 @@ pub fn init_logging(format: LogFormat) {
     };
 }
 
-/// Health flag served on `/healthz`.
+/// What `/healthz` and `/readyz` answer: whether the process is alive, and
+/// its readiness checks, each ready or not with a reason (`kafka`, `etcd`,
+/// `partitions`, `lag`, ...). Ready when alive and every check is ready.
+/// One per process ([`health`]), like the metrics [`registry`].
 #[derive(Debug, Clone, Default)]
-pub struct Health(Arc<AtomicBool>);
+pub struct Health(Arc<HealthState>);
+
+#[derive(Debug, Default)]
+struct HealthState {
+    alive: AtomicBool,
+    /// Check name → `None` when ready, else why not.
+    checks: std::sync::Mutex<std::collections::BTreeMap<String, Option<String>>>,
+}
+
+/// The process-wide health.
+pub fn health() -> &'static Health {
+    static HEALTH: OnceLock<Health> = OnceLock::new();
+    HEALTH.get_or_init(Health::default)
+}
 
 impl Health {
-    /// A flag that starts unhealthy until [`Health::set`] says otherwise.
+    /// A health that starts not alive until [`Health::set`] says otherwise.
     pub fn new() -> Self {
         Self::default()
     }
-    pub fn set(&self, healthy: bool) {
-        self.0.store(healthy, Ordering::Relaxed);
+
+    /// Alive (`/healthz` answers 200) or not.
+    pub fn set(&self, alive: bool) {
+        self.0.alive.store(alive, Ordering::Relaxed);
     }
+
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.alive.load(Ordering::Relaxed)
+    }
+
+    /// Marks check `name` ready.
+    pub fn ready(&self, name: &str) {
+        self.put(name, None);
+    }
+
+    /// Marks check `name` not ready, saying why; logged when the reason
+    /// changes.
+    pub fn unready(&self, name: &str, reason: impl std::fmt::Display) {
+        self.put(name, Some(reason.to_string()));
+    }
+
+    /// Sets check `name` from a result: ready on `Ok`, the error otherwise.
+    pub fn check<T, E: std::fmt::Display>(&self, name: &str, result: &Result<T, E>) {
+        match result {
+            Ok(_) => self.ready(name),
+            Err(e) => self.unready(name, e),
+        }
+    }
+
+    /// Removes check `name` (what it watched is gone).
+    pub fn remove(&self, name: &str) {
+        if let Ok(mut checks) = self.0.checks.lock() {
+            checks.remove(name);
+        }
+    }
+
+    fn put(&self, name: &str, state: Option<String>) {
+        let Ok(mut checks) = self.0.checks.lock() else {
+            return;
+        };
+        let previous = checks.insert(name.to_string(), state.clone());
+        if previous.as_ref() != Some(&state) {
+            match (&state, previous.flatten()) {
+                (Some(reason), _) => tracing::warn!(check = name, %reason, "not ready"),
+                (None, Some(was)) => tracing::info!(check = name, %was, "ready again"),
+                (None, None) => {}
+            }
+        }
+    }
+
+    /// `Ok(lines)` when ready, `Err(lines)` naming what is not; one line
+    /// per check, `name: ok` or `name: reason`.
+    pub fn readiness(&self) -> Result<Vec<String>, Vec<String>> {
+        let mut lines = Vec::new();
+        let mut ready = self.get();
+        if !ready {
+            lines.push("process: not alive".to_string());
+        }
+        if let Ok(checks) = self.0.checks.lock() {
+            for (name, state) in checks.iter() {
+                match state {
+                    None => lines.push(format!("{name}: ok")),
+                    Some(reason) => {
+                        ready = false;
+                        lines.push(format!("{name}: {reason}"));
+                    }
+                }
+            }
+        }
+        if ready {
+            Ok(lines)
+        } else {
+            Err(lines)
+        }
     }
 }
 
@@ -99,7 +187,17 @@ pub async fn serve_http(
                         ("200 OK", out)
                     }
                     "/healthz" if health.get() => ("200 OK", b"ok\n".to_vec()),
-                    "/healthz" => ("503 Service Unavailable", b"unhealthy\n".to_vec()),
+                    "/healthz" => ("503 Service Unavailable", b"not alive\n".to_vec()),
+                    "/readyz" => match health.readiness() {
+                        Ok(lines) => (
+                            "200 OK",
+                            format!("ready\n{}\n", lines.join("\n")).into_bytes(),
+                        ),
+                        Err(lines) => (
+                            "503 Service Unavailable",
+                            format!("not ready\n{}\n", lines.join("\n")).into_bytes(),
+                        ),
+                    },
                     _ => ("404 Not Found", b"not found\n".to_vec()),
                 };
                 let head = format!(

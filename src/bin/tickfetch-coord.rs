@@ -35,7 +35,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let started = app::start(&args.common)
+    let started = app::start(&args.common, app::ports::COORD)
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
     let mut options = MasterOptions::new(
@@ -46,6 +46,8 @@ async fn main() -> anyhow::Result<()> {
     options.resync = Duration::from_secs(args.resync_secs.max(1));
     options.warm = Duration::from_secs(args.warm_secs);
     options.rebalance = !args.no_rebalance;
+    let mut probes = tickfetch::health::Probes::new();
+    probes.etcd(&started.config.etcd, &started.shutdown);
     started.health.set(true);
     master::run(&started.config.etcd, options, started.shutdown).await?;
     Ok(())

@@ -123,6 +123,7 @@ async fn main() -> anyhow::Result<()> {
             seed,
             max_fills,
             symbols: BTreeMap::new(),
+            first_ids: BTreeMap::new(),
             instruments: BTreeMap::new(),
         }),
         Mode::Replay {

@@ -25,7 +25,12 @@ async fn main() -> anyhow::Result<()> {
     if let Some(id) = &args.worker_id {
         args.common.set.push(format!("cluster.worker_id={id:?}"));
     }
-    let started = app::start(&args.common).await?;
+    let started = app::start(&args.common, app::ports::INGEST).await?;
+    let mut probes = tickfetch::health::Probes::new();
+    probes.kafka(&started.config.kafka, &started.shutdown);
+    if !started.config.cluster.worker_id.is_empty() || started.config.etcd.epochs {
+        probes.etcd(&started.config.etcd, &started.shutdown);
+    }
     started.health.set(true);
     if started.config.cluster.worker_id.is_empty() {
         worker::run(started.config, started.shutdown).await?;

@@ -27,7 +27,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let started = app::start(&args.common).await?;
+    let started = app::start(&args.common, app::ports::rollup(args.stage)).await?;
     let mut options = StageOptions::new(args.stage);
     options.snapshot_every = args.snapshot_every;
     options.assignment = match args.partitions.as_deref() {
@@ -43,6 +43,18 @@ async fn main() -> anyhow::Result<()> {
                 .collect::<Result<_, _>>()?,
         ),
     };
+    let config = &started.config;
+    let mut probes = tickfetch::health::Probes::new();
+    probes.kafka(&config.kafka, &started.shutdown);
+    if config.etcd.epochs {
+        probes.etcd(&config.etcd, &started.shutdown);
+    }
+    probes.lag(
+        config,
+        stage::group_id(config, args.stage),
+        vec![config.topics.stage_input(args.stage)],
+        &started.shutdown,
+    );
     started.health.set(true);
     stage::run(started.config, options, started.shutdown).await?;
     Ok(())

@@ -19,12 +19,22 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let started = app::start(&args.common).await?;
+    let started = app::start(&args.common, app::ports::SINK).await?;
     let assignment = if args.all_partitions {
         SinkAssignment::AllPartitions
     } else {
         SinkAssignment::Group
     };
+    let config = &started.config;
+    let mut probes = tickfetch::health::Probes::new();
+    probes.kafka(&config.kafka, &started.shutdown);
+    probes.mongodb(&config.mongodb, &started.shutdown);
+    probes.lag(
+        config,
+        config.sink.group_id.clone(),
+        sink::input_topics(config),
+        &started.shutdown,
+    );
     started.health.set(true);
     sink::run(started.config, assignment, started.shutdown).await?;
     Ok(())

@@ -61,6 +61,9 @@ enum Command {
     /// Replace every worker, one at a time, by drain and replacement;
     /// resumable (`--status`, `--abort`).
     Rollout(RolloutArgs),
+    /// The whole system on the local stack: master, workers, rollup
+    /// stages and sink as supervised child processes, until Ctrl-C.
+    Up(UpArgs),
     /// Per feed: primary, replicas, epoch, last trade age, trades/s.
     Status {
         #[command(flatten)]
@@ -68,6 +71,49 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct UpArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The stack's directory (data, logs, `up`'s own files).
+    #[arg(long, default_value = ".tickfetch")]
+    dir: PathBuf,
+    /// Feed the workers from the exchange simulator (no internet needed).
+    #[arg(long)]
+    simulate: bool,
+    /// Orders per second per symbol the simulator makes.
+    #[arg(long, default_value_t = 5.0)]
+    sim_rate: f64,
+    /// Use the Kafka, etcd and MongoDB of the config (or of
+    /// KAFKA_BOOTSTRAP, ETCD_ENDPOINTS, MONGODB_URI) instead of starting the
+    /// local stack.
+    #[arg(long)]
+    no_stack: bool,
+    /// Feeds as `exchange:SYMBOL`, comma separated (default: BTC and ETH
+    /// against USDT on Binance, Bybit, OKX; against KRW on Upbit).
+    #[arg(long, value_delimiter = ',')]
+    feeds: Vec<String>,
+    /// The rollup stages to run (each reads the one below).
+    #[arg(long, value_delimiter = ',', default_value = "1s,5s,1m,5m")]
+    stages: Vec<Interval>,
+    /// Run no sink.
+    #[arg(long)]
+    no_sink: bool,
+    /// Ingest workers.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Hot replicas per feed.
+    #[arg(long, default_value_t = 1)]
+    replicas: u32,
+    /// Log lines instead of the live screen, even on a terminal.
+    #[arg(long)]
+    no_screen: bool,
+    /// `up`'s own /metrics and /readyz port; the children's ports move with
+    /// it (master +1, sink +3, stages +11..+14, workers +21, +22, ...).
+    #[arg(long, default_value_t = tickfetch::app::ports::UP)]
+    port_base: u16,
 }
 
 #[derive(Debug, clap::Args)]
@@ -90,6 +136,43 @@ struct RolloutArgs {
     /// Stop the rollout in progress before its next worker.
     #[arg(long)]
     abort: bool,
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
+    use tickfetch::up::{self, UpOptions};
+    let config = args.common.load()?;
+    tickfetch::telemetry::init_logging(config.telemetry.log_format);
+    let mut options = UpOptions::new(args.dir);
+    options.start_stack = !args.no_stack;
+    options.simulate = args.simulate;
+    options.sim_rate = args.sim_rate;
+    if !args.feeds.is_empty() {
+        options.feeds = args
+            .feeds
+            .iter()
+            .map(|f| {
+                let (exchange, symbol) = f
+                    .split_once(':')
+                    .with_context(|| format!("--feeds {f:?}: expected exchange:SYMBOL"))?;
+                let exchange: Exchange = exchange
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("--feeds {f:?}: {e}"))?;
+                Ok((exchange, symbol.to_string()))
+            })
+            .collect::<anyhow::Result<_>>()?;
+    }
+    options.stages = args.stages;
+    options.stages.sort();
+    options.stages.dedup();
+    options.sink = !args.no_sink;
+    options.workers = args.workers;
+    options.replicas = args.replicas;
+    if args.no_screen {
+        options.screen = false;
+    }
+    options.port_base = args.port_base;
+    up::run(config, options).await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, Subcommand)]
@@ -255,6 +338,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Feeds { action } => feeds(action).await,
         Command::Rollout(args) => rollout(args).await,
+        Command::Up(args) => up(args).await,
         Command::Workers {
             action: Some(WorkersAction::Drain { common, id }),
             ..

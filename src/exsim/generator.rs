@@ -173,6 +173,16 @@ impl TradeGenerator {
         })
     }
 
+    /// `symbol`'s trade ids (fills and aggregates) go on from `first`
+    /// instead of the seeded start.
+    pub fn starting_ids_at(mut self, symbol: &str, first: u64) -> Self {
+        if let Some(state) = self.symbols.iter_mut().find(|s| s.symbol == symbol) {
+            state.next_fill_id = first;
+            state.next_aggregate_id = first;
+        }
+        self
+    }
+
     pub fn exchange(&self) -> Exchange {
         self.exchange
     }

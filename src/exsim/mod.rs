@@ -168,6 +168,11 @@ pub struct GenerateConfig {
     pub max_fills: u32,
     /// Explicit symbols per exchange, instead of the generated names.
     pub symbols: BTreeMap<Exchange, Vec<String>>,
+    /// Per exchange and symbol, the first trade id, instead of a seeded
+    /// random number (`tickfetch up --simulate` passes the id after the last
+    /// one on the trades topic, so that a simulator started again goes on
+    /// where the previous one stopped).
+    pub first_ids: BTreeMap<Exchange, BTreeMap<String, u64>>,
     /// What some symbols stand for (their trades' instrument, and their row
     /// in the metadata endpoints), for symbols the exchange's built-in rule
     /// cannot split or splits otherwise; the rule names the rest.
@@ -182,6 +187,7 @@ impl Default for GenerateConfig {
             seed: 1,
             max_fills: 1,
             symbols: BTreeMap::new(),
+            first_ids: BTreeMap::new(),
             instruments: BTreeMap::new(),
         }
     }
@@ -506,6 +512,14 @@ impl Simulator {
                         generate.seed,
                         generate.max_fills,
                     )?;
+                    let generator = generate
+                        .first_ids
+                        .get(exchange)
+                        .into_iter()
+                        .flatten()
+                        .fold(generator, |g, (symbol, first)| {
+                            g.starting_ids_at(symbol, *first)
+                        });
                     for symbol in &symbols {
                         match listed.iter().find(|i| i.symbol == *symbol) {
                             Some(instrument) => book.add_listed(instrument.clone()),

@@ -184,7 +184,9 @@ impl Member {
     /// lost lease.
     async fn serve(&mut self, shutdown: &CancellationToken) -> Result<(), IngestError> {
         let ttl = Duration::from_millis(self.config.cluster.lease_ttl_ms);
+        let health = crate::telemetry::health();
         while !shutdown.is_cancelled() {
+            health.unready("registration", "registering: waiting for an etcd lease");
             let Some(lease) = retry_until_cancelled(
                 shutdown,
                 "ingest: waiting for etcd to grant a lease",
@@ -206,6 +208,7 @@ impl Member {
             // The record just put says draining if we were.
             self.draining_recorded = self.draining;
             tracing::info!(worker = %self.id, lease = %format_args!("{:x}", lease.id()), "registered");
+            health.ready("registration");
             let ended = match self.member(&lease, shutdown).await {
                 Ok(ended) => ended,
                 Err(e) if e.is_terminal() => return Err(e),
@@ -229,6 +232,7 @@ impl Member {
                 tracing::info!(worker = %self.id, "drained: no feed left; exiting");
                 break;
             }
+            health.unready("registration", "lease lost: primaries fenced");
             self.fence_primaries("lease lost").await;
         }
         self.stop_all();

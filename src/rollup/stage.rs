@@ -196,6 +196,12 @@ impl Drop for SupersededWatch {
     }
 }
 
+/// The consumer group (and transactional-id prefix) of the stage producing
+/// `interval`: `{rollup.group_prefix}.{interval}`.
+pub fn group_id(config: &Config, interval: Interval) -> String {
+    format!("{}.{}", config.rollup.group_prefix, interval)
+}
+
 /// Runs one stage until `shutdown`.
 ///
 /// # Errors
@@ -206,6 +212,7 @@ pub async fn run(
     options: StageOptions,
     shutdown: CancellationToken,
 ) -> Result<StageReport, RollupError> {
+    crate::telemetry::health().unready("partitions", "starting: no partition taken yet");
     let topics = &config.topics;
     let interval = options.interval;
     let mut specs = vec![
@@ -295,6 +302,9 @@ struct StageLoop {
     metrics: StageMetrics,
     out: Vec<Candle>,
     shutdown: CancellationToken,
+    /// Partitions dropped to a newer owner and not revoked yet (group
+    /// mode): `/readyz` reports them.
+    fenced: BTreeSet<i32>,
 }
 
 impl StageLoop {
@@ -307,7 +317,7 @@ impl StageLoop {
         let interval = options.interval;
         make_level(&config, interval)?;
         let input = config.topics.stage_input(interval);
-        let group = format!("{}.{}", config.rollup.group_prefix, interval);
+        let group = group_id(&config, interval);
         let rebalances = Arc::new(RebalanceLog::default());
         let consumer: StageConsumer = input_consumer_config(&config, &group)?
             .create_with_context(StageContext {
@@ -330,7 +340,42 @@ impl StageLoop {
             group,
             out: Vec::new(),
             shutdown,
+            fenced: BTreeSet::new(),
         })
+    }
+
+    /// The `partitions` readiness check: every fixed partition held, none
+    /// fenced.
+    fn report_partitions(&self) {
+        let health = crate::telemetry::health();
+        let list = |ps: &mut dyn Iterator<Item = i32>| {
+            ps.map(|p| format!("p{p}")).collect::<Vec<_>>().join(",")
+        };
+        if !self.fenced.is_empty() {
+            health.unready(
+                "partitions",
+                format!(
+                    "fenced: {} taken by a newer instance",
+                    list(&mut self.fenced.iter().copied())
+                ),
+            );
+            return;
+        }
+        if let Assignment::Static(wanted) = &self.options.assignment {
+            let missing: Vec<i32> = wanted
+                .iter()
+                .copied()
+                .filter(|p| !self.tasks.contains_key(p))
+                .collect();
+            if !missing.is_empty() {
+                health.unready(
+                    "partitions",
+                    format!("not holding {}", list(&mut missing.into_iter())),
+                );
+                return;
+            }
+        }
+        health.ready("partitions");
     }
 
     fn run(&mut self, shutdown: &CancellationToken) -> Result<(), RollupError> {
@@ -348,12 +393,15 @@ impl StageLoop {
                 self.reassign_consumer()?;
             }
         }
+        self.report_partitions();
         let commit_interval = Duration::from_millis(self.config.rollup.commit_interval_ms);
         while !shutdown.is_cancelled() {
             let consumer = Arc::clone(&self.consumer);
             let polled = consumer.poll(Duration::from_millis(20));
-            self.handle_rebalances()?;
-            self.drop_superseded()?;
+            let changed = self.handle_rebalances()?;
+            if self.drop_superseded()? || changed {
+                self.report_partitions();
+            }
             match polled {
                 Some(Ok(message)) => self.on_message(&message)?,
                 Some(Err(e)) => {
@@ -385,15 +433,18 @@ impl StageLoop {
         Ok(())
     }
 
-    fn handle_rebalances(&mut self) -> Result<(), RollupError> {
+    /// Applies the consumer's rebalances; whether there were any.
+    fn handle_rebalances(&mut self) -> Result<bool, RollupError> {
         let events: Vec<RebalanceEvent> = match self.rebalances.events.lock() {
             Ok(mut events) => events.drain(..).collect(),
             Err(_) => Vec::new(),
         };
+        let changed = !events.is_empty();
         for event in events {
             match event {
                 RebalanceEvent::Revoked(partitions) => {
                     for p in partitions {
+                        self.fenced.remove(&p);
                         if let Some(task) = self.tasks.remove(&p) {
                             // The next owner's init_transactions aborts anything open.
                             if task.in_txn {
@@ -405,6 +456,7 @@ impl StageLoop {
                 }
                 RebalanceEvent::Assigned(partitions) => {
                     for p in partitions {
+                        self.fenced.remove(&p);
                         self.assign(p)?;
                         self.resume(p);
                         let offset =
@@ -414,7 +466,7 @@ impl StageLoop {
                 }
             }
         }
-        Ok(())
+        Ok(changed)
     }
 
     /// Takes partition `p`: claim an epoch, fence older owners, restore state,
@@ -466,15 +518,16 @@ impl StageLoop {
 
     /// Drops the partitions whose epoch a newer owner has claimed: they write
     /// nothing more, even if their input stays quiet and no commit would
-    /// have found the producer fenced.
-    fn drop_superseded(&mut self) -> Result<(), RollupError> {
+    /// have found the producer fenced. Whether any was dropped.
+    fn drop_superseded(&mut self) -> Result<bool, RollupError> {
         let found: Vec<(i32, Epoch)> = match &self.epochs {
             Some(source) => match source.superseded.lock() {
                 Ok(mut found) => found.drain(..).collect(),
                 Err(_) => Vec::new(),
             },
-            None => return Ok(()),
+            None => return Ok(false),
         };
+        let mut dropped = false;
         for (p, epoch) in found {
             if self.tasks.get(&p).is_none_or(|t| t.epoch != epoch) {
                 continue; // already gone, or taken again since
@@ -486,7 +539,10 @@ impl StageLoop {
             }
             tracing::error!(partition = p, %epoch, "epoch superseded in etcd: a newer instance owns this partition; dropping it");
             self.metrics.fenced.inc();
+            self.fenced.insert(p);
+            dropped = true;
             if matches!(self.options.assignment, Assignment::Static(_)) {
+                self.report_partitions();
                 return Err(RollupError::Fenced {
                     partition: p,
                     interval: self.options.interval,
@@ -494,7 +550,7 @@ impl StageLoop {
             }
             self.pause(p);
         }
-        Ok(())
+        Ok(dropped)
     }
 
     /// Stops fetching partition `p` (group mode, after it was dropped: the
@@ -840,6 +896,8 @@ impl StageLoop {
         if fenced {
             tracing::error!(partition = p, %error, during, "producer fenced: a newer instance owns this partition");
             self.metrics.fenced.inc();
+            self.fenced.insert(p);
+            self.report_partitions();
             if matches!(self.options.assignment, Assignment::Static(_)) {
                 // A fixed assignment that lost a partition cannot serve its
                 // configuration: stop and let the supervisor decide.
