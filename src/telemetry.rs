@@ -23,6 +23,17 @@ pub fn registry() -> &'static Registry {
     REGISTRY.get_or_init(Registry::new)
 }
 
+/// Buckets of the end-to-end latency histograms, in seconds: exchange time
+/// to published, committed, stored.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Seconds from `event_ms` (an exchange time, a window's end) to now.
+pub fn seconds_since(event_ms: i64) -> f64 {
+    (chrono::Utc::now().timestamp_millis() - event_ms).max(0) as f64 / 1000.0
+}
+
 /// Registers a metric, ignoring a second registration of the same name (tests
 /// build several stages in one process).
 pub fn register<M: prometheus::core::Collector + Clone + 'static>(metric: M) -> M {

@@ -61,6 +61,10 @@ enum Command {
     /// Replace every worker, one at a time, by drain and replacement;
     /// resumable (`--status`, `--abort`).
     Rollout(RolloutArgs),
+    /// Recompute a stage's candles for a range from the topic below:
+    /// unchanged candles stay, changed ones get the next revision (and flow
+    /// up to the parents and into MongoDB), missing ones are written.
+    Replay(ReplayArgs),
     /// The whole system on the local stack: master, workers, rollup
     /// stages and sink as supervised child processes, until Ctrl-C.
     Up(UpArgs),
@@ -71,6 +75,38 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct ReplayArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The stage to recompute: 1s (from trades), 5s, 1m or 5m.
+    #[arg(long)]
+    stage: Interval,
+    /// Then each parent stage up to this one over the same range (needed
+    /// for ranges older than the stages' retention).
+    #[arg(long)]
+    through: Option<Interval>,
+    /// Range start: RFC 3339 time, epoch ms, or an input-topic offset.
+    #[arg(long)]
+    from: String,
+    /// Range end (exclusive), as --from; default: the last window the live
+    /// stage has surely closed.
+    #[arg(long)]
+    to: Option<String>,
+    /// Only these feeds, `exchange:SYMBOL`, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    symbols: Vec<String>,
+    /// How far before the range the input is read, in seconds (the state
+    /// the first windows start from).
+    #[arg(long, default_value_t = 120)]
+    margin_secs: u64,
+    /// Compare and report; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -136,6 +172,67 @@ struct RolloutArgs {
     /// Stop the rollout in progress before its next worker.
     #[arg(long)]
     abort: bool,
+}
+
+async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    use tickfetch::rollup::replay::{self, RangePoint, ReplayOptions};
+    let config = args.common.load()?;
+    tickfetch::telemetry::init_logging(config.telemetry.log_format);
+    let point = |name: &str, text: &str| -> anyhow::Result<RangePoint> {
+        text.parse()
+            .map_err(|e| anyhow::anyhow!("--{name} {text:?}: {e}"))
+    };
+    let resolve = |name: &'static str, p: RangePoint| {
+        let config = config.clone();
+        async move {
+            match p {
+                RangePoint::Time(t) => Ok::<_, anyhow::Error>(t),
+                RangePoint::Offset(o) => replay::time_at_offset(&config, args.stage, o)
+                    .await?
+                    .with_context(|| format!("--{name} {o}: no record at or after that offset")),
+            }
+        }
+    };
+    let from = resolve("from", point("from", &args.from)?).await?;
+    let to = match &args.to {
+        Some(text) => Some(resolve("to", point("to", text)?).await?),
+        None => None,
+    };
+    for key in &args.symbols {
+        anyhow::ensure!(
+            key.split_once(':')
+                .is_some_and(|(e, _)| e.parse::<Exchange>().is_ok()),
+            "--symbols {key:?}: expected exchange:SYMBOL, e.g. binance:BTCUSDT"
+        );
+    }
+    let options = ReplayOptions {
+        stage: args.stage,
+        through: args.through.unwrap_or(args.stage).max(args.stage),
+        from,
+        to,
+        keys: args.symbols.iter().cloned().collect(),
+        margin: std::time::Duration::from_secs(args.margin_secs),
+        dry_run: args.dry_run,
+    };
+    for report in replay::run(&config, &options).await? {
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+            continue;
+        }
+        println!(
+            "replay {}: {} input records, {} windows from {} to {}: {} unchanged, {} revised, {} missing written{}",
+            report.stage,
+            report.input_records,
+            report.windows,
+            report.from,
+            report.to,
+            report.unchanged,
+            report.revised,
+            report.missing,
+            if args.dry_run { " (dry run: nothing written)" } else { "" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
@@ -339,6 +436,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Feeds { action } => feeds(action).await,
         Command::Rollout(args) => rollout(args).await,
         Command::Up(args) => up(args).await,
+        Command::Replay(args) => replay(args).await,
         Command::Workers {
             action: Some(WorkersAction::Drain { common, id }),
             ..

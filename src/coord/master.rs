@@ -35,6 +35,37 @@ use crate::shutdown::{retry_until_cancelled, CancellationToken};
 
 /// Longest wait between attempts while etcd is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// The master's counters: elections won, primaries handed to a replica,
+/// feeds whose primary moved at all.
+struct MasterMetrics {
+    elections: prometheus::IntCounter,
+    promotions: prometheus::IntCounter,
+    moves: prometheus::IntCounter,
+}
+
+fn metrics() -> &'static MasterMetrics {
+    static METRICS: std::sync::OnceLock<MasterMetrics> = std::sync::OnceLock::new();
+    METRICS.get_or_init(|| {
+        let counter = |name: &str, help: &str| {
+            crate::telemetry::register(
+                prometheus::IntCounter::new(format!("tickfetch_master_{name}"), help)
+                    .expect("static metric definition"),
+            )
+        };
+        MasterMetrics {
+            elections: counter("elections_total", "times this master was elected leader"),
+            promotions: counter(
+                "promotions_total",
+                "primaries handed to one of the feed's replicas",
+            ),
+            moves: counter(
+                "assignment_moves_total",
+                "feeds whose primary changed to another worker",
+            ),
+        }
+    })
+}
+
 /// How long the leader lets changes settle before reconciling.
 const DEBOUNCE: Duration = Duration::from_millis(50);
 
@@ -105,6 +136,7 @@ pub async fn run(
             continue; // lease lost while waiting, or shutdown
         };
         tracing::info!(id = %options.id, revision = elected, "elected leader");
+        metrics().elections.inc();
         let leader = Leader {
             store: &store,
             elected,
@@ -357,9 +389,16 @@ impl Leader<'_> {
             .batch()
             .require_created(LeaderRecord::KEY, self.elected);
         let mut writes = 0;
+        let (mut moves, mut promotions) = (0, 0);
         for (id, placement) in &after {
             let Some(feed) = feeds.get(id) else { continue };
             let old = held.get(id);
+            if let Some(o) = old.filter(|o| o.value.primary != placement.primary) {
+                moves += 1;
+                if o.value.replicas.contains(&placement.primary) {
+                    promotions += 1;
+                }
+            }
             let (epoch, previous) = match old {
                 Some(o) if o.value.primary == placement.primary => {
                     (o.value.epoch, o.value.previous.clone())
@@ -411,7 +450,15 @@ impl Leader<'_> {
             if !outcome.committed {
                 return Ok(self.why_failed().await);
             }
-            tracing::info!(writes, revision = outcome.revision, "assignments written");
+            tracing::info!(
+                writes,
+                moves,
+                promotions,
+                revision = outcome.revision,
+                "assignments written"
+            );
+            metrics().moves.inc_by(moves);
+            metrics().promotions.inc_by(promotions);
         }
         self.set_pending_epochs().await
     }

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use prometheus::{GaugeVec, IntCounterVec, Opts};
+use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts};
 
 use crate::telemetry::register;
 
@@ -23,6 +23,8 @@ pub struct IngestMetrics {
     pub watermarks: IntCounterVec,
     /// Seconds since each symbol's last trade was received.
     pub last_trade_age: GaugeVec,
+    /// Exchange time → handed to the publisher, per trade.
+    pub publish_latency: HistogramVec,
 }
 
 /// The metrics, registered on first use.
@@ -74,6 +76,17 @@ pub fn metrics() -> &'static IngestMetrics {
                 &["feed"],
             ),
             watermarks: counter("watermarks_total", "watermarks published", &["feed"]),
+            publish_latency: register(
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "tickfetch_ingest_publish_latency_seconds",
+                        "exchange time of a trade to its hand-over to the Kafka publisher",
+                    )
+                    .buckets(crate::telemetry::LATENCY_BUCKETS.to_vec()),
+                    &["feed"],
+                )
+                .expect("static metric definition"),
+            ),
             last_trade_age: register(
                 GaugeVec::new(
                     Opts::new(
@@ -213,6 +226,15 @@ impl FeedEvents {
             .frames
             .with_label_values(&[&self.feed, kind])
             .inc();
+    }
+
+    /// One trade published, `exchange_time` its time at the exchange.
+    pub fn published_at(&self, exchange_time: i64) {
+        self.published(1);
+        metrics()
+            .publish_latency
+            .with_label_values(&[&self.feed])
+            .observe(crate::telemetry::seconds_since(exchange_time));
     }
 
     pub fn published(&self, trades: u64) {

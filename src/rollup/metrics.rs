@@ -27,6 +27,8 @@ pub struct StageMetrics {
     pub late_epoch: IntCounter,
     pub errors: IntCounter,
     commit_seconds: PromHistogram,
+    /// A candle's window end (exchange time) → its transaction committed.
+    pub committed_latency: PromHistogram,
     /// Commit latency in microseconds, for the benchmark's percentiles.
     pub commit_micros: Mutex<Histogram<u64>>,
 }
@@ -80,6 +82,17 @@ impl StageMetrics {
                     )
                     .const_label("stage", interval.as_str())
                     .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+                )
+                .expect("static metric definition"),
+            ),
+            committed_latency: register(
+                PromHistogram::with_opts(
+                    HistogramOpts::new(
+                        "tickfetch_rollup_committed_latency_seconds",
+                        "end of a candle's window (exchange time) to its transaction's commit",
+                    )
+                    .const_label("stage", interval.as_str())
+                    .buckets(crate::telemetry::LATENCY_BUCKETS.to_vec()),
                 )
                 .expect("static metric definition"),
             ),

@@ -9,6 +9,7 @@
 pub mod engine;
 pub mod level;
 pub mod metrics;
+pub mod replay;
 pub mod stage;
 
 use crate::kafka::KafkaError;

@@ -171,6 +171,9 @@ struct PartitionTask {
     in_txn: bool,
     txn_started: Instant,
     txn_records: usize,
+    /// The window ends (ms) of the candles sent in the open transaction,
+    /// for the committed-latency histogram.
+    txn_window_ends: Vec<i64>,
     commits: u32,
     /// Symbols changed since the last snapshot.
     touched: BTreeSet<String>,
@@ -606,6 +609,7 @@ impl StageLoop {
                 in_txn: false,
                 txn_started: Instant::now(),
                 txn_records: 0,
+                txn_window_ends: Vec::new(),
                 commits: 0,
                 touched: BTreeSet::new(),
                 restored_through: restored.through,
@@ -729,6 +733,7 @@ impl StageLoop {
             task.in_txn = true;
             task.txn_started = Instant::now();
             task.txn_records = 0;
+            task.txn_window_ends.clear();
         }
         task.txn_records += 1;
         self.metrics.records.inc();
@@ -772,6 +777,7 @@ impl StageLoop {
                         self.metrics.revisions.inc();
                     }
                     send_error = task.send(&self.output, Body::Candle(candle))?.err();
+                    task.txn_window_ends.push(candle.close_time + 1);
                 }
                 // After the candles it closed, so the next level sees them first.
                 if let (None, Some(watermark)) = (&send_error, forward) {
@@ -870,6 +876,11 @@ impl StageLoop {
                 task.replay_until = task.replay_until.max(task.next_offset);
                 self.metrics.commits.inc();
                 self.metrics.record_commit(started.elapsed());
+                for end in task.txn_window_ends.drain(..) {
+                    self.metrics
+                        .committed_latency
+                        .observe(crate::telemetry::seconds_since(end));
+                }
                 Ok(())
             }
             Err(e) => self.recover(p, e, "commit"),

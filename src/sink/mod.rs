@@ -82,6 +82,9 @@ struct SinkMetrics {
     retries: prometheus::IntCounter,
     commit_failures: prometheus::IntCounter,
     batches: prometheus::IntCounter,
+    batch_size: prometheus::Histogram,
+    /// A candle's window end (exchange time) → durably stored, by interval.
+    stored_latency: prometheus::HistogramVec,
 }
 
 impl SinkMetrics {
@@ -112,6 +115,27 @@ impl SinkMetrics {
                 "offset commits that failed after a durable write (the records are read again)",
             ),
             batches: counter("batches_total", "batches written and committed"),
+            batch_size: register(
+                prometheus::Histogram::with_opts(
+                    prometheus::HistogramOpts::new(
+                        "tickfetch_sink_batch_size",
+                        "documents per bulk write",
+                    )
+                    .buckets(vec![1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0]),
+                )
+                .expect("static metric definition"),
+            ),
+            stored_latency: register(
+                prometheus::HistogramVec::new(
+                    prometheus::HistogramOpts::new(
+                        "tickfetch_sink_stored_latency_seconds",
+                        "end of a candle's window (exchange time) to its durable write in MongoDB",
+                    )
+                    .buckets(crate::telemetry::LATENCY_BUCKETS.to_vec()),
+                    &["interval"],
+                )
+                .expect("static metric definition"),
+            ),
         }
     }
 }
@@ -329,6 +353,18 @@ async fn flush(
         match writer::write_batch(db, writes.clone(), storage).await {
             Ok(outcome) => {
                 metrics.written.inc_by(outcome.written);
+                metrics.batch_size.observe(writes.len() as f64);
+                for write in &writes {
+                    let Some(interval) = write.collection.strip_prefix("candles_") else {
+                        continue;
+                    };
+                    if let Ok(close) = write.document.get_i64("close_time") {
+                        metrics
+                            .stored_latency
+                            .with_label_values(&[interval])
+                            .observe(crate::telemetry::seconds_since(close + 1));
+                    }
+                }
                 metrics.stale.inc_by(outcome.stale);
                 for (write, reason) in outcome.rejected {
                     metrics.dead_letters.inc();

@@ -307,8 +307,9 @@ impl FeedTask {
             match event {
                 SymbolEvent::Publish(trade) => {
                     if self.role == Role::Primary {
+                        let time = trade.exchange_time;
                         self.send(Output::Trade(trade, self.epoch)).await?;
-                        self.events.published(1);
+                        self.events.published_at(time);
                     }
                 }
                 SymbolEvent::Buffered => self.events.buffered(1),
