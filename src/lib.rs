@@ -18,7 +18,8 @@
 //! - [`config`]: the TOML / environment / flag configuration every binary loads.
 //! - [`app`], [`telemetry`], [`health`], [`shutdown`], [`lag`]: what every
 //!   binary shares: running a stage, logs, `/metrics`, `/healthz` and
-//!   `/readyz` with their probes, signals, consumer lag.
+//!   `/readyz` with their probes, signals, consumer lag; [`progress`]: the
+//!   progress line of `replay` and `import`.
 //! - [`stack`]: the local stack (Kafka broker, etcd, MongoDB wire server) for
 //!   development, tests and the demo; [`up`]: the whole system on it as
 //!   supervised child processes (`tickfetch up`).
@@ -39,6 +40,7 @@ pub mod ingest;
 pub mod kafka;
 pub mod lag;
 pub mod model;
+pub mod progress;
 pub mod rollup;
 pub mod shutdown;
 pub mod sink;

@@ -31,7 +31,6 @@
 //! keeps its partition), so the sink and the parents accept them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{IsTerminal, Write as _};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -45,6 +44,7 @@ use crate::config::{Config, Guarantee};
 use crate::coord::epoch::{process_owner, Epoch, EpochClaimer};
 use crate::kafka::{end_reader, KafkaError};
 use crate::model::{Candle, Exchange, Interval, Millis, Watermark};
+use crate::progress::{Progress, Unit};
 use crate::wire::{Body, Encoder, Envelope, Received, KIND_WATERMARK};
 
 /// Records per transaction.
@@ -108,67 +108,6 @@ pub enum ReplayError {
     },
     #[error("the replay thread failed: {0}")]
     Thread(String),
-}
-
-/// Progress lines: rewritten in place on a terminal, one every 5 s otherwise.
-struct Progress {
-    what: &'static str,
-    total: u64,
-    done: u64,
-    started: Instant,
-    last: Instant,
-    terminal: bool,
-}
-
-impl Progress {
-    fn new(what: &'static str, total: u64) -> Self {
-        Self {
-            what,
-            total,
-            done: 0,
-            started: Instant::now(),
-            last: Instant::now(),
-            terminal: std::io::stderr().is_terminal(),
-        }
-    }
-
-    fn add(&mut self, n: u64) {
-        self.done += n;
-        let every = if self.terminal {
-            Duration::from_millis(200)
-        } else {
-            Duration::from_secs(5)
-        };
-        if self.last.elapsed() >= every {
-            self.last = Instant::now();
-            self.print(false);
-        }
-    }
-
-    fn print(&self, last: bool) {
-        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
-        let rate = self.done as f64 / secs;
-        let left = self.total.saturating_sub(self.done) as f64 / rate.max(1e-9);
-        let pct = if self.total == 0 {
-            100.0
-        } else {
-            self.done as f64 * 100.0 / self.total as f64
-        };
-        let line = format!(
-            "{}: {}/{} records ({pct:.0}%), {rate:.0}/s, ETA {left:.0} s",
-            self.what, self.done, self.total
-        );
-        let mut err = std::io::stderr();
-        if self.terminal {
-            let _ = write!(err, "\r\x1b[2K{line}");
-            if last {
-                let _ = writeln!(err);
-            }
-        } else {
-            let _ = writeln!(err, "{line}");
-        }
-        let _ = err.flush();
-    }
 }
 
 /// Per partition of `topic`: the first offset at or after `time` (the
@@ -454,7 +393,7 @@ fn replay_blocking(
         .zip(&ends)
         .map(|(s, e)| (e - s).max(0) as u64)
         .sum();
-    let mut progress = Progress::new("replay: reading", total);
+    let mut progress = Progress::new("replay: reading", total, Unit::Records);
     let keep = |candles: &mut Vec<Candle>, recomputed: &mut BTreeMap<(String, Millis), Candle>| {
         for c in candles.drain(..) {
             if (from..to).contains(&c.open_time) {
@@ -626,7 +565,7 @@ fn publish(
     let txn_id = format!("{}.replay", group_id(config, interval));
     let producer = partition_producer(config, &txn_id)?;
     let mut encoder = Encoder::default();
-    let mut progress = Progress::new("replay: writing", writes.len() as u64);
+    let mut progress = Progress::new("replay: writing", writes.len() as u64, Unit::Records);
     for chunk in writes.chunks(PER_TRANSACTION) {
         if exactly_once {
             producer.begin_transaction()?;
