@@ -41,9 +41,7 @@ use tickfetch::coord::admin;
 use tickfetch::coord::keyspace::{AssignmentRecord, ProgressRecord, WorkerRecord};
 use tickfetch::coord::rollout::{self, RolloutOptions, RolloutRecord};
 use tickfetch::coord::store::Store;
-use tickfetch::exsim::{
-    generated_symbols, GenerateConfig, SimConfig, SimHandle, Simulator, Source,
-};
+use tickfetch::exsim::{generated_symbols, SimHandle, Simulator};
 use tickfetch::ingest::venues::Feed;
 use tickfetch::model::{Exchange, Trade};
 use tickfetch::shutdown::CancellationToken;
@@ -214,17 +212,9 @@ async fn simulator(symbols: &[String]) -> SimHandle {
             .or_default()
             .push(symbol.clone());
     }
-    Simulator::start(SimConfig {
-        exchanges: by_exchange.keys().copied().collect(),
-        source: Source::Generate(GenerateConfig {
-            rate_per_second: 0.0,
-            symbols: by_exchange,
-            ..GenerateConfig::default()
-        }),
-        ..SimConfig::default()
-    })
-    .await
-    .expect("simulator starts")
+    Simulator::generating(by_exchange, 0.0)
+        .await
+        .expect("simulator starts")
 }
 
 async fn wait_for<F, Fut>(what: &str, limit: Duration, mut done: F)

@@ -19,9 +19,7 @@ use common::Proc;
 use tickfetch::config::Config;
 use tickfetch::coord::keyspace::{AssignmentRecord, ProgressRecord, WorkerRecord};
 use tickfetch::coord::store::Store;
-use tickfetch::exsim::{
-    generated_symbols, GenerateConfig, SimConfig, SimHandle, Simulator, Source,
-};
+use tickfetch::exsim::{generated_symbols, SimHandle, Simulator};
 use tickfetch::ingest::venues::Feed;
 use tickfetch::model::{Candle, Exchange, Interval};
 use tickfetch::wire::EPOCH_HEADER;
@@ -59,17 +57,9 @@ async fn simulator(symbols: &[String]) -> SimHandle {
             .or_default()
             .push(symbol.clone());
     }
-    Simulator::start(SimConfig {
-        exchanges: by_exchange.keys().copied().collect(),
-        source: Source::Generate(GenerateConfig {
-            rate_per_second: 0.0,
-            symbols: by_exchange,
-            ..GenerateConfig::default()
-        }),
-        ..SimConfig::default()
-    })
-    .await
-    .expect("simulator starts")
+    Simulator::generating(by_exchange, 0.0)
+        .await
+        .expect("simulator starts")
 }
 
 /// Every simulated trade of each symbol, by symbol.

@@ -185,41 +185,15 @@ async fn stages_and_sinks_in_consumer_groups_share_partitions_and_take_over() {
     drop(first);
 }
 
-/// Runs `future` to completion on a runtime of its own (from a sync callback
-/// inside the test's runtime).
-fn block_on_own_runtime<T: Send + 'static>(
-    future: impl std::future::Future<Output = T> + Send + 'static,
-) -> T {
-    std::thread::spawn(move || {
-        tokio::runtime::Runtime::new()
-            .expect("runtime")
-            .block_on(future)
-    })
-    .join()
-    .expect("runtime thread")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_killed_and_restarted_mid_run_leaves_mongodb_exact() {
-    use tickfetch::stack::{self, StackOptions};
     let Some(dir) = oracle_dir("a_broker_killed_and_restarted_mid_run") else {
         return;
     };
     // A broker of this test's own: the shared one serves the other tests.
     let mut config = pipeline_config("broker-restart");
-    let stack_dir = common::work_dir(&config).join("stack");
-    let env = block_on_own_runtime({
-        let stack_dir = stack_dir.clone();
-        async move { stack::up(&StackOptions::new(stack_dir)).await }
-    })
-    .expect("the test's own stack starts");
-    struct Down(std::path::PathBuf);
-    impl Drop for Down {
-        fn drop(&mut self) {
-            let _ = stack::down(&self.0);
-        }
-    }
-    let _down = Down(stack_dir.clone());
+    let own = common::OwnStack::start(&config);
+    let env = own.env.clone();
     config.kafka.bootstrap = env.kafka_bootstrap.clone();
 
     let stages: Vec<Proc> = STAGES.iter().map(|s| spawn_stage(&config, s, 0)).collect();
@@ -230,13 +204,10 @@ async fn a_broker_killed_and_restarted_mid_run_leaves_mongodb_exact() {
     let mut restarted = None;
     publish_oracle(&config, &dir.join(TRADES_CSV), 3, |part| {
         if part == 0 {
-            stack::stop_service(&stack_dir, "kafka", true).expect("kill -9 the broker");
+            own.kill_broker();
             std::thread::sleep(Duration::from_secs(3));
-            let again = block_on_own_runtime({
-                let stack_dir = stack_dir.clone();
-                async move { stack::up(&StackOptions::new(stack_dir)).await }
-            })
-            .expect("the broker starts again on its data dir");
+            let again =
+                common::OwnStack::up(&own.dir).expect("the broker starts again on its data dir");
             restarted = Some(again);
         }
     })

@@ -61,26 +61,9 @@ fn stage_on(config: &tickfetch::config::Config, name: &str, port: u16, extra: &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stage_turns_unready_while_its_broker_is_down_and_reports_being_fenced() {
-    use tickfetch::stack::{self, StackOptions};
     let mut config = common::pipeline::pipeline_config("health");
-    let stack_dir = common::work_dir(&config).join("stack");
-    let up = |dir: std::path::PathBuf| {
-        std::thread::spawn(move || {
-            tokio::runtime::Runtime::new()
-                .expect("runtime")
-                .block_on(stack::up(&StackOptions::new(dir)))
-        })
-        .join()
-        .expect("stack thread")
-    };
-    let env = up(stack_dir.clone()).expect("the test's own stack starts");
-    struct Down(std::path::PathBuf);
-    impl Drop for Down {
-        fn drop(&mut self) {
-            let _ = stack::down(&self.0);
-        }
-    }
-    let _down = Down(stack_dir.clone());
+    let own = common::OwnStack::start(&config);
+    let env = own.env.clone();
     config.kafka.bootstrap = env.kafka_bootstrap.clone();
 
     // A stage in the consumer group, then a newer instance with fixed
@@ -116,7 +99,7 @@ async fn a_stage_turns_unready_while_its_broker_is_down_and_reports_being_fenced
     let port = free_port();
     let _stage = stage_on(&config, "rollup-1s-b", port, &[]);
     wait_readyz(port, "ready", |code, _| code == 200);
-    stack::stop_service(&stack_dir, "kafka", true).expect("kill -9 the broker");
+    own.kill_broker();
     let (body, took) = wait_readyz(port, "unready for the broker", |code, body| {
         code == 503 && body.contains("kafka:") && !body.contains("kafka: ok")
     });
@@ -127,7 +110,7 @@ async fn a_stage_turns_unready_while_its_broker_is_down_and_reports_being_fenced
     assert!(body.contains(&env.kafka_bootstrap), "{body}");
     assert_eq!(get(port, "/healthz").map(|(c, _)| c), Some(200));
 
-    let again = up(stack_dir.clone()).expect("the broker starts again");
+    let again = common::OwnStack::up(&own.dir).expect("the broker starts again");
     assert_eq!(again.kafka_bootstrap, env.kafka_bootstrap);
     let (_, took) = wait_readyz(port, "ready again", |code, _| code == 200);
     eprintln!(

@@ -632,7 +632,10 @@ fn open_input(path: &std::path::Path) -> anyhow::Result<Box<dyn std::io::BufRead
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let counted = tickfetch::progress::ProgressReader::new(file, "import", size);
-    Ok(Box::new(std::io::BufReader::with_capacity(1 << 16, counted)))
+    Ok(Box::new(std::io::BufReader::with_capacity(
+        1 << 16,
+        counted,
+    )))
 }
 
 /// Loads and installs `exchange`'s instrument list as the worker does (same

@@ -445,6 +445,28 @@ fn live_path(url: &str) -> &str {
 pub struct Simulator;
 
 impl Simulator {
+    /// A simulator of `symbols`' exchanges generating their trades at
+    /// `rate_per_second` orders per exchange (0: only on
+    /// [`SimHandle::generate`]), other settings default.
+    ///
+    /// # Errors
+    /// As [`Simulator::start`].
+    pub async fn generating(
+        symbols: BTreeMap<Exchange, Vec<String>>,
+        rate_per_second: f64,
+    ) -> Result<SimHandle, SimError> {
+        Simulator::start(SimConfig {
+            exchanges: symbols.keys().copied().collect(),
+            source: Source::Generate(GenerateConfig {
+                rate_per_second,
+                symbols,
+                ..GenerateConfig::default()
+            }),
+            ..SimConfig::default()
+        })
+        .await
+    }
+
     /// Bind, load the source, and start serving; stops on
     /// [`SimHandle::shutdown`] or when the handle is dropped.
     ///

@@ -342,3 +342,43 @@ pub fn latest_candles(records: &[Record]) -> Vec<tickfetch::model::Candle> {
     }
     windows.into_values().collect()
 }
+
+/// A local stack of a test's own (Kafka, etcd, MongoDB) under
+/// `<work dir>/stack`, for faults the shared one must not see (a broker
+/// killed); stopped on drop.
+pub struct OwnStack {
+    pub dir: PathBuf,
+    pub env: StackEnv,
+}
+
+impl OwnStack {
+    pub fn start(config: &Config) -> OwnStack {
+        let dir = work_dir(config).join("stack");
+        let env = OwnStack::up(&dir).expect("the test's own stack starts");
+        OwnStack { dir, env }
+    }
+
+    /// `stack up` on `dir` (again: starts what died), on a runtime of its
+    /// own (callers may be inside one, or in a sync callback of one).
+    pub fn up(dir: &std::path::Path) -> Result<StackEnv, tickfetch::stack::StackError> {
+        let dir = dir.to_path_buf();
+        std::thread::spawn(move || {
+            tokio::runtime::Runtime::new()
+                .expect("runtime")
+                .block_on(tickfetch::stack::up(&StackOptions::new(dir)))
+        })
+        .join()
+        .expect("stack thread")
+    }
+
+    /// Kills the broker with SIGKILL.
+    pub fn kill_broker(&self) {
+        tickfetch::stack::stop_service(&self.dir, "kafka", true).expect("kill -9 the broker");
+    }
+}
+
+impl Drop for OwnStack {
+    fn drop(&mut self) {
+        let _ = tickfetch::stack::down(&self.dir);
+    }
+}
