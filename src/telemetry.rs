@@ -25,8 +25,11 @@ pub fn registry() -> &'static Registry {
 
 /// Buckets of the end-to-end latency histograms, in seconds: exchange time
 /// to published, committed, stored.
-pub const LATENCY_BUCKETS: [f64; 14] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0,
+/// Fine between 1 and 3 s, where a candle's latency lies with the default
+/// 1 s grace and a watermark every second.
+pub const LATENCY_BUCKETS: [f64; 18] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 5.0, 10.0, 30.0,
+    60.0,
 ];
 
 /// Seconds from `event_ms` (an exchange time, a window's end) to now.

@@ -174,6 +174,22 @@ struct Supervised {
     last_exit: Option<i32>,
 }
 
+fn restarts() -> &'static prometheus::IntCounterVec {
+    static RESTARTS: std::sync::OnceLock<prometheus::IntCounterVec> = std::sync::OnceLock::new();
+    RESTARTS.get_or_init(|| {
+        telemetry::register(
+            prometheus::IntCounterVec::new(
+                prometheus::Opts::new(
+                    "tickfetch_up_restarts_total",
+                    "children of tickfetch up started again after they exited",
+                ),
+                &["child"],
+            )
+            .expect("static metric definition"),
+        )
+    })
+}
+
 impl Supervised {
     fn start(&mut self) -> Result<(), UpError> {
         use std::os::unix::process::CommandExt;
@@ -495,6 +511,7 @@ pub async fn run(mut config: Config, options: UpOptions) -> Result<(), UpError> 
     }
     for c in &mut children {
         c.start()?;
+        let _ = restarts().with_label_values(&[c.name.as_str()]);
     }
     record_children(&options.dir, &children);
 
@@ -571,6 +588,7 @@ pub async fn run(mut config: Config, options: UpOptions) -> Result<(), UpError> 
             }
             if c.process.is_none() && c.due.is_some_and(|d| Instant::now() >= d) {
                 c.restarts += 1;
+                restarts().with_label_values(&[c.name.as_str()]).inc();
                 if let Err(e) = c.start() {
                     println!(
                         "up: {}: {e}; trying again in {} s",

@@ -115,6 +115,8 @@ pub async fn run(
     options: MasterOptions,
     shutdown: CancellationToken,
 ) -> Result<(), MasterError> {
+    // Exported from the start, at 0 on a standby.
+    let _ = metrics();
     let Some(store) = retry_until_cancelled(&shutdown, "master: waiting for etcd", || {
         Store::connect(config)
     })

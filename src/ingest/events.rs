@@ -209,7 +209,22 @@ pub struct FeedEvents {
 }
 
 impl FeedEvents {
+    /// The events of `feed`; its counters are exported from now on, at 0
+    /// until something happens (so that a dashboard shows 0, not no data).
     pub fn new(feed: String) -> Self {
+        let m = metrics();
+        for counter in [
+            &m.trades,
+            &m.duplicates,
+            &m.gaps_found,
+            &m.gaps_filled,
+            &m.gaps_unfilled,
+            &m.bad_frames,
+            &m.rejected_symbols,
+            &m.watermarks,
+        ] {
+            let _ = counter.with_label_values(&[&feed]);
+        }
         Self {
             feed,
             stats: Arc::new(FeedStats::default()),

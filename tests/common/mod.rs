@@ -200,6 +200,7 @@ pub mod etcd;
 pub mod oracle;
 pub mod pipeline;
 pub mod trades;
+pub mod up;
 
 /// Where a test writes its config file and process logs:
 /// `target/test-logs/<topic prefix>/`.
