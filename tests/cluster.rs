@@ -24,6 +24,13 @@ use tickfetch::ingest::venues::Feed;
 use tickfetch::model::{Candle, Exchange, Interval};
 use tickfetch::wire::EPOCH_HEADER;
 
+/// One test of this file at a time: each runs masters, workers (and the
+/// rollout test stages and a sink) on the 2-core machine; two at once
+/// starve the workers enough that a replica's subscriptions are
+/// acknowledged seconds late, and the handover checks are about
+/// handovers, not about an overloaded machine.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The workers' lease TTL.
 const WORKER_TTL: Duration = Duration::from_secs(3);
 /// Longest any wait may take.
@@ -443,6 +450,7 @@ async fn trade_epochs(config: &Config) -> BTreeMap<String, i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_worker_s_primaries_move_to_their_replicas_with_nothing_lost_or_doubled() {
+    let _serial = SERIAL.lock().await;
     tickfetch::telemetry::init_logging(tickfetch::config::LogFormat::Text);
     let symbols = market(25, 25);
     let sim = Arc::new(simulator(&symbols).await);
@@ -542,6 +550,7 @@ async fn killed_worker_s_primaries_move_to_their_replicas_with_nothing_lost_or_d
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_paused_past_its_lease_is_fenced_and_rejoins_as_a_replica() {
+    let _serial = SERIAL.lock().await;
     use nix::sys::signal::{kill, Signal};
     tickfetch::telemetry::init_logging(tickfetch::config::LogFormat::Text);
     let symbols = generated_symbols(Exchange::Binance, 6);
@@ -684,6 +693,7 @@ async fn a_worker_paused_past_its_lease_is_fenced_and_rejoins_as_a_replica() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_worker_hands_its_feeds_over_without_a_gap_or_a_duplicate_and_exits() {
+    let _serial = SERIAL.lock().await;
     tickfetch::telemetry::init_logging(tickfetch::config::LogFormat::Text);
     let symbols = generated_symbols(Exchange::Binance, 10);
     let sim = Arc::new(simulator(&symbols).await);
@@ -783,6 +793,7 @@ fn supervised_worker(config: &Config, id: &str, version_file: &std::path::Path) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_replaces_every_worker_one_at_a_time_and_resumes_after_an_interruption() {
+    let _serial = SERIAL.lock().await;
     use tickfetch::coord::rollout::RolloutRecord;
     tickfetch::telemetry::init_logging(tickfetch::config::LogFormat::Text);
     let symbols = market(50, 50);
@@ -804,7 +815,7 @@ async fn a_rollout_replaces_every_worker_one_at_a_time_and_resumes_after_an_inte
         .collect();
     let mut masters: BTreeMap<String, Proc> = ["master-1", "master-2"]
         .into_iter()
-        .map(|id| (id.to_string(), master(&config, id, 2)))
+        .map(|id| (id.to_string(), master(&config, id, 3)))
         .collect();
     let version = common::work_dir(&config).join("version");
     std::fs::write(&version, "1").expect("version file");
@@ -854,7 +865,7 @@ async fn a_rollout_replaces_every_worker_one_at_a_time_and_resumes_after_an_inte
         "--to-version",
         "2",
         "--warm-secs",
-        "1",
+        "2",
         "--per-worker-secs",
         "60",
     ];
@@ -908,7 +919,7 @@ async fn a_rollout_replaces_every_worker_one_at_a_time_and_resumes_after_an_inte
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     eprintln!(
-        "rollout: 3 workers with {} feeds replaced in {:.1} s (warm 1 s each), the rollout and the leader killed once",
+        "rollout: 3 workers with {} feeds replaced in {:.1} s (warm 2 s each), the rollout and the leader killed once",
         symbols.len(),
         started.elapsed().as_secs_f64()
     );
@@ -1062,6 +1073,7 @@ async fn assert_minutes_stored(config: &Config) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_worker_gets_its_share_by_planned_handover_without_a_gap_or_a_duplicate() {
+    let _serial = SERIAL.lock().await;
     tickfetch::telemetry::init_logging(tickfetch::config::LogFormat::Text);
     let symbols = market(30, 30);
     let sim = Arc::new(simulator(&symbols).await);
