@@ -21,9 +21,28 @@ use tickfetch::coord::epoch::Epoch;
 use tickfetch::ingest::publisher::TradePublisher;
 use tickfetch::model::{Candle, Exchange, Interval, Side, Trade};
 
-/// `tickfetch replay ARGS --json`: one report per stage.
-fn replay(config: &Config, args: &[&str]) -> Vec<serde_json::Value> {
+/// `tickfetch replay --stage S --through T --json` over `range` (ms),
+/// reading an hour before it (the oracle has quiet stretches): one report
+/// per stage.
+fn replay(
+    config: &Config,
+    stage: &str,
+    through: &str,
+    range: &(String, String),
+) -> Vec<serde_json::Value> {
     let path = common::write_config(config);
+    let args = [
+        "--stage",
+        stage,
+        "--through",
+        through,
+        "--from",
+        &range.0,
+        "--to",
+        &range.1,
+        "--margin-secs",
+        "3600",
+    ];
     let out = std::process::Command::new(common::binary("tickfetch"))
         .arg("replay")
         .args(args)
@@ -111,21 +130,7 @@ async fn replay_is_idempotent_restores_a_wiped_range_and_takes_in_a_too_late_tra
     assert_eq!((m1_range.len(), m5_range.len()), (60, 12));
 
     // 1. Untouched: every stage's windows unchanged, nothing written.
-    let reports = replay(
-        &config,
-        &[
-            "--stage",
-            "1s",
-            "--through",
-            "5m",
-            "--from",
-            &range.0,
-            "--to",
-            &range.1,
-            "--margin-secs",
-            "3600",
-        ],
-    );
+    let reports = replay(&config, "1s", "5m", &range);
     assert_eq!(reports.len(), 4);
     for (report, per_hour) in reports.iter().zip([3_600, 720, 60, 12]) {
         let (windows, unchanged, revised, missing) = counts(report);
@@ -164,19 +169,7 @@ async fn replay_is_idempotent_restores_a_wiped_range_and_takes_in_a_too_late_tra
     assert!(mongo_window(&config, Interval::M1, from, to)
         .await
         .is_empty());
-    let reports = replay(
-        &config,
-        &[
-            "--stage",
-            "1m",
-            "--from",
-            &range.0,
-            "--to",
-            &range.1,
-            "--margin-secs",
-            "3600",
-        ],
-    );
+    let reports = replay(&config, "1m", "1m", &range);
     assert_eq!(counts(&reports[0]), (60, 0, 0, 60), "{}", reports[0]);
     let stored = wait_mongo(&config, Interval::M1, (from, to), "restored", |s| {
         s.len() == 60
@@ -211,21 +204,7 @@ async fn replay_is_idempotent_restores_a_wiped_range_and_takes_in_a_too_late_tra
         .expect("flush thread")
         .expect("flush");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let reports = replay(
-        &config,
-        &[
-            "--stage",
-            "1s",
-            "--through",
-            "5m",
-            "--from",
-            &range.0,
-            "--to",
-            &range.1,
-            "--margin-secs",
-            "3600",
-        ],
-    );
+    let reports = replay(&config, "1s", "5m", &range);
     // Per level: the window with the trade, and the quiet windows after it
     // (they carry its price as their close), get their next revision.
     for (report, per_hour) in reports.iter().zip([3_600u64, 720, 60, 12]) {
