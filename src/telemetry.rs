@@ -176,52 +176,71 @@ pub async fn serve_http(
     let local = listener.local_addr()?;
     tracing::info!(%local, "metrics and health endpoint listening");
     let task = tokio::spawn(async move {
+        // Connections being answered; at most MAX_CONNECTIONS at once (a
+        // slow client waits for its turn in the accept queue).
+        let mut answering = tokio::task::JoinSet::new();
         loop {
             let accepted = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                accepted = listener.accept() => accepted,
+                _ = shutdown.cancelled() => break,
+                Some(_) = answering.join_next(), if !answering.is_empty() => continue,
+                accepted = listener.accept(), if answering.len() < MAX_CONNECTIONS => accepted,
             };
-            let Ok((mut stream, _)) = accepted else {
+            let Ok((stream, _)) = accepted else {
                 continue;
             };
-            let health = health.clone();
-            // One short request per connection; bounded by the read buffer and a timeout.
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                let read =
-                    tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut buf))
-                        .await;
-                let Ok(Ok(n)) = read else { return };
-                let request = String::from_utf8_lossy(&buf[..n]);
-                let path = request.split_whitespace().nth(1).unwrap_or("/");
-                let (status, body) = match path {
-                    "/metrics" => {
-                        let mut out = Vec::new();
-                        let _ = TextEncoder::new().encode(&registry().gather(), &mut out);
-                        ("200 OK", out)
-                    }
-                    "/healthz" if health.get() => ("200 OK", b"ok\n".to_vec()),
-                    "/healthz" => ("503 Service Unavailable", b"not alive\n".to_vec()),
-                    "/readyz" => match health.readiness() {
-                        Ok(lines) => (
-                            "200 OK",
-                            format!("ready\n{}\n", lines.join("\n")).into_bytes(),
-                        ),
-                        Err(lines) => (
-                            "503 Service Unavailable",
-                            format!("not ready\n{}\n", lines.join("\n")).into_bytes(),
-                        ),
-                    },
-                    _ => ("404 Not Found", b"not found\n".to_vec()),
-                };
-                let head = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = stream.write_all(head.as_bytes()).await;
-                let _ = stream.write_all(&body).await;
-            });
+            answering.spawn(answer(stream, health.clone()));
         }
+        answering.shutdown().await;
     });
     Ok(Some((local, task)))
+}
+
+/// Connections the endpoint answers at once.
+const MAX_CONNECTIONS: usize = 64;
+
+/// Answers one request on `stream`: reads the request head (up to 1 KiB,
+/// within 2 s, however many segments it comes in), writes the reply, closes.
+async fn answer(mut stream: tokio::net::TcpStream, health: Health) {
+    let mut buf = [0u8; 1024];
+    let mut n = 0;
+    let head = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf[n..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => n += read,
+            }
+        }
+    })
+    .await;
+    if head.is_err() || n == 0 {
+        return;
+    }
+    let request = String::from_utf8_lossy(&buf[..n]);
+    let path = request.split_whitespace().nth(1).unwrap_or("/");
+    let (status, body) = match path {
+        "/metrics" => {
+            let mut out = Vec::new();
+            let _ = TextEncoder::new().encode(&registry().gather(), &mut out);
+            ("200 OK", out)
+        }
+        "/healthz" if health.get() => ("200 OK", b"ok\n".to_vec()),
+        "/healthz" => ("503 Service Unavailable", b"not alive\n".to_vec()),
+        "/readyz" => match health.readiness() {
+            Ok(lines) => (
+                "200 OK",
+                format!("ready\n{}\n", lines.join("\n")).into_bytes(),
+            ),
+            Err(lines) => (
+                "503 Service Unavailable",
+                format!("not ready\n{}\n", lines.join("\n")).into_bytes(),
+            ),
+        },
+        _ => ("404 Not Found", b"not found\n".to_vec()),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(&body).await;
 }

@@ -1,6 +1,7 @@
 //! `/healthz` and `/readyz` of a running stage really turn: a stage on a
 //! broker of this test's own reports unready with the broker's address when
-//! the broker is killed, ready again when it is back.
+//! the broker is killed, ready again when it is back; a stage whose
+//! partitions a newer instance took reports them fenced.
 
 mod common;
 
@@ -59,10 +60,8 @@ async fn a_stage_turns_unready_while_its_broker_is_down_and_reports_being_fenced
     let env = own.env.clone();
     config.kafka.bootstrap = env.kafka_bootstrap.clone();
 
-    // A stage in the consumer group: ready with every check listed. (A
-    // newer instance taking its partitions makes it report them fenced;
-    // that check is out of this test until it is reliable, see
-    // docs/operations.md.)
+    // A stage in the consumer group, then a newer instance with fixed
+    // partitions taking all of them: the group member reports them fenced.
     let group_port = free_port();
     let older = stage_on(&config, "rollup-1s-group", group_port, &[]);
     let (body, took) = wait_readyz(group_port, "ready", |code, _| code == 200);
@@ -70,7 +69,22 @@ async fn a_stage_turns_unready_while_its_broker_is_down_and_reports_being_fenced
     for check in ["kafka: ok", "etcd: ok", "partitions: ok", "lag: ok"] {
         assert!(body.contains(check), "{check} in:\n{body}");
     }
+    let static_port = free_port();
+    let newer = stage_on(
+        &config,
+        "rollup-1s-static",
+        static_port,
+        &["--partitions", "all"],
+    );
+    let (body, _) = wait_readyz(group_port, "fenced", |code, body| {
+        code == 503 && body.contains("partitions: fenced: p0,p1 taken by a newer instance")
+    });
+    eprintln!("the older stage, fenced:\n{body}");
+    wait_readyz(static_port, "ready (the newer stage)", |code, _| {
+        code == 200
+    });
     assert_eq!(get(group_port, "/healthz").map(|(c, _)| c), Some(200));
+    drop(newer);
     drop(older);
 
     // A stage of another group on the test's broker, which is killed:

@@ -308,6 +308,10 @@ struct StageLoop {
     /// Partitions dropped to a newer owner and not revoked yet (group
     /// mode): `/readyz` reports them.
     fenced: BTreeSet<i32>,
+    /// Group mode: whether the group's first assignment has been taken (a
+    /// member that joined but holds nothing yet is not ready: another
+    /// instance started now could race it for the same partitions).
+    assigned: bool,
 }
 
 impl StageLoop {
@@ -344,6 +348,7 @@ impl StageLoop {
             out: Vec::new(),
             shutdown,
             fenced: BTreeSet::new(),
+            assigned: false,
         })
     }
 
@@ -361,6 +366,13 @@ impl StageLoop {
                     "fenced: {} taken by a newer instance",
                     list(&mut self.fenced.iter().copied())
                 ),
+            );
+            return;
+        }
+        if matches!(self.options.assignment, Assignment::Group) && !self.assigned {
+            health.unready(
+                "partitions",
+                "joining the consumer group: no assignment yet",
             );
             return;
         }
@@ -458,6 +470,7 @@ impl StageLoop {
                     }
                 }
                 RebalanceEvent::Assigned(partitions) => {
+                    self.assigned = true;
                     for p in partitions {
                         self.fenced.remove(&p);
                         self.assign(p)?;
