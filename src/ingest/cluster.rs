@@ -92,8 +92,11 @@ struct Running {
     epoch: Epoch,
     /// Published count and time at the last progress record.
     last_progress: Option<(String, u64, Instant)>,
-    /// Since when (ms) it has been live: connected and subscribed.
+    /// Since when (ms) it has been live: connected, subscribed, and a trade
+    /// buffered after that (see `report_live_replicas`).
     live_since: Option<i64>,
+    /// Trades buffered when its connection was first seen subscribed.
+    buffered_when_subscribed: Option<u64>,
 }
 
 /// Runs `tickfetch-ingest` as the cluster member `[cluster] worker_id` until
@@ -472,6 +475,7 @@ impl Member {
             epoch: Epoch::NONE,
             last_progress: None,
             live_since: None,
+            buffered_when_subscribed: None,
         })
     }
 
@@ -742,12 +746,31 @@ impl Member {
 
     /// Puts the worker record again when the set of live replicas changed:
     /// the master moves primaries only to replicas live for its warm-up.
+    ///
+    /// A replica counts as live once its connection is subscribed *and* it
+    /// has buffered a trade since: a subscription counts as accepted when
+    /// its acknowledgement is late (`ACK_GRACE`), and on a loaded machine
+    /// the exchange may start sending seconds after that, so the first
+    /// trade is the evidence that the buffer is filling. A quiet symbol
+    /// shows none; the master then counts its warm-up from the replica's
+    /// placement plus a long wait.
     async fn report_live_replicas(&mut self, lease: &Lease) {
         let now = chrono::Utc::now().timestamp_millis();
         let mut live = BTreeMap::new();
         for (id, running) in self.running.iter_mut() {
-            if running.handle.stats().live_connections == 0 {
+            let stats = running.handle.stats();
+            if stats.live_connections == 0 {
                 running.live_since = None;
+                running.buffered_when_subscribed = None;
+                continue;
+            }
+            let subscribed_at = *running
+                .buffered_when_subscribed
+                .get_or_insert(stats.trades_buffered);
+            let receiving = stats.trades_buffered > subscribed_at
+                || stats.trades_published > 0
+                || running.role == Role::Primary;
+            if !receiving {
                 continue;
             }
             let since = *running.live_since.get_or_insert(now);
