@@ -312,3 +312,113 @@ async fn a_killed_leader_is_replaced_and_assignments_converge_every_time() {
     }
     common::etcd::remove_prefix(&config.etcd).await;
 }
+
+/// A rollout interrupted while its current worker was drained, and resumed
+/// while that worker is gone (exited 0, restarting on the new binary): the
+/// resumed rollout must not ask for the drain again, or the replacement,
+/// registering under the same id, drains as well. The workers are records,
+/// and the test plays their drains.
+#[tokio::test]
+async fn a_resumed_rollout_does_not_drain_again_a_worker_whose_drain_it_asked_for() {
+    use tickfetch::coord::keyspace::DrainRequest;
+    use tickfetch::coord::rollout::{self, RolloutOptions, RolloutRecord};
+    use tickfetch::shutdown::CancellationToken;
+
+    let config = common::config("rollout-resume");
+    let store = Store::connect(&config.etcd).await.expect("etcd");
+    let on = |id: &str, version: &str| WorkerRecord {
+        id: id.into(),
+        version: version.into(),
+        capacity: 1,
+        address: "127.0.0.1:0".into(),
+        draining: false,
+        registered: 0,
+        live_replicas: Default::default(),
+    };
+    // w1 was being replaced when the rollout stopped: it drained and exited
+    // (request deleted, record gone). w2 still runs the old version.
+    let lease = |ttl| store.grant_lease(Duration::from_secs(ttl));
+    let w2_lease = lease(30).await.expect("lease");
+    let from = store
+        .put_leased(&on("w2", "1"), &w2_lease)
+        .await
+        .expect("register");
+    store
+        .put(&RolloutRecord {
+            target_version: "2".into(),
+            order: vec!["w1".into(), "w2".into()],
+            done: Vec::new(),
+            current: Some("w1".into()),
+            started: 0,
+            updated: 0,
+            aborted: false,
+            finished: false,
+        })
+        .await
+        .expect("rollout state");
+    let mut drains = store
+        .watch::<DrainRequest, &str>(&[], from + 1)
+        .await
+        .expect("watch");
+
+    let options = RolloutOptions {
+        target_version: "2".into(),
+        warm: Duration::ZERO,
+        per_worker: Duration::from_secs(30),
+    };
+    let shutdown = CancellationToken::new();
+    let resumed = {
+        let store = store.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { rollout::run(&store, &options, &shutdown).await })
+    };
+    // The replacement of w1 comes a moment later, on the new version.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let w1_lease = lease(30).await.expect("lease");
+    store
+        .put_leased(&on("w1", "2"), &w1_lease)
+        .await
+        .expect("register");
+    // The first drain asked for is w2's; the test drains it and brings it
+    // back on the new version.
+    let first = tokio::time::timeout(Duration::from_secs(20), drains.next())
+        .await
+        .expect("a drain request")
+        .expect("watch");
+    let WatchEvent::Put(request) = first else {
+        panic!("a drain request, not {first:?}");
+    };
+    assert_eq!(request.value.id, "w2", "w1 was drained again");
+    store
+        .delete::<DrainRequest, _>(&["w2"])
+        .await
+        .expect("delete");
+    store.revoke(w2_lease).await.expect("revoke");
+    let w2_lease = lease(30).await.expect("lease");
+    store
+        .put_leased(&on("w2", "2"), &w2_lease)
+        .await
+        .expect("register");
+
+    let record = tokio::time::timeout(Duration::from_secs(30), resumed)
+        .await
+        .expect("the rollout ends")
+        .expect("joined")
+        .expect("the rollout succeeds");
+    assert!(record.finished, "{record:?}");
+    assert_eq!(record.done, ["w1", "w2"]);
+    // Nothing else was asked for: w2's request and its deletion.
+    let deleted = tokio::time::timeout(Duration::from_secs(5), drains.next())
+        .await
+        .expect("the deletion")
+        .expect("watch");
+    assert!(matches!(deleted, WatchEvent::Deleted { .. }), "{deleted:?}");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), drains.next())
+            .await
+            .is_err(),
+        "another drain was asked for"
+    );
+    shutdown.cancel();
+    common::etcd::remove_prefix(&config.etcd).await;
+}

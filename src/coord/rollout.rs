@@ -249,11 +249,19 @@ async fn replace(
         .map(|w| w.value.id)
         .collect();
     let on_target = |w: &WorkerRecord| w.version == options.target_version && !w.draining;
-    let already = store
-        .get::<WorkerRecord, _>(&[id])
-        .await?
-        .is_some_and(|w| on_target(&w.value));
-    if !already {
+    let current = store.get::<WorkerRecord, _>(&[id]).await?.map(|w| w.value);
+    let already = current.as_ref().is_some_and(on_target);
+    // A resumed rollout may find this worker's drain under way or done: the
+    // request pending, the worker marked draining, or gone (exited 0 and
+    // restarting). Asking again would drain its replacement too (same id),
+    // so it asks only when the worker still runs undrained.
+    let in_progress = resumed
+        && (current.as_ref().is_none_or(|w| w.draining)
+            || store.get::<DrainRequest, _>(&[id]).await?.is_some());
+    if in_progress && !already {
+        tracing::info!(worker = %id, "resuming: its drain is under way or done");
+    }
+    if !already && !in_progress {
         if !resumed {
             check_replicas(store).await?;
         }
