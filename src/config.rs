@@ -50,6 +50,8 @@ pub struct KafkaConfig {
     /// Extra librdkafka client options, passed through (checked for conflicts with
     /// the options tickfetch sets itself, see `kafka::client_config`).
     pub options: BTreeMap<String, String>,
+    /// TLS and SASL towards the brokers.
+    pub security: KafkaSecurity,
 }
 
 impl Default for KafkaConfig {
@@ -57,8 +59,291 @@ impl Default for KafkaConfig {
         Self {
             bootstrap: "127.0.0.1:9092".into(),
             options: BTreeMap::new(),
+            security: KafkaSecurity::default(),
         }
     }
+}
+
+/// How clients reach the brokers: `security.protocol`, the SASL mechanism and
+/// credentials, and the TLS files, as librdkafka options.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSecurity {
+    pub protocol: KafkaProtocol,
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (the `sasl_*` protocols).
+    pub sasl_mechanism: Option<String>,
+    pub username: String,
+    pub password: Option<PasswordSource>,
+    /// PEM file of the CA that signed the brokers' certificates (else the
+    /// system's roots).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for brokers that ask for one.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// `security.protocol`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaProtocol {
+    #[default]
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl KafkaProtocol {
+    /// librdkafka's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KafkaProtocol::Plaintext => "plaintext",
+            KafkaProtocol::Ssl => "ssl",
+            KafkaProtocol::SaslPlaintext => "sasl_plaintext",
+            KafkaProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+    pub fn sasl(self) -> bool {
+        matches!(self, KafkaProtocol::SaslPlaintext | KafkaProtocol::SaslSsl)
+    }
+    pub fn tls(self) -> bool {
+        matches!(self, KafkaProtocol::Ssl | KafkaProtocol::SaslSsl)
+    }
+}
+
+/// SASL mechanisms this build supports.
+pub const SASL_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+
+impl KafkaSecurity {
+    /// What the clients connect with, for messages: `sasl_ssl, SCRAM-SHA-512
+    /// as user tickfetch` (never the password).
+    pub fn describe(&self) -> String {
+        match (&self.sasl_mechanism, self.protocol.sasl()) {
+            (Some(mechanism), true) => format!(
+                "{}, {mechanism} as user {}",
+                self.protocol.as_str(),
+                self.username
+            ),
+            _ => self.protocol.as_str().to_string(),
+        }
+    }
+
+    /// The librdkafka options of this section, the password read from its
+    /// source.
+    ///
+    /// # Errors
+    /// A password file or variable that cannot be read.
+    pub fn client_options(&self) -> Result<Vec<(&'static str, String)>, ConfigError> {
+        let mut options = vec![("security.protocol", self.protocol.as_str().to_string())];
+        if self.protocol.sasl() {
+            if let Some(mechanism) = &self.sasl_mechanism {
+                options.push(("sasl.mechanism", mechanism.clone()));
+            }
+            options.push(("sasl.username", self.username.clone()));
+            if let Some(password) = &self.password {
+                let password = password.resolve("kafka.security.password")?;
+                options.push(("sasl.password", password.expose().to_string()));
+            }
+        }
+        if self.protocol.tls() {
+            for (option, file) in [
+                ("ssl.ca.location", &self.ca_file),
+                ("ssl.certificate.location", &self.cert_file),
+                ("ssl.key.location", &self.key_file),
+            ] {
+                if let Some(file) = file {
+                    options.push((option, file.display().to_string()));
+                }
+            }
+        }
+        Ok(options)
+    }
+
+    fn check(&self, origin: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: format!("kafka.security.{key}"),
+            origin: origin(&format!("kafka.security.{key}")),
+            message,
+        };
+        // A setting that is missing: named with where the protocol was set.
+        let missing = |key: &str, message: String| ConfigError::Invalid {
+            key: format!("kafka.security.{key}"),
+            origin: origin("kafka.security.protocol"),
+            message,
+        };
+        if self.protocol.sasl() {
+            match self.sasl_mechanism.as_deref() {
+                None => {
+                    return Err(missing(
+                        "sasl_mechanism",
+                        format!(
+                            "protocol {} needs a mechanism: one of {}",
+                            self.protocol.as_str(),
+                            SASL_MECHANISMS.join(", ")
+                        ),
+                    ))
+                }
+                Some(m) if !SASL_MECHANISMS.contains(&m) => {
+                    return Err(invalid(
+                        "sasl_mechanism",
+                        format!(
+                            "{m:?} is not supported (GSSAPI is not built in); one of {}",
+                            SASL_MECHANISMS.join(", ")
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+            if self.username.is_empty() {
+                return Err(missing(
+                    "username",
+                    format!("protocol {} needs a user name", self.protocol.as_str()),
+                ));
+            }
+            match &self.password {
+                None => return Err(missing(
+                    "password",
+                    "SASL needs a password: { file = \"…\" }, { env = \"…\" } or { value = \"…\" }"
+                        .into(),
+                )),
+                Some(password) => password.check("kafka.security.password", origin)?,
+            }
+        } else if self.sasl_mechanism.is_some() {
+            return Err(invalid(
+                "sasl_mechanism",
+                format!(
+                    "protocol {} does not use SASL (use sasl_ssl or sasl_plaintext)",
+                    self.protocol.as_str()
+                ),
+            ));
+        }
+        let tls_files = [
+            ("ca_file", &self.ca_file),
+            ("cert_file", &self.cert_file),
+            ("key_file", &self.key_file),
+        ];
+        for (key, file) in tls_files {
+            if let Some(file) = file {
+                if !self.protocol.tls() {
+                    return Err(invalid(
+                        key,
+                        format!(
+                            "protocol {} does not use TLS (use ssl or sasl_ssl)",
+                            self.protocol.as_str()
+                        ),
+                    ));
+                }
+                check_readable(file).map_err(|m| invalid(key, m))?;
+            }
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err(invalid(
+                "key_file",
+                "a client certificate needs both cert_file and key_file".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A secret string: `Debug` and `Display` show `<redacted>`. Serialises as
+/// itself (a config written for a child process keeps it).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+    /// The value itself, for the one call that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "<redacted>"
+        })
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Where a password comes from: `{ file = "/run/secrets/x" }` (its first
+/// line), `{ env = "VAR" }`, or `{ value = "..." }` (the last resort: it then
+/// sits in the config file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum PasswordSource {
+    File(PathBuf),
+    Env(String),
+    Value(Secret),
+}
+
+impl PasswordSource {
+    /// The password, read now. `key` names the setting in errors.
+    ///
+    /// # Errors
+    /// An unreadable or empty file, an unset variable.
+    pub fn resolve(&self, key: &str) -> Result<Secret, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            key: key.to_string(),
+            origin: "the running process".into(),
+            message,
+        };
+        match self {
+            PasswordSource::File(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| invalid(format!("password file {}: {e}", path.display())))?;
+                let line = text.lines().next().unwrap_or_default().trim_end();
+                if line.is_empty() {
+                    return Err(invalid(format!(
+                        "password file {} is empty",
+                        path.display()
+                    )));
+                }
+                Ok(Secret::new(line))
+            }
+            PasswordSource::Env(var) => match std::env::var(var) {
+                Ok(value) if !value.is_empty() => Ok(Secret::new(value)),
+                _ => Err(invalid(format!("environment variable {var} is not set"))),
+            },
+            PasswordSource::Value(secret) if secret.is_empty() => {
+                Err(invalid("the password is empty".into()))
+            }
+            PasswordSource::Value(secret) => Ok(secret.clone()),
+        }
+    }
+
+    fn check(&self, key: &str, origin: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        self.resolve(key).map(|_| ()).map_err(|e| match e {
+            ConfigError::Invalid { key, message, .. } => ConfigError::Invalid {
+                origin: origin(&key),
+                key,
+                message,
+            },
+            other => other,
+        })
+    }
+}
+
+/// That `path` is a readable file.
+fn check_readable(path: &Path) -> Result<(), String> {
+    std::fs::File::open(path)
+        .map(|_| ())
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 impl fmt::Debug for KafkaConfig {
@@ -74,6 +359,7 @@ impl fmt::Debug for KafkaConfig {
         f.debug_struct("KafkaConfig")
             .field("bootstrap", &self.bootstrap)
             .field("options", &options)
+            .field("security", &self.security)
             .finish()
     }
 }
@@ -135,6 +421,15 @@ pub struct EtcdConfig {
     /// from etcd and stamp it on their records (`coord::epoch`). Off: no etcd
     /// needed by them, and no epoch fencing of their late writes.
     pub epochs: bool,
+    /// A user of etcd's authentication (`etcdctl user add`); empty: none.
+    pub username: String,
+    pub password: Option<PasswordSource>,
+    /// TLS towards etcd: the CA of its server certificate (TLS is on when
+    /// this is set), and a client certificate and key for
+    /// `--client-cert-auth`.
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for EtcdConfig {
@@ -143,7 +438,73 @@ impl Default for EtcdConfig {
             endpoints: vec!["127.0.0.1:2379".into()],
             prefix: "/tickfetch".into(),
             epochs: true,
+            username: String::new(),
+            password: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
         }
+    }
+}
+
+impl EtcdConfig {
+    /// How tickfetch reaches etcd, for messages (never the password).
+    pub fn describe(&self) -> String {
+        let tls = if self.ca_file.is_some() {
+            "TLS"
+        } else {
+            "plaintext"
+        };
+        if self.username.is_empty() {
+            tls.to_string()
+        } else {
+            format!("{tls}, as user {}", self.username)
+        }
+    }
+
+    fn check(&self, origin: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: format!("etcd.{key}"),
+            origin: origin(&format!("etcd.{key}")),
+            message,
+        };
+        match (self.username.is_empty(), &self.password) {
+            (true, Some(_)) => {
+                return Err(invalid("username", "a password needs a user name".into()))
+            }
+            (false, None) => {
+                return Err(ConfigError::Invalid {
+                    key: "etcd.password".into(),
+                    origin: origin("etcd.username"),
+                    message: "a user needs a password: { file = \"…\" }, { env = \"…\" } or { value = \"…\" }"
+                        .into(),
+                })
+            }
+            (false, Some(password)) => password.check("etcd.password", origin)?,
+            (true, None) => {}
+        }
+        for (key, file) in [
+            ("ca_file", &self.ca_file),
+            ("cert_file", &self.cert_file),
+            ("key_file", &self.key_file),
+        ] {
+            if let Some(file) = file {
+                check_readable(file).map_err(|m| invalid(key, m))?;
+            }
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err(invalid(
+                "key_file",
+                "a client certificate needs both cert_file and key_file".into(),
+            ));
+        }
+        if self.cert_file.is_some() && self.ca_file.is_none() {
+            return Err(invalid(
+                "ca_file",
+                "a client certificate is sent over TLS: set ca_file too".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -151,8 +512,14 @@ impl Default for EtcdConfig {
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MongoConfig {
+    /// A MongoDB connection string; TLS through its options (`tls=true`,
+    /// `tlsCAFile=…`), the user in it or in `username`.
     pub uri: String,
     pub database: String,
+    /// A user for the URI's authentication (instead of `user@` in it).
+    pub username: String,
+    /// The password, from a file or variable rather than the URI.
+    pub password: Option<PasswordSource>,
 }
 
 impl Default for MongoConfig {
@@ -160,8 +527,67 @@ impl Default for MongoConfig {
         Self {
             uri: "mongodb://127.0.0.1:27017".into(),
             database: "tickfetch".into(),
+            username: String::new(),
+            password: None,
         }
     }
+}
+
+impl MongoConfig {
+    /// The driver's options: the URI's, with `username` and the password
+    /// source applied.
+    ///
+    /// # Errors
+    /// A URI the driver refuses, a password that cannot be read.
+    pub async fn client_options(&self) -> Result<mongodb::options::ClientOptions, MongoSetupError> {
+        let mut options = mongodb::options::ClientOptions::parse(&self.uri)
+            .await
+            .map_err(|source| MongoSetupError::Uri {
+                uri: redact_uri(&self.uri),
+                message: source.to_string(),
+            })?;
+        let password = match &self.password {
+            Some(source) => Some(source.resolve("mongodb.password")?),
+            None => None,
+        };
+        if !self.username.is_empty() || password.is_some() {
+            let mut credential = options.credential.take().unwrap_or_default();
+            if !self.username.is_empty() {
+                credential.username = Some(self.username.clone());
+            }
+            if let Some(password) = password {
+                credential.password = Some(password.expose().to_string());
+            }
+            options.credential = Some(credential);
+        }
+        Ok(options)
+    }
+
+    /// Where and as whom, for messages (never the password).
+    pub fn describe(&self) -> String {
+        let user = if self.username.is_empty() {
+            String::new()
+        } else {
+            format!(" as user {}", self.username)
+        };
+        format!("{}{user}", redact_uri(&self.uri))
+    }
+
+    fn check(&self, origin: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        match &self.password {
+            Some(password) => password.check("mongodb.password", origin),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Why a MongoDB client could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum MongoSetupError {
+    #[error("mongodb.uri {uri}: {message}")]
+    Uri { uri: String, message: String },
+    #[error(transparent)]
+    Password(#[from] ConfigError),
 }
 
 impl fmt::Debug for MongoConfig {
@@ -169,12 +595,14 @@ impl fmt::Debug for MongoConfig {
         f.debug_struct("MongoConfig")
             .field("uri", &redact_uri(&self.uri))
             .field("database", &self.database)
+            .field("username", &self.username)
+            .field("password", &self.password)
             .finish()
     }
 }
 
 /// `scheme://user:password@host` → `scheme://user:<redacted>@host`.
-fn redact_uri(uri: &str) -> String {
+pub fn redact_uri(uri: &str) -> String {
     match (uri.find("://"), uri.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let creds = &uri[scheme_end + 3..at];
@@ -605,15 +1033,14 @@ impl ConfigLoader {
             origins.insert(key.clone(), format!("flag --set {key}={value}"));
         }
 
-        let deserializer = toml::Value::Table(root);
-        serde_path_to_error::deserialize::<_, Config>(deserializer).map_err(|err| {
-            let key = err.path().to_string();
-            let origin = origins
+        let origin_of = |key: &str| {
+            origins
                 .iter()
                 .filter(|(k, _)| {
-                    key == **k
+                    key == k.as_str()
                         || key.starts_with(&format!("{k}."))
                         || key.starts_with(&format!("{k}["))
+                        || k.starts_with(&format!("{key}."))
                 })
                 .max_by_key(|(k, _)| k.len())
                 .map(|(_, o)| o.clone())
@@ -621,13 +1048,22 @@ impl ConfigLoader {
                     file.as_ref()
                         .map(|p| format!("config file {}", p.display()))
                 })
-                .unwrap_or_else(|| "defaults".into());
-            ConfigError::Invalid {
-                key,
-                origin,
-                message: err.into_inner().to_string(),
-            }
-        })
+                .unwrap_or_else(|| "defaults".into())
+        };
+        let deserializer = toml::Value::Table(root);
+        let config =
+            serde_path_to_error::deserialize::<_, Config>(deserializer).map_err(|err| {
+                let key = err.path().to_string();
+                ConfigError::Invalid {
+                    origin: origin_of(&key),
+                    key,
+                    message: err.into_inner().to_string(),
+                }
+            })?;
+        config.kafka.security.check(&origin_of)?;
+        config.etcd.check(&origin_of)?;
+        config.mongodb.check(&origin_of)?;
+        Ok(config)
     }
 }
 
@@ -832,8 +1268,147 @@ mod tests {
             .kafka
             .options
             .insert("sasl.password".into(), "hunter2".into());
+        config.kafka.security.password = Some(PasswordSource::Value(Secret::new("hunter2")));
+        config.etcd.password = Some(PasswordSource::Value(Secret::new("hunter2")));
+        config.mongodb.password = Some(PasswordSource::Value(Secret::new("hunter2")));
         let debug = format!("{config:?}");
         assert!(!debug.contains("hunter2"), "{debug}");
         assert!(debug.contains("user:<redacted>@db"), "{debug}");
+        assert_eq!(format!("{}", Secret::new("hunter2")), "<redacted>");
+    }
+
+    #[test]
+    fn kafka_security_is_checked_at_load_naming_the_key() {
+        let (dir, path) = write(
+            "[kafka.security]\nprotocol = \"sasl_ssl\"\nsasl_mechanism = \"SCRAM-SHA-512\"\nusername = \"u\"\n",
+        );
+        let err = ConfigLoader::new()
+            .env(vec![])
+            .file(Some(&path))
+            .load()
+            .expect_err("no password");
+        let text = err.to_string();
+        assert!(
+            text.contains("kafka.security.password") && text.contains(&path.display().to_string()),
+            "{text}"
+        );
+
+        let (_dir2, path) = write(
+            "[kafka.security]\nprotocol = \"sasl_ssl\"\nsasl_mechanism = \"GSSAPI\"\nusername = \"u\"\npassword = { value = \"p\" }\n",
+        );
+        let text = ConfigLoader::new()
+            .env(vec![])
+            .file(Some(&path))
+            .load()
+            .expect_err("GSSAPI")
+            .to_string();
+        assert!(
+            text.contains("kafka.security.sasl_mechanism") && text.contains("GSSAPI"),
+            "{text}"
+        );
+
+        // A password file that is not there, set from the environment.
+        let text = ConfigLoader::new()
+            .env(vec![
+                (
+                    "TICKFETCH__KAFKA__SECURITY__PROTOCOL".into(),
+                    "sasl_plaintext".into(),
+                ),
+                (
+                    "TICKFETCH__KAFKA__SECURITY__SASL_MECHANISM".into(),
+                    "PLAIN".into(),
+                ),
+                ("TICKFETCH__KAFKA__SECURITY__USERNAME".into(), "u".into()),
+                (
+                    "TICKFETCH__KAFKA__SECURITY__PASSWORD__FILE".into(),
+                    "/nonexistent/kafka.password".into(),
+                ),
+            ])
+            .load()
+            .expect_err("missing file")
+            .to_string();
+        assert!(
+            text.contains("kafka.security.password")
+                && text.contains("TICKFETCH__KAFKA__SECURITY__PASSWORD__FILE")
+                && text.contains("/nonexistent/kafka.password"),
+            "{text}"
+        );
+
+        // A CA file without TLS.
+        let text = ConfigLoader::new()
+            .env(vec![])
+            .set("kafka.security.ca_file=/etc/hostname")
+            .expect("override")
+            .load()
+            .expect_err("ca without tls")
+            .to_string();
+        assert!(
+            text.contains("kafka.security.ca_file") && text.contains("does not use TLS"),
+            "{text}"
+        );
+        drop(dir);
+    }
+
+    #[test]
+    fn passwords_resolve_from_a_file_or_the_environment() {
+        let (dir, _) = write("");
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\nignored\n").expect("write");
+        let source = PasswordSource::File(file.clone());
+        assert_eq!(source.resolve("k").expect("read").expose(), "s3cret");
+        std::fs::write(&file, "\n").expect("write");
+        let text = source
+            .resolve("etcd.password")
+            .expect_err("empty")
+            .to_string();
+        assert!(
+            text.contains("etcd.password") && text.contains("is empty"),
+            "{text}"
+        );
+        let missing = PasswordSource::Env("TICKFETCH_TEST_NO_SUCH_VARIABLE".into());
+        let text = missing
+            .resolve("mongodb.password")
+            .expect_err("unset")
+            .to_string();
+        assert!(text.contains("TICKFETCH_TEST_NO_SUCH_VARIABLE"), "{text}");
+        let path = std::env::var("PATH").expect("PATH is set");
+        let env = PasswordSource::Env("PATH".into());
+        assert_eq!(env.resolve("k").expect("set").expose(), path);
+    }
+
+    #[test]
+    fn etcd_and_mongodb_credentials_are_checked() {
+        let text = ConfigLoader::new()
+            .env(vec![])
+            .set("etcd.username=u")
+            .expect("override")
+            .load()
+            .expect_err("user without password")
+            .to_string();
+        assert!(
+            text.contains("etcd.password") && text.contains("flag --set etcd.username"),
+            "{text}"
+        );
+        let text = ConfigLoader::new()
+            .env(vec![])
+            .set("etcd.cert_file=/etc/hostname")
+            .and_then(|l| l.set("etcd.key_file=/etc/hostname"))
+            .expect("override")
+            .load()
+            .expect_err("client cert without CA")
+            .to_string();
+        assert!(text.contains("etcd.ca_file"), "{text}");
+        let text = ConfigLoader::new()
+            .env(vec![(
+                "TICKFETCH__MONGODB__PASSWORD__ENV".into(),
+                "TICKFETCH_TEST_NO_SUCH_VARIABLE".into(),
+            )])
+            .load()
+            .expect_err("unset variable")
+            .to_string();
+        assert!(
+            text.contains("mongodb.password") && text.contains("TICKFETCH__MONGODB__PASSWORD__ENV"),
+            "{text}"
+        );
     }
 }

@@ -135,18 +135,24 @@ impl Probes {
     /// `etcd`: an endpoint answers a status request.
     pub fn etcd(&mut self, config: &EtcdConfig, shutdown: &CancellationToken) {
         let endpoints = config.endpoints.clone();
+        let etcd = config.clone();
         health().unready("etcd", "not probed yet");
         let shared = Arc::new(tokio::sync::Mutex::new(None::<etcd_client::Client>));
         self.tasks
             .push(every(PROBE_INTERVAL, shutdown.clone(), move || {
-                let (shared, endpoints) = (Arc::clone(&shared), endpoints.clone());
+                let (shared, endpoints, etcd) =
+                    (Arc::clone(&shared), endpoints.clone(), etcd.clone());
                 async move {
                     let mut slot = shared.lock().await;
                     let answer = tokio::time::timeout(PROBE_TIMEOUT * 2, async {
                         if slot.is_none() {
-                            let options = etcd_client::ConnectOptions::new()
-                                .with_connect_timeout(PROBE_TIMEOUT)
-                                .with_timeout(PROBE_TIMEOUT);
+                            let options =
+                                match crate::coord::store::connect_options(&etcd, PROBE_TIMEOUT) {
+                                    Ok(options) => options.with_timeout(PROBE_TIMEOUT),
+                                    Err(e) => {
+                                        return Err(etcd_client::Error::InvalidArgs(e.to_string()))
+                                    }
+                                };
                             *slot = Some(
                                 etcd_client::Client::connect(&endpoints, Some(options)).await?,
                             );
@@ -174,7 +180,8 @@ impl Probes {
 
     /// `mongodb`: the server answers `ping`.
     pub fn mongodb(&mut self, config: &MongoConfig, shutdown: &CancellationToken) {
-        let options = mongodb::options::ClientOptions::parse(&config.uri);
+        let mongo = config.clone();
+        let options = async move { mongo.client_options().await };
         let database = config.database.clone();
         health().unready("mongodb", "not probed yet");
         let shared = Arc::new(tokio::sync::Mutex::new(None::<mongodb::Client>));
@@ -192,10 +199,11 @@ impl Probes {
                             Some(parse) => parse.await,
                             None => return,
                         };
-                        match parsed.and_then(|mut o| {
+                        let client = parsed.map_err(|e| e.to_string()).and_then(|mut o| {
                             o.server_selection_timeout = Some(PROBE_TIMEOUT);
-                            mongodb::Client::with_options(o)
-                        }) {
+                            mongodb::Client::with_options(o).map_err(|e| e.to_string())
+                        });
+                        match client {
                             Ok(client) => *slot = Some(client),
                             Err(e) => {
                                 health().unready("mongodb", format!("bad mongodb.uri: {e}"));

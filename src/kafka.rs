@@ -11,9 +11,10 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::ClientConfig;
 
-use crate::config::KafkaConfig;
+use crate::config::{KafkaConfig, KafkaProtocol};
 
 /// Errors talking to Kafka.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,18 @@ pub enum KafkaError {
     OptionConflict { option: String, value: String },
     #[error("kafka client error ({what}): {source}")]
     Client { what: String, source: RdKafkaError },
+    /// The brokers refused who we are or we refused their certificate:
+    /// retrying with the same settings cannot help.
+    #[error("kafka at {bootstrap} ({security}): {reason}; check [kafka.security]")]
+    Refused {
+        bootstrap: String,
+        security: String,
+        reason: String,
+    },
+    #[error("[kafka.security] {0}")]
+    Security(#[source] crate::config::ConfigError),
+    #[error("kafka option `{option}` is set in [kafka.security]; remove it from [kafka.options]")]
+    SecurityConflict { option: String },
     #[error("creating topic {topic}: {message}")]
     CreateTopic { topic: String, message: String },
     #[error("encoding a record for {topic}: {source}")]
@@ -49,7 +62,13 @@ pub enum KafkaError {
 impl KafkaError {
     /// Whether retrying (with a fresh client) cannot help.
     pub fn is_terminal(&self) -> bool {
-        matches!(self, KafkaError::OptionConflict { .. })
+        matches!(
+            self,
+            KafkaError::OptionConflict { .. }
+                | KafkaError::Refused { .. }
+                | KafkaError::Security(_)
+                | KafkaError::SecurityConflict { .. }
+        )
     }
 
     /// Wraps an rdkafka error with what was being done.
@@ -133,10 +152,116 @@ pub fn client_config(
         }
         client.set(key, value);
     }
+    if config.security.protocol != KafkaProtocol::Plaintext {
+        for (key, value) in config
+            .security
+            .client_options()
+            .map_err(KafkaError::Security)?
+        {
+            if config.options.contains_key(key) {
+                return Err(KafkaError::SecurityConflict {
+                    option: key.to_string(),
+                });
+            }
+            client.set(key, value);
+        }
+    }
     for (key, value) in owned {
         client.set(*key, *value);
     }
     Ok(client)
+}
+
+/// A client context that keeps the first error saying the brokers refused
+/// us (authentication) or the TLS handshake failed, so that a request that
+/// then times out can say why; every error is logged too.
+/// Clones share what they saw.
+#[derive(Clone, Default)]
+pub struct Refusals {
+    first: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl Refusals {
+    /// The first refusal seen, if any.
+    pub fn first(&self) -> Option<String> {
+        self.first.lock().ok().and_then(|f| f.clone())
+    }
+}
+
+impl rdkafka::producer::ProducerContext for Refusals {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
+}
+
+impl rdkafka::ClientContext for Refusals {
+    fn error(&self, error: RdKafkaError, reason: &str) {
+        let refused = matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed)
+        ) || reason.contains("SSL handshake failed")
+            || reason.contains("certificate verify failed");
+        if refused {
+            if let Ok(mut first) = self.first.lock() {
+                first.get_or_insert_with(|| reason.to_string());
+            }
+        }
+        tracing::error!(target: "librdkafka", "librdkafka: {error}: {reason}");
+    }
+}
+
+/// Longest wait in [`check_access`] for the brokers' metadata.
+const ACCESS_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Asks the brokers for their metadata, as the configured client: fails at
+/// once with [`KafkaError::Refused`] (terminal) when they refuse our
+/// credentials or the TLS handshake fails, naming the brokers, the protocol,
+/// mechanism and user, never the password. A broker that does not answer
+/// within 15 s gives a retryable client error.
+///
+/// # Errors
+/// As above; a bad `[kafka.security]`.
+pub async fn check_access(config: &KafkaConfig) -> Result<(), KafkaError> {
+    let refusals = Refusals::default();
+    let producer: BaseProducer<Refusals> = client_config(config, &[])?
+        .create_with_context(refusals.clone())
+        .map_err(KafkaError::client("creating a client"))?;
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + ACCESS_TIMEOUT;
+        loop {
+            // Polling serves the client's error events (into `refusals`).
+            let answer = producer
+                .client()
+                .fetch_metadata(None, Duration::from_millis(500));
+            producer.poll(Duration::from_millis(10));
+            if let Some(reason) = refusals.first() {
+                return Err(KafkaError::Refused {
+                    bootstrap: config.bootstrap.clone(),
+                    security: config.security.describe(),
+                    reason,
+                });
+            }
+            match answer {
+                Ok(_) => return Ok(()),
+                Err(e) if std::time::Instant::now() >= deadline => {
+                    return Err(KafkaError::Client {
+                        what: format!(
+                            "reaching the brokers at {} ({})",
+                            config.bootstrap,
+                            config.security.describe()
+                        ),
+                        source: e,
+                    })
+                }
+                Err(_) => producer.poll(Duration::from_millis(200)),
+            }
+        }
+    })
+    .await
+    .map_err(|source| KafkaError::Blocking {
+        what: "checking access to the brokers",
+        source,
+    })?
 }
 
 /// A topic tickfetch needs.
@@ -154,6 +279,7 @@ pub struct TopicSpec {
 /// When the broker cannot be reached or refuses a topic for another reason than
 /// that it exists.
 pub async fn ensure_topics(config: &KafkaConfig, topics: &[TopicSpec]) -> Result<(), KafkaError> {
+    check_access(config).await?;
     let admin: AdminClient<DefaultClientContext> = client_config(config, &[])?
         .create()
         .map_err(KafkaError::client("creating admin client"))?;

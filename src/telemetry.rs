@@ -175,6 +175,13 @@ pub async fn serve_http(
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     tracing::info!(%local, "metrics and health endpoint listening");
+    if !local.ip().is_loopback() {
+        tracing::warn!(
+            %local,
+            "the metrics and health endpoint listens beyond loopback and has no authentication: \
+             whoever reaches it reads /metrics (bind 127.0.0.1, or restrict it in the network)"
+        );
+    }
     let task = tokio::spawn(async move {
         // Connections being answered; at most MAX_CONNECTIONS at once (a
         // slow client waits for its turn in the accept queue).

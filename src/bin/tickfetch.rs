@@ -758,9 +758,7 @@ async fn candles(args: CandlesArgs) -> anyhow::Result<ExitCode> {
     let config = args.common.load()?;
     let from = query::parse_time(&args.from).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
     let to = query::parse_time(&args.to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
-    let mut options = mongodb::options::ClientOptions::parse(&config.mongodb.uri)
-        .await
-        .with_context(|| "mongodb.uri")?;
+    let mut options = config.mongodb.client_options().await?;
     options.server_selection_timeout = Some(std::time::Duration::from_secs(5));
     let client = mongodb::Client::with_options(options)?;
     let db = client.database(&config.mongodb.database);

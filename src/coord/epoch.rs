@@ -109,8 +109,11 @@ impl EpochClaimer {
                 what: "no endpoint configured (etcd.endpoints)".into(),
             });
         }
-        let options = etcd_client::ConnectOptions::new()
-            .with_connect_timeout(ETCD_TIMEOUT)
+        let options = crate::coord::store::connect_options(config, ETCD_TIMEOUT)
+            .map_err(|e| CoordError::Reply {
+                endpoints: endpoints.clone(),
+                what: e.to_string(),
+            })?
             .with_timeout(ETCD_TIMEOUT);
         let mut client = etcd_client::Client::connect(config.endpoints.clone(), Some(options))
             .await

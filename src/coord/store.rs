@@ -99,6 +99,44 @@ pub enum StoreError {
     /// A write bound to a lease that is already gone.
     #[error("lease {id:x} is gone")]
     LeaseLost { id: i64 },
+    /// The TLS files or the password of `[etcd]` cannot be used.
+    #[error(transparent)]
+    Config(crate::config::ConfigError),
+}
+
+/// etcd-client's options for `config`: a connect timeout, its user and
+/// password, its TLS files.
+///
+/// # Errors
+/// A password or TLS file that cannot be read, naming the setting.
+pub fn connect_options(
+    config: &EtcdConfig,
+    connect_timeout: Duration,
+) -> Result<ConnectOptions, crate::config::ConfigError> {
+    let mut options = ConnectOptions::new().with_connect_timeout(connect_timeout);
+    if let Some(password) = &config.password {
+        let password = password.resolve("etcd.password")?;
+        options = options.with_user(config.username.clone(), password.expose());
+    }
+    if let Some(ca) = &config.ca_file {
+        let read = |key: &str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| crate::config::ConfigError::Invalid {
+                key: format!("etcd.{key}"),
+                origin: "the running process".into(),
+                message: format!("{}: {e}", path.display()),
+            })
+        };
+        let mut tls = etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(read("ca_file", ca)?));
+        if let (Some(cert), Some(key)) = (&config.cert_file, &config.key_file) {
+            tls = tls.identity(etcd_client::Identity::from_pem(
+                read("cert_file", cert)?,
+                read("key_file", key)?,
+            ));
+        }
+        options = options.with_tls(tls);
+    }
+    Ok(options)
 }
 
 impl StoreError {
@@ -271,14 +309,19 @@ impl Store {
     /// A retryable [`StoreError::Etcd`] naming the endpoints when none answers.
     pub async fn connect(config: &EtcdConfig) -> Result<Store, StoreError> {
         let endpoints = config.endpoints.join(",");
-        let options = ConnectOptions::new()
-            .with_connect_timeout(REQUEST_TIMEOUT)
+        let what = if config.username.is_empty() && config.ca_file.is_none() {
+            "connecting".to_string()
+        } else {
+            format!("connecting ({})", config.describe())
+        };
+        let options = connect_options(config, REQUEST_TIMEOUT)
+            .map_err(StoreError::Config)?
             .with_keep_alive(Duration::from_secs(2), REQUEST_TIMEOUT);
         let client = Client::connect(config.endpoints.clone(), Some(options))
             .await
             .map_err(|source| StoreError::Etcd {
                 endpoints: endpoints.clone(),
-                what: "connecting".into(),
+                what: what.clone(),
                 source: Box::new(source),
             })?;
         let store = Store {
@@ -289,10 +332,7 @@ impl Store {
         };
         // The channel connects lazily: one request says whether etcd answers.
         let mut client = store.client.clone();
-        store
-            .call("connecting", client.status())
-            .await
-            .map(|_| store)
+        store.call(&what, client.status()).await.map(|_| store)
     }
 
     /// The same store, listing `page_size` records per request.

@@ -598,6 +598,13 @@ impl Simulator {
         tasks.spawn(server::serve(listener, shared.clone(), cancel.clone()));
         let supervisor = tokio::spawn(supervise(tasks, cancel.clone()));
         tracing::info!(%addr, "exchange simulator listening");
+        if !addr.ip().is_loopback() {
+            tracing::warn!(
+                %addr,
+                "the simulator listens beyond loopback and its control endpoint has no \
+                 authentication: whoever reaches it can inject faults and trades"
+            );
+        }
         Ok(SimHandle {
             shared,
             cancel,

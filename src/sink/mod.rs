@@ -56,12 +56,20 @@ pub enum SinkError {
     Write(#[from] WriteError),
     #[error("mongodb client: {0}")]
     Client(#[from] mongodb::error::Error),
+    #[error(transparent)]
+    Setup(#[from] crate::config::MongoSetupError),
+    #[error("mongodb at {who} refused us: {reason}; check mongodb.uri, mongodb.username and mongodb.password")]
+    Refused { who: String, reason: String },
 }
 
 impl SinkError {
     /// Whether restarting the sink cannot help.
     pub fn is_terminal(&self) -> bool {
-        matches!(self, SinkError::Kafka(e) if e.is_terminal())
+        match self {
+            SinkError::Kafka(e) => e.is_terminal(),
+            SinkError::Setup(_) | SinkError::Refused { .. } => true,
+            _ => false,
+        }
     }
 }
 
@@ -181,7 +189,7 @@ pub async fn run(
     ensure_topics(&config.kafka, &specs).await?;
 
     let storage = storage(&config);
-    let mut options = mongodb::options::ClientOptions::parse(&config.mongodb.uri).await?;
+    let mut options = config.mongodb.client_options().await?;
     // Fail a write within seconds while MongoDB is away, so the sink says what it
     // waits for instead of blocking silently in server selection.
     options.server_selection_timeout = Some(MONGO_TIMEOUT);
@@ -191,14 +199,27 @@ pub async fn run(
     let metrics = SinkMetrics::new();
     let waiting = format!(
         "waiting for MongoDB at {} to create indexes",
-        redacted(&config.mongodb.uri)
+        config.mongodb.describe()
     );
-    let created = retry_until_cancelled(&shutdown, &waiting, || {
-        writer::ensure_collections(&db, &config.sink.intervals, config.sink.trades, storage)
+    // A refusal (credentials) ends the retries: it would refuse forever.
+    let created = retry_until_cancelled(&shutdown, &waiting, || async {
+        match writer::ensure_collections(&db, &config.sink.intervals, config.sink.trades, storage)
+            .await
+        {
+            Err(e) if e.is_refusal() => Ok(Err(e)),
+            other => other.map(Ok),
+        }
     })
     .await;
-    if created.is_none() {
-        return Ok(());
+    match created {
+        None => return Ok(()),
+        Some(Err(e)) => {
+            return Err(SinkError::Refused {
+                who: config.mongodb.describe(),
+                reason: e.to_string(),
+            })
+        }
+        Some(Ok(())) => {}
     }
 
     let consumer: Arc<StreamConsumer> = Arc::new(
@@ -390,7 +411,7 @@ async fn flush(
             }
             Err(e) => {
                 metrics.retries.inc();
-                tracing::warn!(error = %e, uri = %redacted(&config.mongodb.uri), retry_in = ?backoff, "waiting for MongoDB: batch not written yet, input paused");
+                tracing::warn!(error = %e, mongodb = %config.mongodb.describe(), retry_in = ?backoff, "waiting for MongoDB: batch not written yet, input paused");
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(false),
                     _ = tokio::time::sleep(backoff) => {}
@@ -525,13 +546,6 @@ async fn send_dead_letter(
             source: e,
         })?;
     Ok(())
-}
-
-fn redacted(uri: &str) -> String {
-    match (uri.find("://"), uri.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}<credentials>{}", &uri[..s + 3], &uri[at..]),
-        _ => uri.to_string(),
-    }
 }
 
 /// The collections the sink writes for `intervals`.

@@ -42,6 +42,22 @@ pub enum WriteError {
     Reply(String),
 }
 
+impl WriteError {
+    /// Whether MongoDB refused who we are (bad credentials, or none where
+    /// they are required): retrying with the same settings cannot help.
+    pub fn is_refusal(&self) -> bool {
+        let WriteError::Mongo(e) = self else {
+            return false;
+        };
+        match e.kind.as_ref() {
+            mongodb::error::ErrorKind::Authentication { .. } => true,
+            // Unauthorized, AuthenticationFailed.
+            mongodb::error::ErrorKind::Command(c) => matches!(c.code, 13 | 18),
+            _ => false,
+        }
+    }
+}
+
 /// The collection of an interval's candles.
 pub fn candle_collection(interval: Interval) -> String {
     format!("candles_{interval}")

@@ -49,6 +49,7 @@ impl PrivateEtcd {
             endpoints: vec![self.endpoint()],
             prefix: format!("/test/{}", super::unique("private")),
             epochs: true,
+            ..Default::default()
         }
     }
 

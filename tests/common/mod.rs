@@ -199,6 +199,7 @@ pub async fn read_all_with(
 pub mod etcd;
 pub mod oracle;
 pub mod pipeline;
+pub mod secure;
 pub mod trades;
 pub mod up;
 

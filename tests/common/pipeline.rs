@@ -94,9 +94,8 @@ pub async fn read_downstream(config: &Config, deadline: Duration) -> (Vec<Candle
 }
 
 pub async fn read_mongo(config: &Config, interval: Interval, expected: usize) -> Vec<Candle> {
-    let client = mongodb::Client::with_uri_str(&config.mongodb.uri)
-        .await
-        .expect("mongo");
+    let options = config.mongodb.client_options().await.expect("mongodb.uri");
+    let client = mongodb::Client::with_options(options).expect("mongo");
     let db = client.database(&config.mongodb.database);
     let query = tickfetch::sink::query::CandleQuery {
         exchange: Exchange::Binance,

@@ -47,7 +47,20 @@ use rand::SeedableRng;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
+
+/// Largest websocket frame and message a connection reads: an exchange's
+/// trade frames are a few KiB; a longer one (a 100 MB frame, say) ends the
+/// connection when its header arrives, before its payload is buffered.
+pub const MAX_WS_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// The websocket read limits of every exchange connection.
+pub fn ws_limits() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_frame_size(Some(MAX_WS_MESSAGE_BYTES))
+        .max_message_size(Some(MAX_WS_MESSAGE_BYTES))
+}
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -484,9 +497,13 @@ impl Connection {
             let stream = transport::connect(&endpoint, CONNECT_TIMEOUT)
                 .await
                 .map_err(|e| e.to_string())?;
-            tokio_tungstenite::client_async(self.rules.ws_url.as_str(), stream)
-                .await
-                .map_err(|e| format!("websocket handshake: {e}"))
+            tokio_tungstenite::client_async_with_config(
+                self.rules.ws_url.as_str(),
+                stream,
+                Some(ws_limits()),
+            )
+            .await
+            .map_err(|e| format!("websocket handshake: {e}"))
         };
         let (mut ws, _) = tokio::select! {
             _ = self.cancel.cancelled() => return Ok(()),
@@ -801,6 +818,42 @@ where
 mod tests {
     use super::*;
     use crate::ingest::venues::{binance, bybit};
+
+    /// A frame header announcing 100 MB ends the read at once, with no
+    /// payload buffered; a frame under the limit reads.
+    #[tokio::test]
+    async fn a_100_mb_frame_is_refused_from_its_header() {
+        use futures::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        let (client, mut server) = tokio::io::duplex(64 * 1024);
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            client,
+            Role::Client,
+            Some(ws_limits()),
+        )
+        .await;
+        // A small text frame, then a binary frame of 100 MB (64-bit length),
+        // of which no payload byte is ever sent.
+        server
+            .write_all(&[0x81, 2, b'o', b'k'])
+            .await
+            .expect("write");
+        let mut header = vec![0x82, 127];
+        header.extend_from_slice(&100_000_000u64.to_be_bytes());
+        server.write_all(&header).await.expect("write");
+        let first = ws.next().await.expect("a message").expect("read");
+        assert_eq!(first, Message::Text("ok".into()));
+        let refused = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("refused at once, not waiting for the payload")
+            .expect("an error");
+        let text = refused.expect_err("over the limit").to_string();
+        assert!(
+            text.to_lowercase().contains("frame") || text.contains("Space limit"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn rules_follow_the_adapter_and_config() {

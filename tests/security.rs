@@ -1,0 +1,350 @@
+//! Secured services, started by the test: Apache Kafka with a SASL_SSL
+//! listener and SCRAM-SHA-512 users, etcd with client TLS
+//! (`--client-cert-auth`) and authentication (a user whose role covers the
+//! test's key prefix only), SecantusDB with SCRAM authentication. The
+//! passwords come from files.
+//!
+//! - The four rollup stages and the sink run the candle oracle through them
+//!   to MongoDB, exact; a worker registers with etcd's auth, takes its feeds
+//!   and publishes its trades.
+//! - Wrong credentials stop a stage, the sink and an etcd client with an
+//!   error naming the service and the mechanism or user, never the password.
+//! - No password appears in any log line of the run, in `/metrics`, in the
+//!   config's `Debug` output, or in `tickfetch status`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::oracle::*;
+use common::pipeline::*;
+use common::secure::{AuthMongo, Certs, SecureEtcd, SecureKafka};
+use common::Proc;
+use tickfetch::config::{Config, KafkaProtocol, KafkaSecurity, PasswordSource};
+use tickfetch::coord::keyspace::{AssignmentRecord, WorkerRecord};
+use tickfetch::coord::store::Store;
+use tickfetch::exsim::{generated_symbols, Simulator};
+use tickfetch::ingest::venues::Feed;
+use tickfetch::model::Exchange;
+
+const USER: &str = "tickfetch";
+// Distinctive, so that a search of the logs cannot miss one.
+const KAFKA_PASSWORD: &str = "kafka-pw-Zr5xq81QvN";
+const ETCD_PASSWORD: &str = "etcd-pw-Pq72vvHs3K";
+const MONGO_PASSWORD: &str = "mongo-pw-Lm3k9wYt0B";
+const WRONG_PASSWORD: &str = "wrong-pw-Ux4Jd7Rk2E";
+
+fn secrets() -> [&'static str; 5] {
+    [
+        KAFKA_PASSWORD,
+        ETCD_PASSWORD,
+        MONGO_PASSWORD,
+        WRONG_PASSWORD,
+        // The etcd root user's (SecureEtcd).
+        "etcd-pw-Pq72vvHs3K-root",
+    ]
+}
+
+fn assert_no_secret(what: &str, text: &str) {
+    for secret in secrets() {
+        assert!(
+            !text.contains(secret),
+            "{what} shows a password ({secret}):\n{text}"
+        );
+    }
+}
+
+fn password_file(dir: &Path, name: &str, password: &str) -> PasswordSource {
+    let path = dir.join(format!("{name}.password"));
+    std::fs::write(&path, format!("{password}\n")).expect("password file");
+    PasswordSource::File(path)
+}
+
+/// `config` pointed at the secured services, passwords from files in `dir`.
+fn secured(
+    mut config: Config,
+    dir: &Path,
+    certs: &Certs,
+    kafka: &SecureKafka,
+    etcd: &SecureEtcd,
+    mongo: &AuthMongo,
+) -> Config {
+    config.kafka.bootstrap = kafka.bootstrap();
+    config.kafka.security = KafkaSecurity {
+        protocol: KafkaProtocol::SaslSsl,
+        sasl_mechanism: Some("SCRAM-SHA-512".into()),
+        username: USER.into(),
+        password: Some(password_file(dir, "kafka", KAFKA_PASSWORD)),
+        ca_file: Some(certs.ca.clone()),
+        cert_file: None,
+        key_file: None,
+    };
+    config.etcd.endpoints = vec![etcd.endpoint()];
+    config.etcd.username = USER.into();
+    config.etcd.password = Some(password_file(dir, "etcd", ETCD_PASSWORD));
+    config.etcd.ca_file = Some(certs.ca.clone());
+    config.etcd.cert_file = Some(certs.client_cert.clone());
+    config.etcd.key_file = Some(certs.client_key.clone());
+    config.mongodb.uri = mongo.uri();
+    config.mongodb.username = USER.into();
+    config.mongodb.password = Some(password_file(dir, "mongodb", MONGO_PASSWORD));
+    config
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("endpoint");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut body = String::new();
+    let _ = stream.read_to_string(&mut body);
+    body
+}
+
+/// Waits for `proc` to exit; its status and log.
+fn wait_exit(proc: &mut Proc, within: Duration) -> (std::process::ExitStatus, String) {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = proc.child.try_wait().expect("wait") {
+            return (status, proc.log_text());
+        }
+        assert!(
+            started.elapsed() < within,
+            "{} still runs after {within:?}; log:\n{}",
+            proc.name,
+            proc.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secured_kafka_etcd_and_mongodb() {
+    tickfetch::telemetry::init_logging(tickfetch::config::LogFormat::Text);
+    let Some(oracle) = oracle_dir("secured_kafka_etcd_and_mongodb") else {
+        return;
+    };
+    let mut config = pipeline_config("security");
+    config.sink.intervals = vec![
+        tickfetch::model::Interval::M1,
+        tickfetch::model::Interval::M5,
+    ];
+    let dir = common::work_dir(&config);
+    let certs = Certs::make(&dir.join("certs"));
+    let kafka = SecureKafka::start(&dir, &certs, &[("SCRAM-SHA-512", USER, KAFKA_PASSWORD)]);
+    let etcd = SecureEtcd::start(&dir, &certs, USER, ETCD_PASSWORD, &config.etcd.prefix).await;
+    let mongo = AuthMongo::start(&dir, USER, MONGO_PASSWORD).await;
+    let config = secured(config, &dir, &certs, &kafka, &etcd, &mongo);
+    let mut outputs: BTreeMap<String, String> = BTreeMap::new();
+    outputs.insert("the config's Debug output".into(), format!("{config:?}"));
+
+    // The oracle through the four stages (their epochs claimed in etcd) and
+    // the sink, whose /metrics is read on the way.
+    let sink_port = free_port();
+    let mut procs: Vec<Proc> = STAGES
+        .iter()
+        .map(|stage| spawn_stage(&config, stage, 0))
+        .collect();
+    procs.push(Proc::spawn(
+        &config,
+        "tickfetch-sink",
+        "sink",
+        &[
+            "--all-partitions",
+            "--set",
+            &format!("telemetry.http_addr=127.0.0.1:{sink_port}"),
+        ],
+    ));
+    publish_oracle(&config, &oracle.join(TRADES_CSV), 1, |_| {}).await;
+    let (m1, m5) = read_downstream(&config, Duration::from_secs(240)).await;
+    assert_oracle_candles(&oracle, &m1, &m5);
+    assert_stored(&config, &m1, &m5).await;
+    outputs.insert(
+        "the sink's /metrics".into(),
+        http_get(sink_port, "/metrics"),
+    );
+    outputs.insert("the sink's /readyz".into(), http_get(sink_port, "/readyz"));
+    drop(procs);
+
+    // A worker with etcd's auth: registers, takes its feeds, publishes.
+    let symbols = generated_symbols(Exchange::Binance, 3);
+    let sim = Simulator::generating(BTreeMap::from([(Exchange::Binance, symbols.clone())]), 20.0)
+        .await
+        .expect("simulator");
+    let feed: Feed = "binance:trade".parse().expect("feed");
+    let mut cluster = config.clone();
+    cluster.ingest.feeds = vec![sim.feed_config(feed, &[])];
+    cluster.cluster.lease_ttl_ms = 3_000;
+    let master = Proc::spawn(&cluster, "tickfetch-coord", "master", &["--id", "master"]);
+    let worker = Proc::spawn(&cluster, "tickfetch-ingest", "w1", &["--worker-id", "w1"]);
+    let store = Store::connect(&cluster.etcd)
+        .await
+        .expect("etcd with TLS and auth");
+    let cli = |args: &[&str]| {
+        let path = common::write_config(&cluster);
+        let out = std::process::Command::new(common::binary("tickfetch"))
+            .args(args)
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .expect("tickfetch runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "tickfetch {args:?}: {text}");
+        text
+    };
+    cli(&[
+        "feeds",
+        "add",
+        "--exchange",
+        "binance",
+        "--channel",
+        "trade",
+        "--replicas",
+        "0",
+        "--symbols",
+        &symbols.join(","),
+    ]);
+    let started = Instant::now();
+    loop {
+        let workers = store
+            .list::<WorkerRecord, &str>(&[])
+            .await
+            .expect("workers");
+        let assigned = store
+            .list::<AssignmentRecord, &str>(&[])
+            .await
+            .expect("assignments");
+        let held = assigned
+            .records
+            .iter()
+            .filter(|a| a.value.primary == "w1" && a.value.epoch != 0)
+            .count();
+        if workers.records.iter().any(|w| w.value.id == "w1") && held == symbols.len() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "w1 did not register and take {} feeds; log:\n{}",
+            symbols.len(),
+            worker.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let started = Instant::now();
+    loop {
+        let published = common::trades::read_trades_topic(&cluster).await;
+        let of = |s: &String| {
+            published
+                .trades
+                .get(&tickfetch::wire::feed_key(Exchange::Binance, s))
+                .map_or(0, Vec::len)
+        };
+        let on: usize = symbols.iter().map(of).sum();
+        if symbols.iter().all(|s| of(s) > 0) {
+            eprintln!("w1 published {on} trades over SASL_SSL");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "w1 published no trade of some symbol; log:\n{}",
+            worker.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    outputs.insert("tickfetch status".into(), cli(&["status"]));
+    drop(worker);
+    drop(master);
+
+    // Wrong credentials: a clear error, naming the service and who, never
+    // the password.
+    let bad_dir = dir.join("wrong");
+    std::fs::create_dir_all(&bad_dir).expect("dir");
+    let mut wrong_kafka = config.clone();
+    wrong_kafka.topics.prefix = format!("{}-wrong-kafka", config.topics.prefix);
+    wrong_kafka.kafka.security.password = Some(password_file(&bad_dir, "kafka", WRONG_PASSWORD));
+    let mut stage = spawn_stage(&wrong_kafka, "1s", 0);
+    let (status, log) = wait_exit(&mut stage, Duration::from_secs(90));
+    assert!(!status.success(), "{log}");
+    let named = format!(
+        "kafka at {} (sasl_ssl, SCRAM-SHA-512 as user {USER})",
+        kafka.bootstrap()
+    );
+    assert!(
+        log.contains(&format!("Error: {named}")) && log.contains("invalid credentials"),
+        "the error names the broker, the mechanism and the user ({named}):\n{log}"
+    );
+    outputs.insert("a stage with a wrong Kafka password".into(), log);
+
+    let mut wrong_etcd = config.etcd.clone();
+    wrong_etcd.password = Some(password_file(&bad_dir, "etcd", WRONG_PASSWORD));
+    let message = Store::connect(&wrong_etcd)
+        .await
+        .map(|_| ())
+        .expect_err("a wrong etcd password is refused")
+        .to_string();
+    assert!(
+        message.contains(&etcd.endpoint()) && message.contains(USER),
+        "the error names etcd and the user: {message}"
+    );
+    eprintln!("etcd, wrong password: {message}");
+    outputs.insert("an etcd client with a wrong password".into(), message);
+
+    let mut wrong_mongo = config.clone();
+    wrong_mongo.topics.prefix = format!("{}-wrong-mongo", config.topics.prefix);
+    wrong_mongo.mongodb.password = Some(password_file(&bad_dir, "mongodb", WRONG_PASSWORD));
+    let mut sink = Proc::spawn(
+        &wrong_mongo,
+        "tickfetch-sink",
+        "sink-wrong",
+        &["--all-partitions"],
+    );
+    let (status, log) = wait_exit(&mut sink, Duration::from_secs(90));
+    assert!(!status.success(), "{log}");
+    let named = format!(
+        "Error: mongodb at {} as user {USER} refused us",
+        mongo.uri()
+    );
+    assert!(
+        log.contains(&named),
+        "the error names MongoDB ({named}):\n{log}"
+    );
+    outputs.insert("the sink with a wrong MongoDB password".into(), log);
+
+    // Every log of the run (stages, sink, master, worker, CLI runs).
+    for entry in std::fs::read_dir(&dir).expect("logs") {
+        let path: PathBuf = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "log") {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            outputs.insert(path.display().to_string(), text);
+        }
+    }
+    for (what, text) in &outputs {
+        assert_no_secret(what, text);
+    }
+    let lines: usize = outputs.values().map(|t| t.lines().count()).sum();
+    eprintln!(
+        "no password in {} outputs ({lines} lines): logs, /metrics, Debug, status, errors",
+        outputs.len()
+    );
+    drop(sim);
+    drop((kafka, etcd, mongo));
+}
