@@ -65,6 +65,6 @@ async fn an_unreachable_etcd_is_named_in_the_error_and_waiting_ends_on_shutdown(
     )
     .await
     .expect("waiting ends on shutdown");
-    assert!(waited.is_none());
+    assert!(waited.expect("no refusal: etcd is unreachable").is_none());
     assert_eq!(Epoch::NONE.header_value(), None);
 }

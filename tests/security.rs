@@ -308,6 +308,22 @@ async fn secured_kafka_etcd_and_mongodb() {
     eprintln!("etcd, wrong password: {message}");
     outputs.insert("an etcd client with a wrong password".into(), message);
 
+    let mut wrong_etcd_stage = config.clone();
+    wrong_etcd_stage.topics.prefix = format!("{}-wrong-etcd", config.topics.prefix);
+    wrong_etcd_stage.etcd.password = Some(password_file(&bad_dir, "etcd-stage", WRONG_PASSWORD));
+    let mut stage = spawn_stage(&wrong_etcd_stage, "1s", 0);
+    let (status, log) = wait_exit(&mut stage, Duration::from_secs(90));
+    assert!(!status.success(), "{log}");
+    let named = format!(
+        "Error: etcd at {}: connecting (TLS, as user {USER})",
+        etcd.endpoint()
+    );
+    assert!(
+        log.contains(&named) && log.contains("authentication failed"),
+        "the error names etcd and the user ({named}):\n{log}"
+    );
+    outputs.insert("a stage with a wrong etcd password".into(), log);
+
     let mut wrong_mongo = config.clone();
     wrong_mongo.topics.prefix = format!("{}-wrong-mongo", config.topics.prefix);
     wrong_mongo.mongodb.password = Some(password_file(&bad_dir, "mongodb", WRONG_PASSWORD));

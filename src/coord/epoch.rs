@@ -103,6 +103,11 @@ impl EpochClaimer {
     /// No endpoint configured, or etcd unreachable.
     pub async fn connect(config: &EtcdConfig, owner: &str) -> Result<Self, CoordError> {
         let endpoints = config.endpoints.join(",");
+        let connecting = if config.username.is_empty() && config.ca_file.is_none() {
+            "connecting".to_string()
+        } else {
+            format!("connecting ({})", config.describe())
+        };
         if config.endpoints.is_empty() {
             return Err(CoordError::Reply {
                 endpoints,
@@ -119,14 +124,14 @@ impl EpochClaimer {
             .await
             .map_err(|source| CoordError::Etcd {
                 endpoints: endpoints.clone(),
-                what: "connecting".into(),
+                what: connecting.clone(),
                 source,
             })?;
         // The channel connects lazily: ask for the status so that an
         // unreachable etcd shows here, not at the first claim.
         client.status().await.map_err(|source| CoordError::Etcd {
             endpoints: endpoints.clone(),
-            what: "connecting".into(),
+            what: connecting.clone(),
             source,
         })?;
         Ok(Self {
@@ -139,15 +144,27 @@ impl EpochClaimer {
 
     /// Connects, retrying with backoff while etcd is unreachable; `None` when
     /// `shutdown` came first.
+    ///
+    /// # Errors
+    /// etcd refusing our credentials ([`CoordError::is_refusal`]): waiting
+    /// cannot help.
     pub async fn connect_waiting(
         config: &EtcdConfig,
         owner: &str,
         shutdown: &CancellationToken,
-    ) -> Option<Self> {
-        retry_until_cancelled(shutdown, "waiting for etcd to claim fencing epochs", || {
-            Self::connect(config, owner)
-        })
-        .await
+    ) -> Result<Option<Self>, CoordError> {
+        let waited = retry_until_cancelled(
+            shutdown,
+            "waiting for etcd to claim fencing epochs",
+            || async {
+                match Self::connect(config, owner).await {
+                    Err(e) if e.is_refusal() => Ok(Err(e)),
+                    other => other.map(Ok),
+                }
+            },
+        )
+        .await;
+        waited.transpose()
     }
 
     /// The etcd key of `scope`'s epoch.

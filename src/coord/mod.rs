@@ -41,3 +41,22 @@ pub enum CoordError {
     #[error("etcd at {endpoints}: {what}")]
     Reply { endpoints: String, what: String },
 }
+
+impl CoordError {
+    /// Whether etcd refused who we are (a wrong user or password, a role
+    /// without the permission): retrying with the same settings cannot help.
+    pub fn is_refusal(&self) -> bool {
+        let CoordError::Etcd {
+            source: etcd_client::Error::GRpcStatus(status),
+            ..
+        } = self
+        else {
+            return false;
+        };
+        match status.code() {
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => true,
+            tonic::Code::InvalidArgument => status.message().contains("authentication failed"),
+            _ => false,
+        }
+    }
+}

@@ -30,13 +30,16 @@ pub enum IngestError {
     /// etcd refused or could not answer what a cluster member asked.
     #[error(transparent)]
     Coordination(#[from] crate::coord::store::StoreError),
+    /// etcd refused the worker's credentials (fencing epochs).
+    #[error(transparent)]
+    Epochs(Box<crate::coord::CoordError>),
 }
 
 impl IngestError {
     /// Whether restarting with the same configuration cannot help.
     pub fn is_terminal(&self) -> bool {
         match self {
-            IngestError::Feed { .. } | IngestError::Cluster { .. } => true,
+            IngestError::Feed { .. } | IngestError::Cluster { .. } | IngestError::Epochs(_) => true,
             IngestError::Coordination(e) => !e.is_retryable(),
             IngestError::Kafka(e) => e.is_terminal(),
             IngestError::PublisherGone

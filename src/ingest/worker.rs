@@ -174,6 +174,7 @@ impl Worker {
         let epochs = if config.etcd.epochs {
             let claimer = EpochClaimer::connect_waiting(&config.etcd, &process_owner(), &shutdown)
                 .await
+                .map_err(|e| IngestError::Epochs(Box::new(e)))?
                 .ok_or(IngestError::Stopped)?;
             Some(claimer)
         } else {

@@ -63,6 +63,9 @@ pub enum RollupError {
     /// The stage's blocking thread panicked or was cancelled.
     #[error("internal: stage thread: {0}")]
     Thread(#[from] tokio::task::JoinError),
+    /// etcd refused the stage's credentials (fencing epochs).
+    #[error(transparent)]
+    Coordination(Box<crate::coord::CoordError>),
     /// Shutdown came while the stage waited to take a partition (for etcd
     /// to claim its epoch, or for the broker); not a failure.
     #[error("stopped: shut down while taking partition {partition}")]
@@ -75,6 +78,7 @@ impl RollupError {
         match self {
             RollupError::Kafka(e) => e.is_terminal(),
             RollupError::Fenced { .. } | RollupError::Config(_) => true,
+            RollupError::Coordination(e) => e.is_refusal(),
             RollupError::RestoreState { .. }
             | RollupError::RestoreIncomplete { .. }
             | RollupError::Encode { .. }

@@ -242,7 +242,10 @@ pub async fn run(
     });
     ensure_topics(&config.kafka, &specs).await?;
     let epochs = if config.etcd.epochs {
-        match EpochClaimer::connect_waiting(&config.etcd, &process_owner(), &shutdown).await {
+        match EpochClaimer::connect_waiting(&config.etcd, &process_owner(), &shutdown)
+            .await
+            .map_err(|e| RollupError::Coordination(Box::new(e)))?
+        {
             Some(claimer) => Some(claimer),
             None => return Ok(StageReport::default()),
         }
