@@ -1,8 +1,8 @@
 //! Secured services, started by the test: Apache Kafka with a SASL_SSL
 //! listener and SCRAM-SHA-512 users, etcd with client TLS
 //! (`--client-cert-auth`) and authentication (a user whose role covers the
-//! test's key prefix only), SecantusDB with SCRAM authentication. The
-//! passwords come from files.
+//! test's key prefix only), SecantusDB over TLS with SCRAM authentication.
+//! The certificates are made with `openssl`; the passwords come from files.
 //!
 //! - The four rollup stages and the sink run the candle oracle through them
 //!   to MongoDB, exact; a worker registers with etcd's auth, takes its feeds
@@ -148,7 +148,7 @@ async fn secured_kafka_etcd_and_mongodb() {
     let certs = Certs::make(&dir.join("certs"));
     let kafka = SecureKafka::start(&dir, &certs, &[("SCRAM-SHA-512", USER, KAFKA_PASSWORD)]);
     let etcd = SecureEtcd::start(&dir, &certs, USER, ETCD_PASSWORD, &config.etcd.prefix).await;
-    let mongo = AuthMongo::start(&dir, USER, MONGO_PASSWORD).await;
+    let mongo = AuthMongo::start(&dir, &certs, USER, MONGO_PASSWORD).await;
     let config = secured(config, &dir, &certs, &kafka, &etcd, &mongo);
     let mut outputs: BTreeMap<String, String> = BTreeMap::new();
     outputs.insert("the config's Debug output".into(), format!("{config:?}"));

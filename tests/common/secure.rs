@@ -373,16 +373,17 @@ impl Drop for SecureEtcd {
     }
 }
 
-/// SecantusDB with `--auth` (SCRAM-SHA-256): the user is created on a first
-/// start without auth, which is then restarted with it.
+/// SecantusDB over TLS with `--auth` (SCRAM-SHA-256): the user is created
+/// on a first start without auth, which is then restarted with it.
 pub struct AuthMongo {
     child: Option<Child>,
     pub port: u16,
     pub log: PathBuf,
+    ca: PathBuf,
 }
 
 impl AuthMongo {
-    pub async fn start(dir: &Path, user: &str, password: &str) -> AuthMongo {
+    pub async fn start(dir: &Path, certs: &Certs, user: &str, password: &str) -> AuthMongo {
         let secantus = tickfetch::stack::ensure_secantus().expect("SecantusDB installed");
         let home = dir.join("mongodb");
         std::fs::create_dir_all(home.join("data")).expect("mongodb dir");
@@ -398,7 +399,11 @@ impl AuthMongo {
             command
                 .args(["--host", "127.0.0.1", "--port", &port.to_string()])
                 .arg("--storage-path")
-                .arg(home.join("data"));
+                .arg(home.join("data"))
+                .arg("--tls-cert-file")
+                .arg(&certs.server_cert)
+                .arg("--tls-key-file")
+                .arg(&certs.server_key);
             if auth {
                 command.arg("--auth");
             }
@@ -412,9 +417,12 @@ impl AuthMongo {
         let mut first = Some(start(false));
         wait_listening("SecantusDB", port, &log);
         {
-            let client = mongodb::Client::with_uri_str(format!("mongodb://127.0.0.1:{port}"))
-                .await
-                .expect("mongodb");
+            let client = mongodb::Client::with_uri_str(format!(
+                "mongodb://127.0.0.1:{port}/?tls=true&tlsCAFile={}",
+                certs.ca.display()
+            ))
+            .await
+            .expect("mongodb");
             client
                 .database("admin")
                 .run_command(mongodb::bson::doc! {
@@ -440,13 +448,18 @@ impl AuthMongo {
             child: Some(start(true)),
             port,
             log,
+            ca: certs.ca.clone(),
         };
         wait_listening("SecantusDB with --auth", port, &mongo.log);
         mongo
     }
 
     pub fn uri(&self) -> String {
-        format!("mongodb://127.0.0.1:{}/?authSource=admin", self.port)
+        format!(
+            "mongodb://127.0.0.1:{}/?authSource=admin&tls=true&tlsCAFile={}",
+            self.port,
+            self.ca.display()
+        )
     }
 }
 
