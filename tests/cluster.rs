@@ -119,21 +119,7 @@ fn config(tag: &str, sim: &SimHandle) -> Config {
 }
 
 fn tickfetch_cli(config: &Config, args: &[&str]) -> String {
-    let path = common::write_config(config);
-    let exe = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/debug/tickfetch");
-    let out = std::process::Command::new(&exe)
-        .args(args)
-        .arg("--config")
-        .arg(&path)
-        .env_remove("TICKFETCH_CONFIG")
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", exe.display()));
-    assert!(
-        out.status.success(),
-        "tickfetch {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::tickfetch_cli(config, args)
 }
 
 /// A master; `warm_secs`: how long replicas warm before a primary may move

@@ -195,22 +195,7 @@ async fn secured_kafka_etcd_and_mongodb() {
     let store = Store::connect(&cluster.etcd)
         .await
         .expect("etcd with TLS and auth");
-    let cli = |args: &[&str]| {
-        let path = common::write_config(&cluster);
-        let out = std::process::Command::new(common::binary("tickfetch"))
-            .args(args)
-            .arg("--config")
-            .arg(&path)
-            .output()
-            .expect("tickfetch runs");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "tickfetch {args:?}: {text}");
-        text
-    };
+    let cli = |args: &[&str]| common::tickfetch_cli(&cluster, args);
     cli(&[
         "feeds",
         "add",

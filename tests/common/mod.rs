@@ -226,6 +226,26 @@ pub fn write_config(config: &Config) -> PathBuf {
     path
 }
 
+/// Runs the `tickfetch` CLI with `args` on `config`; asserts it succeeds
+/// and returns its stdout.
+pub fn tickfetch_cli(config: &Config, args: &[&str]) -> String {
+    let path = write_config(config);
+    let exe = binary("tickfetch");
+    let out = std::process::Command::new(&exe)
+        .args(args)
+        .arg("--config")
+        .arg(&path)
+        .env_remove("TICKFETCH_CONFIG")
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", exe.display()));
+    assert!(
+        out.status.success(),
+        "tickfetch {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A tickfetch binary run as a child process, killed on drop.
 pub struct Proc {
     pub name: String,
