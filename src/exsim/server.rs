@@ -185,8 +185,15 @@ async fn websocket(
     {
         return;
     }
-    let ws =
-        WebSocketStream::from_partially_read(stream, request.leftover, Role::Server, None).await;
+    let ws = WebSocketStream::from_partially_read(
+        stream,
+        request.leftover,
+        Role::Server,
+        // A client's subscriptions are small: the same read limits as
+        // the workers' connections.
+        Some(crate::ingest::connection::ws_limits()),
+    )
+    .await;
     let stats = &book.stats;
     ExchangeStats::add(&stats.connections_total, 1);
     stats.connections_open.fetch_add(1, Ordering::Relaxed);
