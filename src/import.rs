@@ -40,8 +40,9 @@ use serde::Serialize;
 use crate::coord::epoch::Epoch;
 use crate::ingest::venues::instruments::{self, Instruments};
 use crate::ingest::venues::ExchangeError;
-use crate::model::{Candle, Exchange, Interval, Millis, Side, Trade};
+use crate::model::{Candle, Exchange, Interval, Millis, Side, Trade, TRADE_TIMES};
 use crate::rollup::engine::{CandlePipeline, EngineError, Outcome, PipelineConfig};
+use crate::wire::{clip, MAX_QUOTED_BYTES};
 
 /// Timestamps above this are microseconds (10^14 ms is the year 5138; 10^14 µs
 /// is 1973).
@@ -102,27 +103,42 @@ pub enum RowError {
         min: usize,
         max: usize,
     },
-    #[error("{name} {text:?} is not a non-negative integer")]
+    #[error("{name} {:?} is not a non-negative integer", clip(.text, MAX_QUOTED_BYTES))]
     NotAnId { name: &'static str, text: String },
-    #[error("{name} {text:?} is not a decimal: {source}")]
+    #[error("{name} {:?} is not a decimal: {source}", clip(.text, MAX_QUOTED_BYTES))]
     NotADecimal {
         name: &'static str,
         text: String,
         source: rust_decimal::Error,
     },
-    #[error("{name} {text:?} is negative")]
+    #[error("{name} {:?} is negative", clip(.text, MAX_QUOTED_BYTES))]
     Negative { name: &'static str, text: String },
-    #[error("{name} {text:?} is not an integer timestamp")]
+    /// A price or quantity of zero: no trade has one.
+    #[error("{name} {:?} is zero (a trade's price and quantity are positive)", clip(.text, MAX_QUOTED_BYTES))]
+    Zero { name: &'static str, text: String },
+    #[error("{name} {:?} is not an integer timestamp", clip(.text, MAX_QUOTED_BYTES))]
     NotATimestamp { name: &'static str, text: String },
-    #[error("{name} {text:?} is not true or false")]
+    /// A timestamp outside [`TRADE_TIMES`] (after the µs → ms step): a zero,
+    /// seconds, nanoseconds or a corrupt field.
+    #[error("{name} {:?} is not between 2009-01-01 and 2100-01-01 (in ms or µs)", clip(.text, MAX_QUOTED_BYTES))]
+    TimeOutOfRange { name: &'static str, text: String },
+    #[error("{name} {:?} is not true or false", clip(.text, MAX_QUOTED_BYTES))]
     NotABool { name: &'static str, text: String },
     #[error("last_trade_id {last} is below first_trade_id {first}")]
     IdsOutOfOrder { first: u64, last: u64 },
     /// A `trades-jsonl` line that is not a trade.
-    #[error("not a trade: {0}")]
+    #[error("not a trade: {}", clip(&.0.to_string(), MAX_QUOTED_BYTES))]
     NotATrade(#[source] serde_json::Error),
+    /// A `trades-jsonl` trade that cannot be right: its price or quantity is
+    /// not positive, its trade id or instrument is empty, its exchange time is outside
+    /// [`TRADE_TIMES`], or its raw ids are reversed or half there.
+    #[error("not a valid trade: {0}")]
+    InvalidTrade(&'static str),
     /// A `trades-jsonl` trade of another exchange or symbol.
-    #[error("trade of {exchange}:{symbol} in an import of {expected_exchange}:{expected_symbol}")]
+    #[error(
+        "trade of {exchange}:{} in an import of {expected_exchange}:{expected_symbol}",
+        clip(.symbol, MAX_QUOTED_BYTES)
+    )]
     OtherSymbol {
         exchange: Exchange,
         symbol: String,
@@ -466,6 +482,7 @@ fn parse_id(name: &'static str, text: &str) -> Result<u64, RowError> {
     })
 }
 
+/// A non-negative decimal (`quote_qty`, which the import does not use).
 fn parse_decimal(name: &'static str, text: &str) -> Result<Decimal, RowError> {
     let value = Decimal::from_str(text).map_err(|source| RowError::NotADecimal {
         name,
@@ -481,7 +498,19 @@ fn parse_decimal(name: &'static str, text: &str) -> Result<Decimal, RowError> {
     Ok(value)
 }
 
-/// Epoch ms from ms or µs.
+/// A price or quantity: a decimal above zero.
+fn parse_positive(name: &'static str, text: &str) -> Result<Decimal, RowError> {
+    let value = parse_decimal(name, text)?;
+    if value.is_zero() {
+        return Err(RowError::Zero {
+            name,
+            text: text.to_owned(),
+        });
+    }
+    Ok(value)
+}
+
+/// Epoch ms from ms or µs, within [`TRADE_TIMES`].
 fn parse_time(name: &'static str, text: &str) -> Result<Millis, RowError> {
     let value: i64 = text.parse().map_err(|_| RowError::NotATimestamp {
         name,
@@ -493,11 +522,18 @@ fn parse_time(name: &'static str, text: &str) -> Result<Millis, RowError> {
             text: text.to_owned(),
         });
     }
-    Ok(if value > MICROS_THRESHOLD {
+    let millis = if value > MICROS_THRESHOLD {
         value / 1_000
     } else {
         value
-    })
+    };
+    if !TRADE_TIMES.contains(&millis) {
+        return Err(RowError::TimeOutOfRange {
+            name,
+            text: text.to_owned(),
+        });
+    }
+    Ok(millis)
 }
 
 fn parse_bool(name: &'static str, text: &str) -> Result<bool, RowError> {
@@ -526,8 +562,8 @@ fn parse_aggtrade(text: &str, trade: &mut Trade) -> Result<(), RowError> {
     let (f, count) = split_fields(text);
     check_columns(ImportFormat::BinanceAggTradesCsv, count)?;
     parse_id("agg_trade_id", f[0])?;
-    let price = parse_decimal("price", f[1])?;
-    let quantity = parse_decimal("quantity", f[2])?;
+    let price = parse_positive("price", f[1])?;
+    let quantity = parse_positive("quantity", f[2])?;
     let first = parse_id("first_trade_id", f[3])?;
     let last = parse_id("last_trade_id", f[4])?;
     if last < first {
@@ -555,8 +591,8 @@ fn parse_binance_trade(text: &str, trade: &mut Trade) -> Result<(), RowError> {
     let (f, count) = split_fields(text);
     check_columns(ImportFormat::BinanceTradesCsv, count)?;
     parse_id("id", f[0])?;
-    let price = parse_decimal("price", f[1])?;
-    let quantity = parse_decimal("qty", f[2])?;
+    let price = parse_positive("price", f[1])?;
+    let quantity = parse_positive("qty", f[2])?;
     parse_decimal("quote_qty", f[3])?;
     let time = parse_time("time", f[4])?;
     let side = taker_side(parse_bool("is_buyer_maker", f[5])?);
@@ -582,6 +618,9 @@ fn parse_jsonl(
     trade: &mut Trade,
 ) -> Result<(), RowError> {
     let parsed: Trade = serde_json::from_str(text).map_err(RowError::NotATrade)?;
+    if let Some(problem) = jsonl_trade_problem(&parsed) {
+        return Err(RowError::InvalidTrade(problem));
+    }
     if parsed.exchange != exchange || parsed.symbol != symbol {
         return Err(RowError::OtherSymbol {
             exchange: parsed.exchange,
@@ -592,6 +631,28 @@ fn parse_jsonl(
     }
     *trade = parsed;
     Ok(())
+}
+
+/// What is wrong with a `trades-jsonl` trade that the CSV formats cannot
+/// produce (the CSV parsers check each field as they read it).
+fn jsonl_trade_problem(trade: &Trade) -> Option<&'static str> {
+    if trade.price <= Decimal::ZERO {
+        Some("price is not positive")
+    } else if trade.quantity <= Decimal::ZERO {
+        Some("quantity is not positive")
+    } else if trade.trade_id.is_empty() {
+        Some("empty trade_id")
+    } else if trade.instrument.is_empty() {
+        Some("empty instrument")
+    } else if !TRADE_TIMES.contains(&trade.exchange_time) {
+        Some("exchange_time is not between 2009-01-01 and 2100-01-01 (epoch ms)")
+    } else if trade.first_trade_id.is_some() != trade.last_trade_id.is_some() {
+        Some("only one of first_trade_id and last_trade_id")
+    } else if trade.first_trade_id > trade.last_trade_id {
+        Some("last_trade_id is below first_trade_id")
+    } else {
+        None
+    }
 }
 
 /// Counts of one [`candles_from_reader`] run.
@@ -852,7 +913,7 @@ mod tests {
 
     #[test]
     fn jsonl_rows_parse_and_must_match_the_symbol() {
-        let good = r#"{"exchange":"binance","symbol":"XRPETH","instrument":"XRP-ETH","trade_id":"1","price":"0.5","quantity":"2","side":"buy","exchange_time":1000,"receive_time":1005}"#;
+        let good = r#"{"exchange":"binance","symbol":"XRPETH","instrument":"XRP-ETH","trade_id":"1","price":"0.5","quantity":"2","side":"buy","exchange_time":1570752011620,"receive_time":1005}"#;
         let other = good.replace("XRPETH", "BTCUSDT");
         let text = format!("{good}\n{other}\nnot json\n");
         let (rows, report) = read_all(ImportFormat::TradesJsonl, "XRPETH", &text);
@@ -867,6 +928,121 @@ mod tests {
             .expect_err("row 3")
             .starts_with("line 3: not a trade"));
         assert_eq!((report.trades, report.bad_rows), (1, 2));
+    }
+
+    /// Found by `tests/fuzz.rs`: a zero price or quantity, and times no
+    /// trade has (zero, seconds, far future), were accepted.
+    #[test]
+    fn zero_prices_and_implausible_times_are_bad_rows() {
+        let text = "1,0,1,1,1,1570752011620,true,true\n\
+                    2,0.5,0.000,2,2,1570752011620,true,true\n\
+                    3,-0,1,3,3,1570752011620,true,true\n\
+                    4,0.5,1,4,4,0,true,true\n\
+                    5,0.5,1,5,5,1570752011,true,true\n\
+                    6,0.5,1,6,6,99999999999999,true,true\n\
+                    7,0.5,1,7,7,9223372036854775807,true,true\n\
+                    8,0.5,1,8,8,1570752011620,true,true\n";
+        let (rows, _) = read_all(ImportFormat::BinanceAggTradesCsv, "XRPETH", text);
+        let errors: Vec<String> = rows.iter().filter_map(|r| r.clone().err()).collect();
+        for (i, needle) in [
+            "price \"0\" is zero",
+            "quantity \"0.000\" is zero",
+            "price \"-0\" is zero",
+            "transact_time \"0\" is not between",
+            "transact_time \"1570752011\" is not between",
+            "transact_time \"99999999999999\" is not between",
+            "transact_time \"9223372036854775807\" is not between",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            assert!(errors[i].contains(needle), "{}: {needle}", errors[i]);
+        }
+        assert_eq!(errors.len(), 7);
+        let (rows, _) = read_all(
+            ImportFormat::BinanceTradesCsv,
+            "ETHUSDT",
+            "1,0.0,1,0,1640995200000,false,true\n2,1,1,0,1640995200000,false,true\n",
+        );
+        assert!(rows[0]
+            .as_ref()
+            .unwrap_err()
+            .contains("price \"0.0\" is zero"));
+        assert!(
+            rows[1].is_ok(),
+            "a zero quote_qty is not used: {:?}",
+            rows[1]
+        );
+    }
+
+    /// Found by `tests/fuzz.rs`: `trades-jsonl` took any trade serde could
+    /// read, e.g. a negative price or an `exchange_time` of `i64::MIN`
+    /// (whose 1s window start overflows in `publish_from_reader`).
+    #[test]
+    fn jsonl_trades_that_cannot_be_right_are_bad_rows() {
+        let good = r#"{"exchange":"binance","symbol":"XRPETH","instrument":"XRP-ETH","trade_id":"1","price":"0.5","quantity":"2","side":"buy","exchange_time":1570752011620,"receive_time":1570752011620,"first_trade_id":3,"last_trade_id":4}"#;
+        let cases = [
+            (
+                r#""price":"0.5""#,
+                r#""price":"-0.5""#,
+                "price is not positive",
+            ),
+            (
+                r#""price":"0.5""#,
+                r#""price":"0""#,
+                "price is not positive",
+            ),
+            (
+                r#""quantity":"2""#,
+                r#""quantity":"0.0""#,
+                "quantity is not positive",
+            ),
+            (r#""trade_id":"1""#, r#""trade_id":"""#, "empty trade_id"),
+            (
+                r#""instrument":"XRP-ETH""#,
+                r#""instrument":"""#,
+                "empty instrument",
+            ),
+            (
+                r#""exchange_time":1570752011620"#,
+                r#""exchange_time":-9223372036854775808"#,
+                "exchange_time is not between",
+            ),
+            (
+                r#""exchange_time":1570752011620"#,
+                r#""exchange_time":1570752011"#,
+                "exchange_time is not between",
+            ),
+            (
+                r#""last_trade_id":4"#,
+                r#""last_trade_id":2"#,
+                "below first_trade_id",
+            ),
+            (r#","last_trade_id":4"#, "", "only one of"),
+        ];
+        let text: Vec<String> = cases
+            .iter()
+            .map(|(from, to, _)| good.replace(from, to))
+            .chain([good.to_string()])
+            .collect();
+        let (rows, report) = read_all(ImportFormat::TradesJsonl, "XRPETH", &text.join("\n"));
+        for (row, (_, _, needle)) in rows.iter().zip(&cases) {
+            let error = row.as_ref().expect_err(needle);
+            assert!(error.contains(needle), "{error}: {needle}");
+        }
+        assert!(rows[cases.len()].is_ok());
+        assert_eq!((report.trades, report.bad_rows), (1, cases.len() as u64));
+    }
+
+    #[test]
+    fn row_errors_quote_a_bounded_part_of_the_field() {
+        let long = "9".repeat(100_000);
+        let text = format!("1,0.5,1,1,1,{long}x,true,true\n1,{long}.x,1,1,1,1570752011620,true\n");
+        let (rows, _) = read_all(ImportFormat::BinanceAggTradesCsv, "XRPETH", &text);
+        for row in rows {
+            let error = row.expect_err("bad row");
+            assert!(error.len() < 1024, "{} bytes", error.len());
+        }
     }
 
     #[test]

@@ -15,6 +15,14 @@ use serde::{Deserialize, Serialize};
 /// Epoch milliseconds (UTC).
 pub type Millis = i64;
 
+/// The exchange times a trade may carry: from 2009-01-01T00:00:00Z (before
+/// any exchange tickfetch speaks to) up to, not including,
+/// 2100-01-01T00:00:00Z. A time outside is a corrupt or misread field (a
+/// zero, seconds or microseconds taken for milliseconds): the exchange
+/// adapters and the importer refuse such a trade rather than let it close
+/// (or reopen) decades of candle windows.
+pub const TRADE_TIMES: std::ops::Range<Millis> = 1_230_768_000_000..4_102_444_800_000;
+
 /// The exchanges tickfetch speaks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

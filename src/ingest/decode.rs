@@ -26,8 +26,9 @@ use std::io::{self, BufRead};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::ingest::venues::{self, ExchangeError, Frame};
+use crate::ingest::venues::{self, ExchangeError, Frame, MAX_PROBLEM_BYTES};
 use crate::model::{Exchange, Millis, Trade};
+use crate::wire::clip;
 
 /// Malformed lines kept in a [`DecodeReport`]; later ones are only counted.
 pub const MAX_MALFORMED_KEPT: usize = 1000;
@@ -98,8 +99,10 @@ pub enum DecodeError {
     Read { line: u64, source: io::Error },
     #[error("writing the trades of line {line}: {source}")]
     Output { line: u64, source: io::Error },
-    /// A recording line whose wrapper (not the exchange frame) is bad.
-    #[error("bad recording line: {0}")]
+    /// A recording line whose wrapper (not the exchange frame) is bad. The
+    /// message shows at most [`MAX_PROBLEM_BYTES`] of the description (which
+    /// quotes the line).
+    #[error("bad recording line: {}", clip(.0, MAX_PROBLEM_BYTES))]
     Recording(String),
     /// The exchange frame is bad.
     #[error(transparent)]
@@ -510,6 +513,20 @@ mod tests {
                 .starts_with("7 lines, 6 frames, 2 trades, 2 malformed"),
             "{report}"
         );
+    }
+
+    #[test]
+    fn bad_recording_lines_have_short_messages() {
+        let stamp = "8".repeat(100_000);
+        for line in [
+            format!("{stamp}.5x: {AGG}"),
+            format!(r#"{{"recv_ts": "{stamp}", "dir": "in", "raw": "{{}}"}}"#),
+            format!(r#"{{"recv_ts": {stamp}, "dir": "in", "raw": "{{}}"}}"#),
+        ] {
+            let message = unwrap_line(line.as_bytes(), 0).unwrap_err().to_string();
+            assert!(message.starts_with("bad recording line: "), "{message}");
+            assert!(message.len() < 1024, "{} bytes", message.len());
+        }
     }
 
     #[test]

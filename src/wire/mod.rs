@@ -27,6 +27,8 @@
 //! A record whose payload is missing or does not serialise is a
 //! [`WireError`], never an empty payload.
 
+use std::borrow::Cow;
+
 pub mod codec;
 pub mod dead_letter;
 pub mod headers;
@@ -40,6 +42,32 @@ pub use headers::{
 };
 pub use send::send_waiting;
 
+/// How many bytes of an outside value an error message quotes (see [`clip`]).
+pub const MAX_QUOTED_BYTES: usize = 256;
+
+/// `text` cut to at most `max` bytes for an error message: its start and its
+/// end joined by `…`, on character boundaries (unchanged when it fits).
+///
+/// Error messages become dead letters' reason headers and log lines, so a
+/// value they quote (a bad field, a serde message quoting a long string)
+/// must not make them as large as the input. Keep `max` at 3 or more (`…`
+/// alone takes 3).
+pub fn clip(text: &str, max: usize) -> Cow<'_, str> {
+    if text.len() <= max {
+        return Cow::Borrowed(text);
+    }
+    let keep = max.saturating_sub('…'.len_utf8());
+    let mut head = keep * 2 / 3;
+    while !text.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = text.len() - (keep - head);
+    while !text.is_char_boundary(tail) {
+        tail += 1;
+    }
+    Cow::Owned(format!("{}…{}", &text[..head], &text[tail..]))
+}
+
 /// Errors encoding or decoding a record.
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
@@ -50,8 +78,9 @@ pub enum WireError {
         #[source]
         source: serde_json::Error,
     },
-    /// A payload that is not the JSON of what the record's kind says.
-    #[error("not a {what}: {source}")]
+    /// A payload that is not the JSON of what the record's kind says (the
+    /// message quotes at most [`MAX_QUOTED_BYTES`] of serde's).
+    #[error("not a {what}: {}", clip(&.source.to_string(), MAX_QUOTED_BYTES))]
     Decode {
         what: &'static str,
         #[source]
@@ -61,6 +90,36 @@ pub enum WireError {
     #[error("empty payload (expected a {what})")]
     MissingPayload { what: &'static str },
     /// An epoch header that is not a decimal number.
-    #[error("header {EPOCH_HEADER} is not a decimal epoch: {value:?}")]
+    #[error("header {EPOCH_HEADER} is not a decimal epoch: {:?}", clip(.value, MAX_QUOTED_BYTES))]
     BadEpoch { value: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_keeps_short_text_and_cuts_long_text_on_char_boundaries() {
+        assert_eq!(clip("short", 10), "short");
+        let long = format!("{}tail", "é".repeat(500));
+        let cut = clip(&long, 64);
+        assert!(cut.len() <= 64, "{} bytes", cut.len());
+        assert!(cut.starts_with('é') && cut.ends_with("tail") && cut.contains('…'));
+        assert_eq!(clip("abcdef", 3), "…");
+    }
+
+    #[test]
+    fn decode_errors_quote_a_bounded_part_of_long_strings() {
+        let payload = format!(r#"{{"exchange":"{}"}}"#, "x".repeat(100_000));
+        let error = Envelope::from_parts(None, None, None, Some(payload.as_bytes()))
+            .decode::<crate::model::Trade>()
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("not a trade: "), "{error}");
+        assert!(error.len() < 2 * MAX_QUOTED_BYTES, "{} bytes", error.len());
+        let epoch = read_epoch(Some("9".repeat(10_000).as_bytes()))
+            .unwrap_err()
+            .to_string();
+        assert!(epoch.len() < 2 * MAX_QUOTED_BYTES, "{} bytes", epoch.len());
+    }
 }

@@ -61,11 +61,16 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 
-use crate::model::{Exchange, Millis, Trade};
+use crate::model::{Exchange, Millis, Trade, TRADE_TIMES};
+use crate::wire::{clip, MAX_QUOTED_BYTES};
 use instruments::{Instrument, InstrumentPage};
 
 /// How many bytes of a bad input an error message quotes.
-const EXCERPT_BYTES: usize = 160;
+pub const EXCERPT_BYTES: usize = 160;
+
+/// How many bytes of a problem's description (or of serde's message) an
+/// error message shows; descriptions quote the bad value.
+pub const MAX_PROBLEM_BYTES: usize = 512;
 
 /// One received websocket frame, classified.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,17 +216,23 @@ pub struct ConnectionLimits {
 /// A malformed frame is not terminal: dead-letter it and keep the connection.
 /// A bad symbol or a request the caller built wrongly is terminal for that
 /// symbol or request: retrying the same thing cannot help.
+///
+/// The message (`Display`) is a dead letter's reason: every part of it that
+/// comes from the input is clipped ([`clip`]: [`MAX_QUOTED_BYTES`] of a
+/// value, [`MAX_PROBLEM_BYTES`] of a description, [`EXCERPT_BYTES`] of the
+/// input), so that it stays under a kilobyte whatever the frame holds. The
+/// fields keep the whole values.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExchangeError {
     /// Not JSON, or JSON of the wrong shape (serde's message names the field).
-    #[error("{exchange}: malformed frame: {detail}; input: {excerpt}")]
+    #[error("{exchange}: malformed frame: {}; input: {excerpt}", clip(.detail, MAX_PROBLEM_BYTES))]
     Malformed {
         exchange: Exchange,
         detail: String,
         excerpt: String,
     },
     /// A field is present but its value is wrong.
-    #[error("{exchange}: field `{field}`: {problem}; input: {excerpt}")]
+    #[error("{exchange}: field `{field}`: {}; input: {excerpt}", clip(.problem, MAX_PROBLEM_BYTES))]
     Field {
         exchange: Exchange,
         field: &'static str,
@@ -232,28 +243,40 @@ pub enum ExchangeError {
     #[error("{exchange}: unrecognised frame; input: {excerpt}")]
     Unrecognised { exchange: Exchange, excerpt: String },
     /// The exchange's symbol does not split into base and quote.
-    #[error("{exchange}: cannot map symbol {symbol:?} to BASE-QUOTE: {problem}")]
+    #[error(
+        "{exchange}: cannot map symbol {:?} to BASE-QUOTE: {}",
+        clip(.symbol, MAX_QUOTED_BYTES),
+        clip(.problem, MAX_PROBLEM_BYTES)
+    )]
     UnknownSymbol {
         exchange: Exchange,
         symbol: String,
         problem: String,
     },
     /// A REST endpoint answered with an error body.
-    #[error("{exchange}: REST error {code:?}: {message}")]
+    #[error(
+        "{exchange}: REST error {:?}: {}",
+        .code.as_deref().map(|c| clip(c, MAX_QUOTED_BYTES)),
+        clip(.message, MAX_PROBLEM_BYTES)
+    )]
     Rejected {
         exchange: Exchange,
         code: Option<String>,
         message: String,
     },
     /// A trade cannot be written in this exchange's wire form.
-    #[error("{exchange}: cannot encode trade {trade_id:?}: {problem}")]
+    #[error(
+        "{exchange}: cannot encode trade {:?}: {}",
+        clip(.trade_id, MAX_QUOTED_BYTES),
+        clip(.problem, MAX_PROBLEM_BYTES)
+    )]
     Encode {
         exchange: Exchange,
         trade_id: String,
         problem: String,
     },
     /// A subscribe request the caller asked for breaks the exchange's rules.
-    #[error("{exchange}: invalid request: {problem}")]
+    #[error("{exchange}: invalid request: {}", clip(.problem, MAX_PROBLEM_BYTES))]
     Request { exchange: Exchange, problem: String },
 }
 
@@ -882,6 +905,29 @@ fn parse_json_number_decimal(
     parse_decimal(exchange, field, text, input)
 }
 
+/// A trade's exchange time (epoch ms), checked against [`TRADE_TIMES`]: a
+/// zero, a time in seconds or microseconds, or a corrupt field is refused
+/// instead of closing decades of candle windows downstream.
+fn trade_time(
+    exchange: Exchange,
+    field: &'static str,
+    time: Millis,
+) -> Result<Millis, ExchangeError> {
+    if TRADE_TIMES.contains(&time) {
+        Ok(time)
+    } else {
+        Err(field_error(
+            exchange,
+            field,
+            format!(
+                "trade time {time} ms is not between 2009-01-01 and 2100-01-01 \
+                 (not milliseconds, or a corrupt field)"
+            ),
+            b"",
+        ))
+    }
+}
+
 /// An integer sent as a JSON string, e.g. OKX `"ts":"1652459199958"`.
 fn parse_int_text<T: FromStr>(
     exchange: Exchange,
@@ -1097,6 +1143,62 @@ mod tests {
             .to_string();
         assert!(err.contains("aggTrade"), "{err}");
         assert!("kraken:trades".parse::<Feed>().is_err());
+    }
+
+    #[test]
+    fn trade_times_outside_2009_to_2100_are_refused() {
+        for ok in [1_230_768_000_000, 1_633_998_523_963, 4_102_444_799_999] {
+            assert_eq!(trade_time(Exchange::Okx, "ts", ok), Ok(ok));
+        }
+        for bad in [
+            0,
+            -1,
+            1_633_998_523,         // seconds
+            1_633_998_523_963_000, // microseconds
+            1_230_767_999_999,     // 2008
+            4_102_444_800_000,     // 2100
+            i64::MIN,
+            i64::MAX,
+        ] {
+            let err = trade_time(Exchange::Okx, "ts", bad).expect_err("out of range");
+            assert!(
+                matches!(err, ExchangeError::Field { field: "ts", .. }),
+                "{bad}: {err}"
+            );
+            assert!(err.to_string().contains("2009-01-01"), "{err}");
+        }
+    }
+
+    #[test]
+    fn messages_stay_short_whatever_the_input_quotes() {
+        let long = "a".repeat(100_000);
+        let errors = [
+            field_error(
+                Exchange::Okx,
+                "px",
+                format!("bad decimal {long:?}"),
+                long.as_bytes(),
+            ),
+            malformed(
+                Exchange::Bybit,
+                &serde_json::from_str::<u64>(&format!("{long:?}")).unwrap_err(),
+                long.as_bytes(),
+            ),
+            unknown_symbol(Exchange::Binance, &long, long.clone()),
+            ExchangeError::Rejected {
+                exchange: Exchange::Coinbase,
+                code: Some(long.clone()),
+                message: long.clone(),
+            },
+        ];
+        for error in errors {
+            let message = error.to_string();
+            assert!(message.len() < 1024, "{} bytes: {message}", message.len());
+            assert!(message.contains('…'), "{message}");
+        }
+        // The fields keep the whole value (the worker drops a symbol by it).
+        let error = unknown_symbol(Exchange::Binance, &long, "no");
+        assert_eq!(error.symbol(), Some(long.as_str()));
     }
 
     #[test]

@@ -35,7 +35,7 @@ use serde_json::value::RawValue;
 use super::instruments::{resolve, Instrument, InstrumentPage};
 use super::{
     field_error, from_json, oldest_first, parse_decimal, request_error, split_by_quote_suffix,
-    unknown_symbol, unrecognised, with_excerpt, ConnectionLimits, ExchangeError, Frame,
+    trade_time, unknown_symbol, unrecognised, with_excerpt, ConnectionLimits, ExchangeError, Frame,
     HistoryPage, KeepAlive, ServerPing, SubscribeRejection, SubscribeRequest,
 };
 use crate::model::{Exchange, Millis, Side, Trade};
@@ -584,6 +584,45 @@ mod tests {
                 code: Some("-1121".into()),
                 message: "Invalid symbol.".into()
             }
+        );
+    }
+
+    /// Found by `tests/fuzz.rs`: an `aggTrades` REST row with `l < f` was
+    /// accepted (the websocket event refused it), and no trade time was
+    /// checked (`"T":0`, seconds, microseconds all passed).
+    #[test]
+    fn reversed_raw_ids_and_implausible_times_are_refused_everywhere() {
+        let row = r#"[{"a":966492862,"p":"60759.60000000","q":"0.00841000","f":1111480471,"l":1111480471,"T":1634944096633,"m":false,"M":true}]"#;
+        assert!(parse_rest_trades(Feed::AggTrade, "BTCUSDT", row.as_bytes(), 0).is_ok());
+        let reversed = row.replace(r#""l":1111480471"#, r#""l":1111480470"#);
+        let err = parse_rest_trades(Feed::AggTrade, "BTCUSDT", reversed.as_bytes(), 0)
+            .expect_err("l < f");
+        assert!(
+            matches!(err, ExchangeError::Field { field: "l", .. }),
+            "{err}"
+        );
+        for time in ["0", "1634944096", "1634944096633000", "-1"] {
+            let row = row.replace("1634944096633", time);
+            let err =
+                parse_rest_trades(Feed::AggTrade, "BTCUSDT", row.as_bytes(), 0).expect_err(time);
+            assert!(
+                matches!(err, ExchangeError::Field { field: "T", .. }),
+                "{err}"
+            );
+            let frame = AGG_TRADE.replace(r#""T":1633998523963"#, &format!(r#""T":{time}"#));
+            let err = parse_frame(frame.as_bytes(), 0).expect_err(time);
+            assert!(
+                matches!(err, ExchangeError::Field { field: "T", .. }),
+                "{err}"
+            );
+        }
+        let trades =
+            r#"[{"id":1,"price":"1","qty":"1","quoteQty":"1","time":5,"isBuyerMaker":true}]"#;
+        let err =
+            parse_rest_trades(Feed::Trade, "BTCUSDT", trades.as_bytes(), 0).expect_err("time 5");
+        assert!(
+            matches!(err, ExchangeError::Field { field: "time", .. }),
+            "{err}"
         );
     }
 

@@ -44,6 +44,11 @@ fn taker_side(is_buyer_maker: bool) -> Side {
     }
 }
 
+/// One trade of any Binance message (`raw_ids`: an aggTrade's `f..=l`).
+///
+/// # Errors
+/// [`ExchangeError::Field`] for a bad price, quantity or time, or `l < f`;
+/// [`ExchangeError::UnknownSymbol`].
 #[allow(clippy::too_many_arguments)]
 fn trade(
     symbol: &str,
@@ -51,10 +56,18 @@ fn trade(
     price: &str,
     quantity: &str,
     is_buyer_maker: bool,
-    trade_time: Millis,
+    (time_field, time): (&'static str, Millis),
     raw_ids: Option<(u64, u64)>,
     receive_time: Millis,
 ) -> Result<Trade, ExchangeError> {
+    if raw_ids.is_some_and(|(first, last)| last < first) {
+        return Err(field_error(
+            EXCHANGE,
+            "l",
+            "last trade id is below the first",
+            b"",
+        ));
+    }
     Ok(Trade {
         exchange: EXCHANGE,
         symbol: symbol.to_string(),
@@ -63,7 +76,7 @@ fn trade(
         price: parse_decimal(EXCHANGE, "p", price, b"")?,
         quantity: parse_decimal(EXCHANGE, "q", quantity, b"")?,
         side: taker_side(is_buyer_maker),
-        exchange_time: trade_time,
+        exchange_time: trade_time(EXCHANGE, time_field, time)?,
         receive_time,
         first_trade_id: raw_ids.map(|(first, _)| first),
         last_trade_id: raw_ids.map(|(_, last)| last),
@@ -83,7 +96,7 @@ impl TradeEvent<'_> {
             &self.price,
             &self.quantity,
             self.is_buyer_maker,
-            self.trade_time,
+            ("T", self.trade_time),
             None,
             receive_time,
         )
@@ -97,21 +110,13 @@ impl AggTradeEvent<'_> {
     /// # Errors
     /// As [`TradeEvent::into_trade`], and [`ExchangeError::Field`] when `l < f`.
     pub fn into_trade(self, receive_time: Millis) -> Result<Trade, ExchangeError> {
-        if self.last_trade_id < self.first_trade_id {
-            return Err(field_error(
-                EXCHANGE,
-                "l",
-                "last trade id is below the first",
-                b"",
-            ));
-        }
         trade(
             &self.symbol,
             self.agg_trade_id,
             &self.price,
             &self.quantity,
             self.is_buyer_maker,
-            self.trade_time,
+            ("T", self.trade_time),
             Some((self.first_trade_id, self.last_trade_id)),
             receive_time,
         )
@@ -207,7 +212,7 @@ pub fn parse_rest_trades(
                     &row.price,
                     &row.qty,
                     row.is_buyer_maker,
-                    row.time,
+                    ("time", row.time),
                     None,
                     receive_time,
                 )
@@ -222,7 +227,7 @@ pub fn parse_rest_trades(
                     &row.price,
                     &row.quantity,
                     row.is_buyer_maker,
-                    row.trade_time,
+                    ("T", row.trade_time),
                     Some((row.first_trade_id, row.last_trade_id)),
                     receive_time,
                 )

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use super::instruments::{resolve, Instrument, InstrumentPage};
 use super::{
     field_error, from_json, oldest_first, parse_decimal, parse_int_text, request_error,
-    split_by_quote_suffix, unknown_symbol, unrecognised, with_excerpt, ClientPing,
+    split_by_quote_suffix, trade_time, unknown_symbol, unrecognised, with_excerpt, ClientPing,
     ConnectionLimits, ExchangeError, Frame, HistoryPage, KeepAlive, PingMessage,
     SubscribeRejection, SubscribeRequest,
 };
@@ -415,9 +415,9 @@ mod tests {
     #[test]
     fn encode_then_parse_is_identity() {
         let trades = vec![
-            sample("a1", Side::Buy, "16578.50", 1_000),
-            sample("a2", Side::Sell, "16578.00", 1_001),
-            sample("a3", Side::Sell, "16578.00", 1_002),
+            sample("a1", Side::Buy, "16578.50", 1_672_304_486_000),
+            sample("a2", Side::Sell, "16578.00", 1_672_304_486_001),
+            sample("a3", Side::Sell, "16578.00", 1_672_304_486_002),
         ];
         let frames = encode_trades(Feed::Linear, &trades).unwrap();
         assert_eq!(frames.len(), 1, "one message per symbol run");
@@ -435,6 +435,37 @@ mod tests {
         assert_eq!(
             parse_rest_trades(Feed::Spot, "BTCUSDT", body.as_bytes(), 99).unwrap(),
             trades
+        );
+    }
+
+    /// Found by `tests/fuzz.rs`: a REST row with `"execId":""` became a
+    /// trade with an empty id, and no trade time was checked.
+    #[test]
+    fn empty_rest_ids_and_implausible_times_are_refused() {
+        let body = r#"{"retCode":0,"retMsg":"OK","result":{"category":"linear","list":[{"execId":"a905d5c3","symbol":"BTCUSDT","price":"27450.50","size":"0.005","side":"Buy","time":"1709891679000","isBlockTrade":false}]},"time":1709891679050}"#;
+        assert!(parse_rest_trades(Feed::Linear, "BTCUSDT", body.as_bytes(), 0).is_ok());
+        let cases = [
+            (r#""execId":"a905d5c3""#, r#""execId":"""#, "execId"),
+            (r#""time":"1709891679000""#, r#""time":"0""#, "time"),
+            (
+                r#""time":"1709891679000""#,
+                r#""time":"1709891679""#,
+                "time",
+            ),
+        ];
+        for (from, to, field) in cases {
+            let bad = body.replace(from, to);
+            let err = parse_rest_trades(Feed::Linear, "BTCUSDT", bad.as_bytes(), 0).expect_err(to);
+            assert!(
+                matches!(&err, ExchangeError::Field { field: f, .. } if *f == field),
+                "{to}: {err}"
+            );
+        }
+        let frame = TRADE.replace(r#""T":1672304486865"#, r#""T":1672304486865000"#);
+        let err = parse_frame(frame.as_bytes(), 0).expect_err("µs");
+        assert!(
+            matches!(err, ExchangeError::Field { field: "T", .. }),
+            "{err}"
         );
     }
 

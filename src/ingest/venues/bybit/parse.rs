@@ -48,7 +48,7 @@ impl PublicTrade<'_> {
             price: parse_decimal(EXCHANGE, "p", &self.price, b"")?,
             quantity: parse_decimal(EXCHANGE, "v", &self.size, b"")?,
             side: taker_side(&self.side)?,
-            exchange_time: self.trade_time,
+            exchange_time: trade_time(EXCHANGE, "T", self.trade_time)?,
             receive_time,
             first_trade_id: None,
             last_trade_id: None,
@@ -60,8 +60,12 @@ impl RestTrade<'_> {
     /// The normalised trade.
     ///
     /// # Errors
-    /// As [`PublicTrade::into_trade`], and for a `time` that is not an integer.
+    /// As [`PublicTrade::into_trade`] (an empty `execId` too), and for a
+    /// `time` that is not an integer.
     pub fn into_trade(self, receive_time: Millis) -> Result<Trade, ExchangeError> {
+        if self.exec_id.is_empty() {
+            return Err(field_error(EXCHANGE, "execId", "empty trade id", b""));
+        }
         Ok(Trade {
             exchange: EXCHANGE,
             instrument: instrument(&self.symbol)?,
@@ -70,7 +74,11 @@ impl RestTrade<'_> {
             price: parse_decimal(EXCHANGE, "price", &self.price, b"")?,
             quantity: parse_decimal(EXCHANGE, "size", &self.size, b"")?,
             side: taker_side(&self.side)?,
-            exchange_time: parse_int_text(EXCHANGE, "time", &self.time, b"")?,
+            exchange_time: trade_time(
+                EXCHANGE,
+                "time",
+                parse_int_text(EXCHANGE, "time", &self.time, b"")?,
+            )?,
             receive_time,
             first_trade_id: None,
             last_trade_id: None,

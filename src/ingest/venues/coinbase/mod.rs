@@ -42,8 +42,8 @@ use serde::{Deserialize, Serialize};
 use super::instruments::{resolve, Instrument, InstrumentPage};
 use super::{
     field_error, from_json, oldest_first, parse_decimal, parse_iso8601_millis, request_error,
-    unknown_symbol, unrecognised, with_excerpt, ConnectionLimits, ExchangeError, Frame, Heartbeat,
-    HistoryPage, KeepAlive, SubscribeRejection, SubscribeRequest,
+    trade_time, unknown_symbol, unrecognised, with_excerpt, ConnectionLimits, ExchangeError, Frame,
+    Heartbeat, HistoryPage, KeepAlive, SubscribeRejection, SubscribeRequest,
 };
 use crate::model::{Exchange, Millis, Side, Trade};
 
@@ -339,6 +339,32 @@ mod tests {
         assert_eq!(ids, ["22381690", "22381691"]);
         assert_eq!(trades[0].exchange_time, 1_728_026_011_084);
         assert_eq!(trades[0].side, Side::Buy);
+    }
+
+    /// Found by `tests/fuzz.rs`: any time chrono could read became a trade
+    /// (`1970-01-01`, `9999-12-31`) or a heartbeat.
+    #[test]
+    fn implausible_trade_times_are_refused() {
+        assert!(parse_frame(MATCH.as_bytes(), 0).is_ok());
+        let time = MATCH
+            .split(r#""time":""#)
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("time");
+        for bad in [
+            "1970-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999999Z",
+            "2100-01-01T00:00:00Z",
+        ] {
+            let frame = MATCH.replace(time, bad);
+            let err = parse_frame(frame.as_bytes(), 0).expect_err(bad);
+            assert!(
+                matches!(err, ExchangeError::Field { field: "time", .. }),
+                "{err}"
+            );
+        }
+        let heartbeat = r#"{"type":"heartbeat","sequence":90,"last_trade_id":20,"product_id":"BTC-USD","time":"1970-01-01T00:00:00Z"}"#;
+        assert!(parse_frame(heartbeat.as_bytes(), 0).is_err());
     }
 
     #[test]

@@ -47,15 +47,18 @@ pub fn advanced_taker_side(side: &str) -> Result<Side, ExchangeError> {
     }
 }
 
+/// A trade's or heartbeat's ISO-8601 time, checked against
+/// [`TRADE_TIMES`](crate::model::TRADE_TIMES).
 fn iso_time(field: &'static str, text: &str) -> Result<Millis, ExchangeError> {
-    parse_iso8601_millis(text).ok_or_else(|| {
+    let time = parse_iso8601_millis(text).ok_or_else(|| {
         field_error(
             EXCHANGE,
             field,
             format!("expected ISO-8601 UTC time, got {text:?}"),
             b"",
         )
-    })
+    })?;
+    trade_time(EXCHANGE, field, time)
 }
 
 fn trade(

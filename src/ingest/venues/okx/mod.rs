@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use super::instruments::{resolve, Instrument, InstrumentPage};
 use super::{
-    field_error, from_json, oldest_first, parse_decimal, parse_int_text, request_error,
+    field_error, from_json, oldest_first, parse_decimal, parse_int_text, request_error, trade_time,
     unknown_symbol, unrecognised, with_excerpt, ClientPing, ConnectionLimits, ExchangeError, Frame,
     HistoryPage, KeepAlive, PingMessage, SubscribeRejection, SubscribeRequest,
 };
@@ -330,6 +330,21 @@ mod tests {
             (Some(130_639_472), Some(130_639_474))
         );
         assert_eq!(trades[0].trade_count(), 3);
+    }
+
+    /// Found by `tests/fuzz.rs`: no trade time was checked (`"ts":"0"`, in
+    /// seconds or in microseconds all became trades).
+    #[test]
+    fn implausible_trade_times_are_refused() {
+        assert!(parse_frame(PUSH.as_bytes(), 0).is_ok());
+        for time in ["0", "1652459224", "1652459224818000", "-1"] {
+            let frame = PUSH.replace("1652459224818", time);
+            let err = parse_frame(frame.as_bytes(), 0).expect_err(time);
+            assert!(
+                matches!(err, ExchangeError::Field { field: "ts", .. }),
+                "{err}"
+            );
+        }
     }
 
     #[test]

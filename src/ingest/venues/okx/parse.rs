@@ -80,7 +80,11 @@ impl OkxTrade<'_> {
             price: parse_decimal(EXCHANGE, "px", &self.px, b"")?,
             quantity: parse_decimal(EXCHANGE, "sz", &self.sz, b"")?,
             side: taker_side(&self.side)?,
-            exchange_time: parse_int_text(EXCHANGE, "ts", &self.ts, b"")?,
+            exchange_time: trade_time(
+                EXCHANGE,
+                "ts",
+                parse_int_text(EXCHANGE, "ts", &self.ts, b"")?,
+            )?,
             receive_time,
             first_trade_id: raw_ids.map(|(first, _)| first),
             last_trade_id: raw_ids.map(|(_, last)| last),

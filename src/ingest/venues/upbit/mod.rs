@@ -30,9 +30,9 @@ use serde_json::value::RawValue;
 
 use super::instruments::{resolve, Instrument, InstrumentPage};
 use super::{
-    field_error, from_json, oldest_first, parse_json_number_decimal, request_error, unknown_symbol,
-    unrecognised, with_excerpt, ClientPing, ConnectionLimits, ExchangeError, Frame, HistoryPage,
-    KeepAlive, PingMessage, SubscribeRejection, SubscribeRequest,
+    field_error, from_json, oldest_first, parse_json_number_decimal, request_error, trade_time,
+    unknown_symbol, unrecognised, with_excerpt, ClientPing, ConnectionLimits, ExchangeError, Frame,
+    HistoryPage, KeepAlive, PingMessage, SubscribeRejection, SubscribeRequest,
 };
 use crate::model::{Exchange, Millis, Side, Trade};
 
@@ -310,6 +310,31 @@ mod tests {
             ("37625".into(), "0.00008428".into())
         );
         assert_eq!((t.side, t.exchange_time), (Side::Sell, 1_696_585_056_846));
+    }
+
+    /// Found by `tests/fuzz.rs`: no trade time was checked (`ttms` of 0,
+    /// in seconds or in microseconds all became trades).
+    #[test]
+    fn implausible_trade_times_are_refused() {
+        for (frame, from, field) in [
+            (SIMPLE, r#""ttms":1618678262000"#, "ttms"),
+            (
+                DEFAULT,
+                r#""trade_timestamp":1696585056846"#,
+                "trade_timestamp",
+            ),
+        ] {
+            assert!(parse_frame(frame.as_bytes(), 0).is_ok());
+            for time in ["0", "1618678262", "1618678262000000", "-5"] {
+                let key = from.split(':').next().unwrap_or_default();
+                let bad = frame.replace(from, &format!("{key}:{time}"));
+                let err = parse_frame(bad.as_bytes(), 0).expect_err(time);
+                assert!(
+                    matches!(&err, ExchangeError::Field { field: f, .. } if *f == field),
+                    "{time}: {err}"
+                );
+            }
+        }
     }
 
     #[test]

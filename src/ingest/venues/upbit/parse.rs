@@ -43,7 +43,7 @@ fn trade(
     price: (&'static str, &RawValue),
     volume: (&'static str, &RawValue),
     side: Side,
-    trade_time: Millis,
+    (time_field, time): (&'static str, Millis),
     receive_time: Millis,
 ) -> Result<Trade, ExchangeError> {
     Ok(Trade {
@@ -54,7 +54,7 @@ fn trade(
         price: parse_json_number_decimal(EXCHANGE, price.0, price.1, b"")?,
         quantity: parse_json_number_decimal(EXCHANGE, volume.0, volume.1, b"")?,
         side,
-        exchange_time: trade_time,
+        exchange_time: trade_time(EXCHANGE, time_field, time)?,
         receive_time,
         first_trade_id: None,
         last_trade_id: None,
@@ -75,7 +75,7 @@ impl SimpleTrade<'_> {
             ("tp", self.tp),
             ("tv", self.tv),
             side,
-            self.ttms,
+            ("ttms", self.ttms),
             receive_time,
         )
     }
@@ -94,7 +94,7 @@ impl DefaultTrade<'_> {
             ("trade_price", self.trade_price),
             ("trade_volume", self.trade_volume),
             side,
-            self.trade_timestamp,
+            ("trade_timestamp", self.trade_timestamp),
             receive_time,
         )
     }
@@ -113,7 +113,7 @@ impl RestTrade<'_> {
             ("trade_price", self.trade_price),
             ("trade_volume", self.trade_volume),
             side,
-            self.timestamp,
+            ("timestamp", self.timestamp),
             receive_time,
         )
     }
