@@ -93,8 +93,10 @@ use tickfetch::wire::{Body, DataRecord, Encoder, Envelope, Received, EPOCH_HEADE
 // ---------------------------------------------------------------------------
 // Limits.
 
-/// One parse of one input must finish within this.
-const PARSE_TIME_LIMIT: Duration = Duration::from_secs(1);
+/// One parse of one input must finish within this: a bound against
+/// runaway work (a parse takes microseconds), loose enough that a loaded
+/// machine's scheduling never trips it; not a speed check.
+const PARSE_TIME_LIMIT: Duration = Duration::from_secs(5);
 /// A case still running after this is a hang: the watchdog aborts the run.
 const HANG_LIMIT: Duration = Duration::from_secs(30);
 /// Peak heap growth of one parse: at most this many times the input…
