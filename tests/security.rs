@@ -349,3 +349,62 @@ async fn secured_kafka_etcd_and_mongodb() {
     drop(sim);
     drop((kafka, etcd, mongo));
 }
+
+/// Waits until `proc`'s log holds `text`.
+fn wait_log(proc: &Proc, text: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let log = proc.log_text();
+        if log.contains(text) {
+            return log;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{} did not log {text:?}; log:\n{log}",
+            proc.name
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The endpoints listen on loopback by default; told to listen on every
+/// interface, the metrics endpoint (a master here) and the simulator warn
+/// that they have no authentication.
+#[test]
+fn endpoints_beyond_loopback_warn_that_they_have_no_authentication() {
+    let config = common::config("security-binds");
+    let master = Proc::spawn(
+        &config,
+        "tickfetch-coord",
+        "master-loopback",
+        &[
+            "--id",
+            "master-loopback",
+            "--set",
+            "telemetry.http_addr=127.0.0.1:0",
+        ],
+    );
+    let log = wait_log(&master, "metrics and health endpoint listening");
+    assert!(!log.contains("beyond loopback"), "{log}");
+    let everywhere = Proc::spawn(
+        &config,
+        "tickfetch-coord",
+        "master-everywhere",
+        &[
+            "--id",
+            "master-everywhere",
+            "--set",
+            "telemetry.http_addr=0.0.0.0:0",
+        ],
+    );
+    wait_log(
+        &everywhere,
+        "listens beyond loopback and has no authentication",
+    );
+
+    let mut command = std::process::Command::new(common::binary("tickfetch-exsim"));
+    command.args(["--listen", "0.0.0.0:0", "generate", "--rate", "0"]);
+    let sim = Proc::start(&config, "exsim-everywhere", command);
+    wait_log(&sim, "its control endpoint has no authentication");
+    drop((master, everywhere, sim));
+}
