@@ -36,9 +36,14 @@ const KAFKA_PASSWORD: &str = "kafka-pw-Zr5xq81QvN";
 const ETCD_PASSWORD: &str = "etcd-pw-Pq72vvHs3K";
 const MONGO_PASSWORD: &str = "mongo-pw-Lm3k9wYt0B";
 const WRONG_PASSWORD: &str = "wrong-pw-Ux4Jd7Rk2E";
+/// The other mechanisms' users.
+const SCRAM_256: (&str, &str, &str) = ("SCRAM-SHA-256", "tickfetch-256", "kafka256-pw-Hw8sLq2Zc");
+const PLAIN: (&str, &str, &str) = ("PLAIN", "tickfetch-plain", "plain-pw-Rt6nBv1Xy");
 
-fn secrets() -> [&'static str; 5] {
+fn secrets() -> [&'static str; 7] {
     [
+        SCRAM_256.2,
+        PLAIN.2,
         KAFKA_PASSWORD,
         ETCD_PASSWORD,
         MONGO_PASSWORD,
@@ -146,7 +151,15 @@ async fn secured_kafka_etcd_and_mongodb() {
     ];
     let dir = common::work_dir(&config);
     let certs = Certs::make(&dir.join("certs"));
-    let kafka = SecureKafka::start(&dir, &certs, &[("SCRAM-SHA-512", USER, KAFKA_PASSWORD)]);
+    let kafka = SecureKafka::start(
+        &dir,
+        &certs,
+        &[
+            ("SCRAM-SHA-512", USER, KAFKA_PASSWORD),
+            (SCRAM_256.0, SCRAM_256.1, SCRAM_256.2),
+        ],
+        &[(PLAIN.1, PLAIN.2)],
+    );
     let etcd = SecureEtcd::start(&dir, &certs, USER, ETCD_PASSWORD, &config.etcd.prefix).await;
     let mongo = AuthMongo::start(&dir, &certs, USER, MONGO_PASSWORD).await;
     let config = secured(config, &dir, &certs, &kafka, &etcd, &mongo);
@@ -180,6 +193,25 @@ async fn secured_kafka_etcd_and_mongodb() {
     );
     outputs.insert("the sink's /readyz".into(), http_get(sink_port, "/readyz"));
     drop(procs);
+
+    // The other mechanisms reach the brokers too (a topic created by each).
+    for (mechanism, user, password) in [SCRAM_256, PLAIN] {
+        let mut other = config.kafka.clone();
+        other.security.sasl_mechanism = Some(mechanism.into());
+        other.security.username = user.into();
+        other.security.password = Some(password_file(&dir, user, password));
+        let topic = format!("{}.{}", config.topics.prefix, mechanism.to_lowercase());
+        tickfetch::kafka::ensure_topics(
+            &other,
+            &[tickfetch::kafka::TopicSpec {
+                name: topic,
+                partitions: 1,
+                compacted: false,
+            }],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{mechanism} as {user}: {e}"));
+    }
 
     // A worker with etcd's auth: registers, takes its feeds, publishes.
     let symbols = generated_symbols(Exchange::Binance, 3);

@@ -249,44 +249,52 @@ async fn replace(
         .map(|w| w.value.id)
         .collect();
     let on_target = |w: &WorkerRecord| w.version == options.target_version && !w.draining;
-    let current = store.get::<WorkerRecord, _>(&[id]).await?.map(|w| w.value);
-    let already = current.as_ref().is_some_and(on_target);
-    // A resumed rollout may find this worker's drain under way or done: the
-    // request pending, the worker marked draining, or gone (exited 0 and
-    // restarting). Asking again would drain its replacement too (same id),
-    // so it asks only when the worker still runs undrained.
-    let in_progress = resumed
-        && (current.as_ref().is_none_or(|w| w.draining)
-            || store.get::<DrainRequest, _>(&[id]).await?.is_some());
-    if in_progress && !already {
-        tracing::info!(worker = %id, "resuming: its drain is under way or done");
-    }
-    if !already && !in_progress {
-        if !resumed {
-            check_replicas(store).await?;
-        }
-        store
-            .put(&DrainRequest {
-                id: id.to_string(),
-                requested: chrono::Utc::now().timestamp_millis(),
-            })
-            .await?;
-        tracing::info!(worker = %id, "draining");
-    }
-    // The replacement: the same id back on the target version, or a new id.
+    // Until its replacement registers: ask for the drain whenever the worker
+    // runs undrained on another version with no request pending. Never while
+    // it is gone (drained and restarting, or between leases): a request then
+    // would drain its replacement too, registering under the same id. So a
+    // resumed rollout neither asks twice nor misses a drain its predecessor
+    // did not get to ask for, and a worker that lost its lease and came back
+    // on the old version is asked again.
+    let checked = std::sync::atomic::AtomicBool::new(resumed);
     let replacement = wait(
         id,
         "registering its replacement",
         options,
         shutdown,
         || async {
-            let workers = store.list::<WorkerRecord, &str>(&[]).await?;
-            Ok(workers
-                .records
-                .into_iter()
-                .map(|w| w.value)
+            let workers: BTreeMap<String, WorkerRecord> = registered(store).await?;
+            if let Some(found) = workers
+                .values()
                 .find(|w| on_target(w) && (w.id == id || !before.contains(&w.id)))
-                .map(|w| w.id))
+            {
+                return Ok(Some(found.id.clone()));
+            }
+            let undrained = workers
+                .get(id)
+                .is_some_and(|w| w.version != options.target_version && !w.draining);
+            if undrained && store.get::<DrainRequest, _>(&[id]).await?.is_none() {
+                // Between workers, a rebalance may leave a feed without a
+                // replica for a moment: wait for one rather than drain.
+                if !checked.load(std::sync::atomic::Ordering::Relaxed) {
+                    match check_replicas(store).await {
+                        Ok(()) => checked.store(true, std::sync::atomic::Ordering::Relaxed),
+                        Err(RolloutError::NoHealthyReplica { feeds }) => {
+                            tracing::info!(worker = %id, feeds = feeds.len(), "waiting for every feed to have a healthy replica");
+                            return Ok(None);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                store
+                    .put(&DrainRequest {
+                        id: id.to_string(),
+                        requested: chrono::Utc::now().timestamp_millis(),
+                    })
+                    .await?;
+                tracing::info!(worker = %id, "draining");
+            }
+            Ok(None)
         },
     )
     .await?;

@@ -560,6 +560,14 @@ impl Member {
         }
         let mut failed = Vec::new();
         for (id, epoch) in promotions {
+            // A promoted feed publishes only while the lease is surely held;
+            // promoting now would wait out PROMOTE_WAIT feed after feed, with
+            // this loop deaf to the lease and to drains. The next reconcile
+            // tries again.
+            if !self.held.holds() {
+                tracing::warn!(feed = %id, "promotion waits: the lease is not surely held");
+                break;
+            }
             let Some(running) = self.running.get_mut(&id) else {
                 continue;
             };

@@ -144,7 +144,7 @@ impl Certs {
 }
 
 /// One Apache Kafka node (KRaft) whose clients' listener is SASL_SSL with
-/// SCRAM-SHA-256 and SCRAM-SHA-512; the controller and inter-broker
+/// SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN; the controller and inter-broker
 /// listeners stay plaintext on loopback.
 pub struct SecureKafka {
     child: Option<Child>,
@@ -153,8 +153,14 @@ pub struct SecureKafka {
 }
 
 impl SecureKafka {
-    /// Starts it with the SCRAM users `(mechanism, user, password)`.
-    pub fn start(dir: &Path, certs: &Certs, users: &[(&str, &str, &str)]) -> SecureKafka {
+    /// Starts it with the SCRAM users `(mechanism, user, password)` and the
+    /// PLAIN users `(user, password)`.
+    pub fn start(
+        dir: &Path,
+        certs: &Certs,
+        users: &[(&str, &str, &str)],
+        plain: &[(&str, &str)],
+    ) -> SecureKafka {
         let install = tickfetch::stack::kafka::ensure_kafka().expect("Apache Kafka installed");
         let home = dir.join("kafka");
         let data = home.join("data");
@@ -163,8 +169,15 @@ impl SecureKafka {
         let key = std::fs::read_to_string(&certs.server_key).expect("server key");
         let cert = std::fs::read_to_string(&certs.server_cert).expect("server cert");
         std::fs::write(&keystore, format!("{key}{cert}")).expect("keystore");
-        let (plain, controller, port) = (free_port(), free_port(), free_port());
+        let (plaintext, controller, port) = (free_port(), free_port(), free_port());
         let scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;";
+        let plain_users: String = plain
+            .iter()
+            .map(|(user, password)| format!(" user_{user}=\"{password}\""))
+            .collect();
+        let plain = format!(
+            "org.apache.kafka.common.security.plain.PlainLoginModule required{plain_users};"
+        );
         let properties = home.join("server.properties");
         std::fs::write(
             &properties,
@@ -172,14 +185,15 @@ impl SecureKafka {
                 "process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:{controller}
-listeners=PLAINTEXT://127.0.0.1:{plain},CONTROLLER://127.0.0.1:{controller},SASL_SSL://127.0.0.1:{port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{plain},CONTROLLER://127.0.0.1:{controller},SASL_SSL://localhost:{port}
+listeners=PLAINTEXT://127.0.0.1:{plaintext},CONTROLLER://127.0.0.1:{controller},SASL_SSL://127.0.0.1:{port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{plaintext},CONTROLLER://127.0.0.1:{controller},SASL_SSL://localhost:{port}
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
+sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN
 listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config={scram}
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config={scram}
+listener.name.sasl_ssl.plain.sasl.jaas.config={plain}
 ssl.keystore.type=PEM
 ssl.keystore.location={keystore}
 log.dirs={data}
