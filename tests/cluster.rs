@@ -118,10 +118,6 @@ fn config(tag: &str, sim: &SimHandle) -> Config {
     config
 }
 
-fn tickfetch_cli(config: &Config, args: &[&str]) -> String {
-    common::tickfetch_cli(config, args)
-}
-
 /// A master; `warm_secs`: how long replicas warm before a primary may move
 /// to one to rebalance.
 fn master(config: &Config, name: &str, warm_secs: u64) -> Proc {
@@ -164,30 +160,16 @@ async fn start_cluster(
 /// `tickfetch feeds add`: the feeds of `symbols`, one replica each.
 fn add_feeds(config: &Config, symbols: &[String]) {
     for name in FEEDS {
-        let on: Vec<&str> = symbols
+        let on: Vec<String> = symbols
             .iter()
             .filter(|s| feed_of(s).to_string() == name)
-            .map(String::as_str)
+            .cloned()
             .collect();
         if on.is_empty() {
             continue;
         }
         let feed: Feed = name.parse().expect("known feed");
-        tickfetch_cli(
-            config,
-            &[
-                "feeds",
-                "add",
-                "--exchange",
-                feed.exchange().as_str(),
-                "--channel",
-                feed.name(),
-                "--replicas",
-                "1",
-                "--symbols",
-                &on.join(","),
-            ],
-        );
+        common::add_feed(config, feed.exchange().as_str(), feed.name(), 1, &on);
     }
 }
 
@@ -443,14 +425,14 @@ async fn killed_worker_s_primaries_move_to_their_replicas_with_nothing_lost_or_d
     let store = Store::connect(&config.etcd).await.expect("etcd");
     let (_master, mut workers) = start_cluster(&config, &store, 10).await;
     add_feeds(&config, &symbols);
-    let listed = tickfetch_cli(&config, &["feeds", "list", "--json"]);
+    let listed = common::tickfetch_cli(&config, &["feeds", "list", "--json"]);
     let listed: Vec<serde_json::Value> = serde_json::from_str(&listed).expect("feeds list --json");
     assert_eq!(listed.len(), symbols.len(), "feeds list shows every feed");
     wait_assigned(&store, &symbols, 1).await;
 
     warm_up(&store, &sim, &symbols).await;
     let trading = Trading::start(&sim, &symbols, Duration::from_millis(100));
-    let status = tickfetch_cli(&config, &["status", "--json"]);
+    let status = common::tickfetch_cli(&config, &["status", "--json"]);
     let status: Vec<serde_json::Value> = serde_json::from_str(&status).expect("status --json");
     assert_eq!(status.len(), symbols.len());
     assert!(
@@ -698,7 +680,7 @@ async fn a_drained_worker_hands_its_feeds_over_without_a_gap_or_a_duplicate_and_
         .map(|a| a.symbol.clone())
         .collect();
     assert!(!moved.is_empty(), "w1 holds primaries: {before:?}");
-    tickfetch_cli(&config, &["workers", "drain", "w1"]);
+    common::tickfetch_cli(&config, &["workers", "drain", "w1"]);
     let drained = Instant::now();
     let status = loop {
         let w1 = workers.get_mut("w1").expect("w1");
@@ -800,21 +782,7 @@ async fn a_rollout_replaces_every_worker_one_at_a_time_and_resumes_after_an_inte
     wait_workers(&store, 3).await;
 
     // A feed without a replica: the rollout refuses and names it.
-    tickfetch_cli(
-        &config,
-        &[
-            "feeds",
-            "add",
-            "--exchange",
-            "binance",
-            "--channel",
-            "trade",
-            "--replicas",
-            "0",
-            "--symbols",
-            &symbols[0],
-        ],
-    );
+    common::add_feed(&config, "binance", "trade", 0, &symbols[..1]);
     wait_assigned(&store, &symbols[..1], 0).await;
     let mut refused = spawn_cli(
         &config,
@@ -846,7 +814,7 @@ async fn a_rollout_replaces_every_worker_one_at_a_time_and_resumes_after_an_inte
     // The new binary's version: what the supervisor starts drained workers on.
     std::fs::write(&version, "2").expect("version file");
     let mut rollout = spawn_cli(&config, "rollout-1", &rollout_args);
-    let mut interrupted: Option<(String, i64)> = None;
+    let mut interrupted: Option<String> = None;
     let started = Instant::now();
     loop {
         let state = store
@@ -867,14 +835,7 @@ async fn a_rollout_replaces_every_worker_one_at_a_time_and_resumes_after_an_inte
                 .id;
             masters.get_mut(&leader).expect("leader").kill9();
             let first = state.as_ref().map(|s| s.done[0].clone()).expect("done");
-            let registered = store
-                .get::<WorkerRecord, &str>(&[first.as_str()])
-                .await
-                .expect("etcd")
-                .expect("replaced worker registered")
-                .value
-                .registered;
-            interrupted = Some((first, registered));
+            interrupted = Some(first);
             rollout = spawn_cli(&config, "rollout-2", &rollout_args);
         }
         if let Some(status) = rollout.child.try_wait().expect("wait") {
@@ -921,7 +882,7 @@ async fn a_rollout_replaces_every_worker_one_at_a_time_and_resumes_after_an_inte
     // The resumed rollout did not drain the first worker again: it began
     // draining once (a re-registration after a lease lost under load does
     // not count).
-    let (first, _) = interrupted.expect("interrupted");
+    let first = interrupted.expect("interrupted");
     let log = workers[&first].log_text();
     assert_eq!(
         log.matches("draining: the master moves our feeds away")
@@ -1111,7 +1072,7 @@ async fn a_new_worker_gets_its_share_by_planned_handover_without_a_gap_or_a_dupl
     );
 
     // Scale in again: a drain, and the two left share everything.
-    tickfetch_cli(&config, &["workers", "drain", "w3"]);
+    common::tickfetch_cli(&config, &["workers", "drain", "w3"]);
     let w3 = workers.get_mut("w3").expect("w3");
     let status = loop {
         if let Some(status) = w3.child.try_wait().expect("wait") {

@@ -121,21 +121,31 @@ fn http_get(port: u16, path: &str) -> String {
     body
 }
 
-/// Waits for `proc` to exit; its status and log.
-fn wait_exit(proc: &mut Proc, within: Duration) -> (std::process::ExitStatus, String) {
+/// Waits (90 s at most) for `proc` to exit, and asserts that it failed
+/// with an error naming the service (`named`) and saying why (`why`);
+/// returns its log.
+fn stopped_with(mut proc: Proc, named: &str, why: &str) -> String {
     let started = Instant::now();
-    loop {
+    let status = loop {
         if let Some(status) = proc.child.try_wait().expect("wait") {
-            return (status, proc.log_text());
+            break status;
         }
         assert!(
-            started.elapsed() < within,
-            "{} still runs after {within:?}; log:\n{}",
+            started.elapsed() < Duration::from_secs(90),
+            "{} still runs after 90 s; log:\n{}",
             proc.name,
             proc.log_text()
         );
         std::thread::sleep(Duration::from_millis(200));
-    }
+    };
+    let log = proc.log_text();
+    assert!(!status.success(), "{}: {status}; log:\n{log}", proc.name);
+    assert!(
+        log.contains(named) && log.contains(why),
+        "{}: the error names the service ({named}) and says why ({why}):\n{log}",
+        proc.name
+    );
+    log
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,18 +238,7 @@ async fn secured_kafka_etcd_and_mongodb() {
         .await
         .expect("etcd with TLS and auth");
     let cli = |args: &[&str]| common::tickfetch_cli(&cluster, args);
-    cli(&[
-        "feeds",
-        "add",
-        "--exchange",
-        "binance",
-        "--channel",
-        "trade",
-        "--replicas",
-        "0",
-        "--symbols",
-        &symbols.join(","),
-    ]);
+    common::add_feed(&cluster, "binance", "trade", 0, &symbols);
     let started = Instant::now();
     loop {
         let workers = store
@@ -298,16 +297,13 @@ async fn secured_kafka_etcd_and_mongodb() {
     let mut wrong_kafka = config.clone();
     wrong_kafka.topics.prefix = format!("{}-wrong-kafka", config.topics.prefix);
     wrong_kafka.kafka.security.password = Some(password_file(&bad_dir, "kafka", WRONG_PASSWORD));
-    let mut stage = spawn_stage(&wrong_kafka, "1s", 0);
-    let (status, log) = wait_exit(&mut stage, Duration::from_secs(90));
-    assert!(!status.success(), "{log}");
-    let named = format!(
-        "kafka at {} (sasl_ssl, SCRAM-SHA-512 as user {USER})",
-        kafka.bootstrap()
-    );
-    assert!(
-        log.contains(&format!("Error: {named}")) && log.contains("invalid credentials"),
-        "the error names the broker, the mechanism and the user ({named}):\n{log}"
+    let log = stopped_with(
+        spawn_stage(&wrong_kafka, "1s", 0),
+        &format!(
+            "Error: kafka at {} (sasl_ssl, SCRAM-SHA-512 as user {USER})",
+            kafka.bootstrap()
+        ),
+        "invalid credentials",
     );
     outputs.insert("a stage with a wrong Kafka password".into(), log);
 
@@ -328,37 +324,31 @@ async fn secured_kafka_etcd_and_mongodb() {
     let mut wrong_etcd_stage = config.clone();
     wrong_etcd_stage.topics.prefix = format!("{}-wrong-etcd", config.topics.prefix);
     wrong_etcd_stage.etcd.password = Some(password_file(&bad_dir, "etcd-stage", WRONG_PASSWORD));
-    let mut stage = spawn_stage(&wrong_etcd_stage, "1s", 0);
-    let (status, log) = wait_exit(&mut stage, Duration::from_secs(90));
-    assert!(!status.success(), "{log}");
-    let named = format!(
-        "Error: etcd at {}: connecting (TLS, as user {USER})",
-        etcd.endpoint()
-    );
-    assert!(
-        log.contains(&named) && log.contains("authentication failed"),
-        "the error names etcd and the user ({named}):\n{log}"
+    let log = stopped_with(
+        spawn_stage(&wrong_etcd_stage, "1s", 0),
+        &format!(
+            "Error: etcd at {}: connecting (TLS, as user {USER})",
+            etcd.endpoint()
+        ),
+        "authentication failed",
     );
     outputs.insert("a stage with a wrong etcd password".into(), log);
 
     let mut wrong_mongo = config.clone();
     wrong_mongo.topics.prefix = format!("{}-wrong-mongo", config.topics.prefix);
     wrong_mongo.mongodb.password = Some(password_file(&bad_dir, "mongodb", WRONG_PASSWORD));
-    let mut sink = Proc::spawn(
-        &wrong_mongo,
-        "tickfetch-sink",
-        "sink-wrong",
-        &["--all-partitions"],
-    );
-    let (status, log) = wait_exit(&mut sink, Duration::from_secs(90));
-    assert!(!status.success(), "{log}");
-    let named = format!(
-        "Error: mongodb at {} as user {USER} refused us",
-        mongo.uri()
-    );
-    assert!(
-        log.contains(&named),
-        "the error names MongoDB ({named}):\n{log}"
+    let log = stopped_with(
+        Proc::spawn(
+            &wrong_mongo,
+            "tickfetch-sink",
+            "sink-wrong",
+            &["--all-partitions"],
+        ),
+        &format!(
+            "Error: mongodb at {} as user {USER} refused us",
+            mongo.uri()
+        ),
+        "AuthenticationFailed",
     );
     outputs.insert("the sink with a wrong MongoDB password".into(), log);
 

@@ -192,7 +192,8 @@ group.initial.rebalance.delay.ms=0
     )
 }
 
-const LOG4J2_YAML: &str = "Configuration:
+/// The broker's logging: its own INFO lines, the clients' warnings.
+pub const LOG4J2_YAML: &str = "Configuration:
   Appenders:
     Console:
       name: STDOUT

@@ -246,6 +246,26 @@ pub fn tickfetch_cli(config: &Config, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `tickfetch feeds add`: `symbols` on one exchange's channel, with
+/// `replicas` hot replicas each.
+pub fn add_feed(config: &Config, exchange: &str, channel: &str, replicas: u32, symbols: &[String]) {
+    tickfetch_cli(
+        config,
+        &[
+            "feeds",
+            "add",
+            "--exchange",
+            exchange,
+            "--channel",
+            channel,
+            "--replicas",
+            &replicas.to_string(),
+            "--symbols",
+            &symbols.join(","),
+        ],
+    );
+}
+
 /// A tickfetch binary run as a child process, killed on drop.
 pub struct Proc {
     pub name: String,

@@ -214,11 +214,7 @@ group.initial.rebalance.delay.ms=0
         )
         .expect("server.properties");
         let log4j = home.join("log4j2.yaml");
-        std::fs::write(
-            &log4j,
-            "Configuration:\n  Appenders:\n    Console:\n      name: STDOUT\n      PatternLayout:\n        pattern: \"[%d] %p %m (%c)%n\"\n  Loggers:\n    Root:\n      level: INFO\n      AppenderRef:\n        - ref: STDOUT\n",
-        )
-        .expect("log4j");
+        std::fs::write(&log4j, tickfetch::stack::kafka::LOG4J2_YAML).expect("log4j");
         let java = || {
             let mut command = Command::new(&install.java);
             command
