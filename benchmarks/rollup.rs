@@ -25,7 +25,7 @@ use serde::Serialize;
 use tickfetch::config::{Config, Guarantee};
 use tickfetch::coord::epoch::Epoch;
 use tickfetch::ingest::publisher::TradePublisher;
-use tickfetch::kafka::{client_config, ensure_topics, TopicSpec};
+use tickfetch::kafka::{ensure_topics, TopicSpec};
 use tickfetch::model::{Exchange, Interval, Side, Trade};
 use tickfetch::rollup::metrics::StageReport;
 use tickfetch::rollup::stage::{self, Assignment, StageOptions};
@@ -99,46 +99,6 @@ async fn prefill(config: &Config, trades: u64, symbols: u64) {
         .expect("flush");
 }
 
-/// Σ of end offsets of `topic`.
-fn end_offsets(config: &Config, topic: &str) -> i64 {
-    let consumer: BaseConsumer = client_config(&config.kafka, &[("group.id", "bench-probe")])
-        .expect("config")
-        .create()
-        .expect("consumer");
-    (0..config.topics.partitions)
-        .map(|p| {
-            consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(10))
-                .map(|(_, high)| high)
-                .unwrap_or(0)
-        })
-        .sum()
-}
-
-/// Σ of the group's committed offsets on `topic`.
-fn committed(config: &Config, group: &str, topic: &str) -> i64 {
-    let consumer: BaseConsumer = client_config(&config.kafka, &[("group.id", group)])
-        .expect("config")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..config.topics.partitions {
-        tpl.add_partition(topic, p);
-    }
-    consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .map(|c| {
-            c.elements()
-                .iter()
-                .map(|e| match e.offset() {
-                    Offset::Offset(o) => o,
-                    _ => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 async fn run_stage(
     name: &'static str,
     slug: &str,
@@ -154,7 +114,7 @@ async fn run_stage(
     let end = {
         let config = config.clone();
         let input = input.clone();
-        tokio::task::spawn_blocking(move || end_offsets(&config, &input))
+        tokio::task::spawn_blocking(move || common::end_offsets(&config, &input))
             .await
             .expect("probe")
     };
@@ -168,7 +128,7 @@ async fn run_stage(
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let (config, group, input) = (config.clone(), group.clone(), input.clone());
-        let done = tokio::task::spawn_blocking(move || committed(&config, &group, &input))
+        let done = tokio::task::spawn_blocking(move || common::committed(&config, &group, &input))
             .await
             .expect("probe");
         if done >= end {
@@ -328,7 +288,7 @@ async fn main() {
     prefill(&config, trades, symbols).await;
     let records = {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || end_offsets(&config, &config.topics.trades()))
+        tokio::task::spawn_blocking(move || common::end_offsets(&config, &config.topics.trades()))
             .await
             .expect("probe") as u64
     };
