@@ -2,6 +2,10 @@
 //! fence → revision- and epoch-guarded bulk upsert → offsets committed), against a bare driver bulk upsert of the
 //! same documents to the same server, in one run.
 //!
+//! The peer, in the same run: Kafka Connect with the MongoDB sink connector
+//! (`benchmarks/peers/kafka-connect`) over the same topic into the same
+//! server (`BENCH_CONNECT=0` leaves it out).
+//!
 //! Run: `cargo bench --bench sink` with a stack up and its `stack.env` sourced.
 //! Settings from the environment: `BENCH_CANDLES` (default 20000),
 //! `BENCH_BATCH` (sink batch size, default 1000), `BENCH_OUT` (default
@@ -238,6 +242,59 @@ async fn main() {
         candles_per_second: count as f64 / seconds,
     });
 
+    // The peer: Kafka Connect 4.4.0 with the MongoDB sink connector
+    // (`benchmarks/peers/kafka-connect/run.sh`) over the same topic, into a
+    // database of its own on the same server (`BENCH_CONNECT=0` skips it).
+    if std::env::var("BENCH_CONNECT").as_deref() != Ok("0") {
+        let database = format!("{}_connect", config.mongodb.database);
+        let work = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("target/bench-sink")
+            .join(&prefix);
+        let _ = std::fs::create_dir_all(&work);
+        let output = std::process::Command::new("bash")
+            .arg(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("benchmarks/peers/kafka-connect/run.sh"),
+            )
+            .args([
+                config.kafka.bootstrap.as_str(),
+                config.mongodb.uri.as_str(),
+                database.as_str(),
+                topic.as_str(),
+                "candles_1m",
+                &count.to_string(),
+            ])
+            .arg(&work)
+            .env("BATCH", batch.to_string())
+            .stderr(std::process::Stdio::inherit())
+            .output();
+        match output {
+            Ok(o) if o.status.success() => {
+                let text = String::from_utf8_lossy(&o.stdout);
+                let line = text.lines().last().unwrap_or_default();
+                match serde_json::from_str::<serde_json::Value>(line) {
+                    Ok(v) => {
+                        // From the first document stored to the last: the
+                        // JVM's and the connector's start-up left out.
+                        let seconds = v["first_to_last_s"].as_f64().unwrap_or(f64::NAN);
+                        runs.push(RunResult {
+                            name: "Kafka Connect + mongo-kafka-connect 2.0.1 (replaceOne by candle key, w: majority, j: true), first document to last",
+                            candles: count,
+                            seconds,
+                            candles_per_second: count as f64 / seconds,
+                        });
+                    }
+                    Err(e) => eprintln!("kafka connect result {line:?}: {e}"),
+                }
+            }
+            Ok(o) => eprintln!("kafka connect peer failed: {}", o.status),
+            Err(e) => eprintln!("kafka connect peer: {e}"),
+        }
+        if let Ok(c) = mongodb::Client::with_uri_str(&config.mongodb.uri).await {
+            let _ = c.database(&database).drop().await;
+        }
+    }
+
     let result = BenchResult {
         machine: common::machine(),
         mongodb: config.mongodb.uri.clone(),
@@ -245,12 +302,12 @@ async fn main() {
         runs,
     };
     println!(
-        "{:<72} {:>8} {:>9} {:>12}",
+        "{:<100} {:>8} {:>9} {:>12}",
         "run", "candles", "seconds", "candles/s"
     );
     for r in &result.runs {
         println!(
-            "{:<72} {:>8} {:>9.2} {:>12.0}",
+            "{:<100} {:>8} {:>9.2} {:>12.0}",
             r.name, r.candles, r.seconds, r.candles_per_second
         );
     }

@@ -4,10 +4,12 @@
 # MongoDB server if missing; stopped again at the end), and runs
 # `cargo bench --bench pipeline` (release build): the simulator at 5k, 20k
 # and 50k trades/s over 500 symbols through worker → four stages → sink →
-# MongoDB, checked against candles built offline. Results in
-# benchmarks/results/pipeline.{json,md,svg}.
+# MongoDB, checked against candles built offline, with the peers (Kafka
+# Streams, Quix Streams) on the same trades; then `cargo bench --bench
+# engine`: the candle engine alone against nautilus_trader. Results in
+# benchmarks/results/pipeline.{json,md,svg} and engine.json.
 #
-#   scripts/bench.sh            the full run (about 10 minutes on 2 cores)
+#   scripts/bench.sh            the full run (about 15 minutes on 2 cores, once built)
 #   scripts/bench.sh --quick    200 trades/s over 20 symbols, a few seconds
 #
 # Settings (BENCH_RATES, BENCH_SYMBOLS, BENCH_SECS, ...) are described in
@@ -25,4 +27,5 @@ if [ "${1:-}" = "--quick" ]; then
   cargo test --locked --bench pipeline
 else
   cargo bench --locked --bench pipeline
+  cargo bench --locked --bench engine
 fi
