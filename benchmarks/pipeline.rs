@@ -33,17 +33,21 @@
 //! trade excepted); no window is missing; and MongoDB holds every candle of
 //! the stored intervals that the topics hold, equal. A wrong run exits 1.
 //!
-//! **Peers on the same trades** (full run only, `BENCH_PEERS`, default
-//! `kafka-streams`): the first run's trades topic is copied, record for
+//! **Peers on the same trades** (the peers in the full run only,
+//! `BENCH_PEERS`, default `kafka-streams,quix`; the quick run reads the
+//! backlog with the 1s stage alone): the first run's trades topic is copied, record for
 //! record and partition for partition, to a topic of its own; tickfetch's 1s
 //! stage and each peer then read that backlog from its start, on the same
 //! broker, one after the other. Each reports trades/s and its CPU seconds,
 //! hence trades per CPU-second (per core), and the peer's candles are
 //! compared with the 1s stage's (and, for the 1m ones, with the offline
 //! engine's). Peers: Kafka Streams (`benchmarks/peers/kafka-streams`, built
-//! with Maven on first use; 1s and 1m windows, `exactly_once_v2`).
+//! with Maven on first use; 1s and 1m windows, `exactly_once_v2`) and Quix
+//! Streams (`benchmarks/peers/python`, installed into a venv under the
+//! cache on first use; exactly-once), both committing as often as the stage.
 //!
-//! `cargo bench --bench pipeline` (a stack up, its `stack.env` sourced)
+//! `cargo bench --bench pipeline` (on the stack whose `stack.env` is sourced,
+//! else the one under `target/test-stack`, started or reused)
 //! writes `benchmarks/results/pipeline.{json,md,svg}`. Run as a test
 //! (`cargo test --bench pipeline`, part of the test suite) it is the quick
 //! run: 200 trades/s over 20 symbols for a few seconds (the sink storing
@@ -80,6 +84,9 @@ use tickfetch::sink::query::{self, CandleQuery};
 use tickfetch::wire::codec::{Envelope, Received};
 
 const FEEDS: [&str; 2] = ["binance:trade", "okx:trades"];
+
+/// The stack this process started, when none was given in the environment.
+static OWN_STACK: std::sync::OnceLock<tickfetch::stack::StackEnv> = std::sync::OnceLock::new();
 const STAGES: [Interval; 4] = [Interval::S1, Interval::S5, Interval::M1, Interval::M5];
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -163,7 +170,7 @@ impl Settings {
             warm_secs: env_or("BENCH_WARM_SECS", 10),
             measure_secs: env_or("BENCH_SECS", 60),
             sink_intervals,
-            peers: list("BENCH_PEERS", "kafka-streams"),
+            peers: list("BENCH_PEERS", "kafka-streams,quix"),
             quick,
             out: env_or("BENCH_OUT", root.join("benchmarks/results")),
         }
@@ -340,6 +347,14 @@ fn proc_usage(pid: i32) -> Option<(u64, u64)> {
     Some((ticks, hwm))
 }
 
+/// The 1-minute load average.
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(f64::NAN)
+}
+
 fn clock_ticks() -> f64 {
     // `getconf CLK_TCK`: 100 on every Linux we know of.
     std::process::Command::new("getconf")
@@ -353,7 +368,10 @@ fn clock_ticks() -> f64 {
 /// The stack's own services (broker, etcd, MongoDB server), when the
 /// `stack.json` of the stack in the environment is found.
 fn stack_services() -> Vec<(String, i32)> {
-    let Ok(bootstrap) = std::env::var("KAFKA_BOOTSTRAP") else {
+    let Some(bootstrap) = std::env::var("KAFKA_BOOTSTRAP")
+        .ok()
+        .or_else(|| OWN_STACK.get().map(|s| s.kafka_bootstrap.clone()))
+    else {
         return Vec::new();
     };
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -532,6 +550,9 @@ struct RunResult {
     stored_checked: BTreeMap<String, usize>,
     errors: Vec<String>,
     trades_topic: String,
+    /// `/proc/loadavg`'s 1-minute figure at the start and the end of the
+    /// measured window (other work on the cores shows here).
+    load_average: (f64, f64),
 }
 
 #[derive(Debug, Serialize)]
@@ -606,6 +627,15 @@ fn base_config(prefix: &str) -> Config {
     let mut config = tickfetch::config::ConfigLoader::new()
         .load()
         .expect("config from environment");
+    if let Some(stack) = OWN_STACK.get() {
+        config.kafka.bootstrap = stack.kafka_bootstrap.clone();
+        config.etcd.endpoints = stack
+            .etcd_endpoints
+            .split(',')
+            .map(|e| e.trim().to_string())
+            .collect();
+        config.mongodb.uri = stack.mongodb_uri.clone();
+    }
     config.topics.prefix = prefix.to_string();
     config.topics.partitions = 4;
     config.etcd.prefix = format!("/{prefix}/");
@@ -746,9 +776,11 @@ async fn run(settings: &Settings, rate: f64, dir: &Path) -> RunResult {
     let cpu_before: Vec<Option<(u64, u64)>> =
         services.iter().map(|(_, pid)| proc_usage(*pid)).collect();
     let scrapes_before: Vec<String> = procs.iter().map(|p| scrape(&p.metrics)).collect();
+    let load_before = load_average();
     let from = now_ms();
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(settings.measure_secs)).await;
+    let load_after = load_average();
     let elapsed = started.elapsed().as_secs_f64();
     let to = now_ms();
     let cpu_after: Vec<Option<(u64, u64)>> =
@@ -928,6 +960,7 @@ async fn run(settings: &Settings, rate: f64, dir: &Path) -> RunResult {
         stored_checked,
         errors,
         trades_topic: config.topics.trades(),
+        load_average: (load_before, load_after),
     }
 }
 
@@ -956,22 +989,52 @@ fn bucketed_latency(
 
 // ---------------------------------------------------------------- backlog
 
-/// Copies every record of `from` to `to`, partition for partition, with its
-/// key, headers and payload; returns (records, trades).
-fn copy_topic(config: &Config, from: &str, to: &str) -> (i64, u64) {
-    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+/// Reads every partition of `topic` from its start to its end
+/// (read_committed), handing each record to `each`. An empty partition ends
+/// at once; a read error stops with it.
+fn read_to_end(
+    config: &Config,
+    topic: &str,
+    mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+) {
     let consumer: BaseConsumer = tickfetch::kafka::client_config(
         &config.kafka,
         &[
-            ("group.id", "bench-pipeline-copy"),
+            ("group.id", "bench-pipeline-read"),
             ("enable.auto.commit", "false"),
             ("isolation.level", "read_committed"),
             ("enable.partition.eof", "true"),
         ],
     )
-    .expect("copy consumer config")
+    .expect("reader config")
     .create()
-    .expect("copy consumer");
+    .expect("reader");
+    let mut partitions = TopicPartitionList::new();
+    for p in 0..config.topics.partitions {
+        partitions
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&partitions).expect("assign");
+    let mut at_end = HashSet::new();
+    while at_end.len() < config.topics.partitions as usize {
+        let Some(message) = consumer.poll(Duration::from_secs(10)) else {
+            panic!("reading {topic}: nothing for 10 s before its end");
+        };
+        match message {
+            Ok(m) => each(&m),
+            Err(rdkafka::error::KafkaError::PartitionEOF(p)) => {
+                at_end.insert(p);
+            }
+            Err(e) => panic!("reading {topic}: {e}"),
+        }
+    }
+}
+
+/// Copies every record of `from` to `to`, partition for partition, with its
+/// key, headers and payload; returns (records, trades).
+fn copy_topic(config: &Config, from: &str, to: &str) -> (i64, u64) {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
     let producer: ThreadedProducer<DefaultProducerContext> = tickfetch::kafka::client_config(
         &config.kafka,
         &[
@@ -983,28 +1046,10 @@ fn copy_topic(config: &Config, from: &str, to: &str) -> (i64, u64) {
     .expect("copy producer config")
     .create()
     .expect("copy producer");
-    let mut partitions = TopicPartitionList::new();
-    for p in 0..config.topics.partitions {
-        partitions
-            .add_partition_offset(from, p, Offset::Beginning)
-            .expect("partition");
-    }
-    consumer.assign(&partitions).expect("assign");
-    let (mut records, mut trades, mut at_end) = (0i64, 0u64, HashSet::new());
-    while at_end.len() < config.topics.partitions as usize {
-        let Some(message) = consumer.poll(Duration::from_secs(10)) else {
-            panic!("copying {from}: nothing read for 10 s");
-        };
-        let message = match message {
-            Ok(m) => m,
-            Err(rdkafka::error::KafkaError::PartitionEOF(p)) => {
-                at_end.insert(p);
-                continue;
-            }
-            Err(e) => panic!("copying {from}: {e}"),
-        };
+    let (mut records, mut trades) = (0i64, 0u64);
+    read_to_end(config, from, |message| {
         if matches!(
-            Envelope::of(&message).decode::<Trade>(),
+            Envelope::of(message).decode::<Trade>(),
             Ok(Received::Data(_))
         ) {
             trades += 1;
@@ -1021,7 +1066,7 @@ fn copy_topic(config: &Config, from: &str, to: &str) -> (i64, u64) {
         }
         tickfetch::wire::send_waiting(&producer, record).expect("copy produce");
         records += 1;
-    }
+    });
     producer
         .flush(Duration::from_secs(120))
         .expect("copy flush");
@@ -1031,44 +1076,10 @@ fn copy_topic(config: &Config, from: &str, to: &str) -> (i64, u64) {
 /// Per (interval, key, open time), the candles on `topic` (highest revision),
 /// read to the end.
 fn read_candles(config: &Config, topic: &str) -> HashMap<(Interval, String, Millis), Candle> {
-    let consumer: BaseConsumer = tickfetch::kafka::client_config(
-        &config.kafka,
-        &[
-            ("group.id", "bench-pipeline-candles"),
-            ("enable.auto.commit", "false"),
-            ("isolation.level", "read_committed"),
-            ("enable.partition.eof", "true"),
-        ],
-    )
-    .expect("candle reader config")
-    .create()
-    .expect("candle reader");
-    let mut partitions = TopicPartitionList::new();
-    for p in 0..config.topics.partitions {
-        partitions
-            .add_partition_offset(topic, p, Offset::Beginning)
-            .expect("partition");
-    }
-    consumer.assign(&partitions).expect("assign");
     let mut out: HashMap<(Interval, String, Millis), Candle> = HashMap::new();
-    let mut at_end = HashSet::new();
-    while at_end.len() < config.topics.partitions as usize {
-        let Some(message) = consumer.poll(Duration::from_secs(10)) else {
-            break;
-        };
-        let message = match message {
-            Ok(m) => m,
-            Err(rdkafka::error::KafkaError::PartitionEOF(p)) => {
-                at_end.insert(p);
-                continue;
-            }
-            Err(_) => continue,
-        };
-        let Some(payload) = message.payload() else {
-            continue;
-        };
-        let Ok(candle) = serde_json::from_slice::<Candle>(payload) else {
-            continue;
+    read_to_end(config, topic, |message| {
+        let Some(Ok(candle)) = message.payload().map(serde_json::from_slice::<Candle>) else {
+            return;
         };
         let key = (candle.interval, candle.key(), candle.open_time);
         if out
@@ -1077,7 +1088,7 @@ fn read_candles(config: &Config, topic: &str) -> HashMap<(Interval, String, Mill
         {
             out.insert(key, candle);
         }
-    }
+    });
     out
 }
 
@@ -1096,10 +1107,13 @@ impl Sampler {
             let (last, stop) = (last.clone(), stop.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    let Some(usage) = proc_usage(pid) else {
+                    let Some((ticks, hwm)) = proc_usage(pid) else {
                         break;
                     };
-                    *last.lock().expect("sampler") = usage;
+                    // An exited process not yet reaped has no VmHWM.
+                    let mut held = last.lock().expect("sampler");
+                    *held = (ticks.max(held.0), hwm.max(held.1));
+                    drop(held);
                     std::thread::sleep(Duration::from_millis(100));
                 }
             })
@@ -1117,16 +1131,28 @@ impl Sampler {
 }
 
 /// Compares `got` (a peer's candles, or ours) with the offline ones of the
-/// same windows; returns (compared, differing, windows with trades not
-/// emitted), and the first differences.
+/// same windows (quiet candles after a feed's last trade, which only the
+/// live watermarks make, are left out); returns (compared, differing,
+/// windows with trades not emitted), and the first differences.
 fn compare(
     got: &HashMap<(Interval, String, Millis), Candle>,
     want: &HashMap<(Interval, String, Millis), Candle>,
     intervals: &[Interval],
 ) -> (usize, usize, usize, Vec<String>) {
+    let mut last_built: HashMap<(Interval, &str), Millis> = HashMap::new();
+    for (interval, key, open) in want.keys() {
+        let last = last_built.entry((*interval, key.as_str())).or_insert(*open);
+        *last = (*last).max(*open);
+    }
     let (mut compared, mut differing, mut samples) = (0, 0, Vec::new());
     for (key, candle) in got {
         if !intervals.contains(&key.0) {
+            continue;
+        }
+        let after_last = last_built
+            .get(&(key.0, key.1.as_str()))
+            .is_none_or(|last| key.2 > *last);
+        if after_last && candle.status == CandleStatus::Quiet {
             continue;
         }
         compared += 1;
@@ -1153,43 +1179,12 @@ fn compare(
 
 /// The engine's offline candles (1s and 1m) of the trades on `topic`.
 fn offline_of_topic(config: &Config, topic: &str) -> HashMap<(Interval, String, Millis), Candle> {
-    let consumer: BaseConsumer = tickfetch::kafka::client_config(
-        &config.kafka,
-        &[
-            ("group.id", "bench-pipeline-trades"),
-            ("enable.auto.commit", "false"),
-            ("isolation.level", "read_committed"),
-            ("enable.partition.eof", "true"),
-        ],
-    )
-    .expect("trade reader config")
-    .create()
-    .expect("trade reader");
-    let mut partitions = TopicPartitionList::new();
-    for p in 0..config.topics.partitions {
-        partitions
-            .add_partition_offset(topic, p, Offset::Beginning)
-            .expect("partition");
-    }
-    consumer.assign(&partitions).expect("assign");
     let mut seen = Seen::default();
-    let mut at_end = HashSet::new();
-    while at_end.len() < config.topics.partitions as usize {
-        let Some(message) = consumer.poll(Duration::from_secs(10)) else {
-            break;
-        };
-        let message = match message {
-            Ok(m) => m,
-            Err(rdkafka::error::KafkaError::PartitionEOF(p)) => {
-                at_end.insert(p);
-                continue;
-            }
-            Err(e) => panic!("reading {topic}: {e}"),
-        };
-        if let Ok(Received::Data(trade)) = Envelope::of(&message).decode::<Trade>() {
+    read_to_end(config, topic, |message| {
+        if let Ok(Received::Data(trade)) = Envelope::of(message).decode::<Trade>() {
             seen.trades.entry(trade.key()).or_default().push(trade);
         }
-    }
+    });
     offline(config, &seen)
         .into_iter()
         .filter(|(interval, _)| matches!(interval, Interval::S1 | Interval::M1))
@@ -1261,77 +1256,146 @@ async fn our_stage(
     )
 }
 
-/// The Kafka Streams peer on the backlog (`benchmarks/peers/kafka-streams`),
-/// built with Maven when its jar is missing.
-fn kafka_streams(
+/// A peer that reads the backlog into 1s and 1m candle topics of its own.
+struct Peer {
+    /// `kafka-streams` or `quix`, as in `BENCH_PEERS`.
+    name: &'static str,
+    system: &'static str,
+    note: &'static str,
+}
+
+const PEERS: [Peer; 2] = [
+    Peer {
+        name: "kafka-streams",
+        system: "Kafka Streams 4.4.0 (exactly_once_v2, 1s and 1m windows, suppress)",
+        note: "trades/s from its first trade consumed to its last (JVM start-up excluded); CPU includes start-up",
+    },
+    Peer {
+        name: "quix",
+        system: "Quix Streams 3.28.1 (exactly-once, 1s and 1m tumbling windows, final)",
+        note: "trades/s from its first trade to its last (start-up excluded); CPU includes start-up",
+    },
+];
+
+/// The peer's command line on the backlog of `config`, built or installed
+/// first where needed (Maven for Kafka Streams, the venv of
+/// `benchmarks/peers/python/setup.sh` for Quix).
+fn peer_command(
+    peer: &Peer,
+    config: &Config,
+    dir: &Path,
+    trades: u64,
+    out: (&str, &str),
+) -> Result<std::process::Command, String> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benchmarks/peers");
+    let state = dir.join(format!("{}-state", peer.name));
+    let id = format!("{}-{}", config.topics.prefix, peer.name);
+    let run = |program: &str, args: &[&str], cwd: &Path| -> Result<String, String> {
+        let output = std::process::Command::new(program)
+            .args(args)
+            .current_dir(cwd)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| format!("{program}: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "{program} {args:?} in {} failed: {}",
+                cwd.display(),
+                output.status
+            ));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    };
+    let mut command;
+    match peer.name {
+        "kafka-streams" => {
+            let home = root.join("kafka-streams");
+            let jar = home.join("target/kafka-streams-peer.jar");
+            if !jar.exists() {
+                eprintln!("pipeline benchmark: building the Kafka Streams peer (mvn package)");
+                run("mvn", &["-q", "-B", "package"], &home)?;
+            }
+            command = std::process::Command::new("java");
+            command
+                .arg("-Xmx1g")
+                .arg("-cp")
+                .arg(format!("{}:{}/target/lib/*", jar.display(), home.display()))
+                .arg("tickfetch.peers.StreamsCandles")
+                .args(["--application-id", &id])
+                .args([
+                    "--commit-interval-ms",
+                    &config.rollup.commit_interval_ms.to_string(),
+                ]);
+        }
+        "quix" => {
+            let home = root.join("python");
+            eprintln!(
+                "pipeline benchmark: the Python peers' venv (benchmarks/peers/python/setup.sh)"
+            );
+            let python = run("bash", &["setup.sh"], &home)?;
+            command = std::process::Command::new(python);
+            command
+                .arg(home.join("quix_candles.py"))
+                .args(["--group", &id])
+                .args([
+                    "--commit-interval",
+                    &(config.rollup.commit_interval_ms as f64 / 1000.0).to_string(),
+                ]);
+        }
+        other => return Err(format!("BENCH_PEERS: unknown peer {other:?}")),
+    }
+    command
+        .args(["--bootstrap", &config.kafka.bootstrap])
+        .args(["--input", &config.topics.trades()])
+        .args(["--output-1s", out.0, "--output-1m", out.1])
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--grace-ms", &config.rollup.grace_ms.to_string()])
+        .args(["--expect-trades", &trades.to_string()]);
+    Ok(command)
+}
+
+/// Runs a peer on the backlog until it has consumed `trades` trades;
+/// returns its run and its two output topics.
+fn run_peer(
+    peer: &Peer,
     config: &Config,
     dir: &Path,
     trades: u64,
 ) -> Result<(BacklogRun, String, String), String> {
-    let home = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benchmarks/peers/kafka-streams");
-    let jar = home.join("target/kafka-streams-peer.jar");
-    if !jar.exists() {
-        eprintln!("pipeline benchmark: building the Kafka Streams peer (mvn package)");
-        let status = std::process::Command::new("mvn")
-            .args(["-q", "-B", "package"])
-            .current_dir(&home)
-            .status()
-            .map_err(|e| format!("mvn: {e}"))?;
-        if !status.success() {
-            return Err(format!(
-                "mvn package in {} failed: {status}",
-                home.display()
-            ));
-        }
-    }
     let (out_1s, out_1m) = (
-        format!("{}.kstreams.1s", config.topics.prefix),
-        format!("{}.kstreams.1m", config.topics.prefix),
+        format!("{}.{}.1s", config.topics.prefix, peer.name),
+        format!("{}.{}.1m", config.topics.prefix, peer.name),
     );
-    let log = std::fs::File::create(dir.join("kafka-streams.log")).map_err(|e| e.to_string())?;
+    let mut command = peer_command(peer, config, dir, trades, (&out_1s, &out_1m))?;
+    let log_path = dir.join(format!("{}.log", peer.name));
+    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
     let started = Instant::now();
-    let child = std::process::Command::new("java")
-        .arg("-Xmx1g")
-        .arg("-cp")
-        .arg(format!("{}:{}/target/lib/*", jar.display(), home.display()))
-        .arg("tickfetch.peers.StreamsCandles")
-        .args(["--bootstrap", &config.kafka.bootstrap])
-        .args(["--input", &config.topics.trades()])
-        .args(["--output-1s", &out_1s, "--output-1m", &out_1m])
-        .args([
-            "--application-id",
-            &format!("{}-kstreams", config.topics.prefix),
-        ])
-        .arg("--state-dir")
-        .arg(dir.join("kafka-streams-state"))
-        .args(["--grace-ms", &config.rollup.grace_ms.to_string()])
-        .args([
-            "--commit-interval-ms",
-            &config.rollup.commit_interval_ms.to_string(),
-        ])
-        .args(["--expect-trades", &trades.to_string()])
+    let child = command
         .stdout(std::process::Stdio::piped())
         .stderr(log)
         .spawn()
-        .map_err(|e| format!("java: {e}"))?;
+        .map_err(|e| format!("{}: {e}", peer.name))?;
     let sampler = Sampler::start(child.id() as i32);
     let output = child.wait_with_output().map_err(|e| e.to_string())?;
     let seconds_from_start = started.elapsed().as_secs_f64();
     let (cpu_seconds, peak_rss_mb) = sampler.finish();
     if !output.status.success() {
         return Err(format!(
-            "Kafka Streams peer failed ({}); log in {}",
+            "{} failed ({}); log in {}",
+            peer.name,
             output.status,
-            dir.join("kafka-streams.log").display()
+            log_path.display()
         ));
     }
-    let line = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text.lines().last().unwrap_or_default().trim();
     let result: serde_json::Value =
-        serde_json::from_str(&line).map_err(|e| format!("Kafka Streams result {line:?}: {e}"))?;
+        serde_json::from_str(line).map_err(|e| format!("{} result {line:?}: {e}", peer.name))?;
     let elapsed_ms = result["elapsed_ms"].as_f64().unwrap_or(0.0);
     Ok((
         BacklogRun {
-            system: "Kafka Streams 4.4.0 (exactly_once_v2, 1s and 1m windows, suppress)".into(),
+            system: peer.system.into(),
             trades,
             seconds_from_start,
             seconds_working: elapsed_ms / 1000.0,
@@ -1342,7 +1406,7 @@ fn kafka_streams(
             candles_compared: 0,
             candles_differing: 0,
             candles_not_emitted: 0,
-            note: "trades/s from its first trade consumed to its last (JVM start-up excluded); CPU includes start-up".into(),
+            note: peer.note.into(),
         },
         out_1s,
         out_1m,
@@ -1394,29 +1458,30 @@ async fn backlog(source: &str, symbols: usize, dir: &Path, peers: &[String]) -> 
     errors.extend(samples);
     let mut runs = vec![ours];
     for peer in peers {
-        match peer.as_str() {
-            "kafka-streams" => match kafka_streams(&config, &dir, trades) {
-                Ok((mut run, out_1s, out_1m)) => {
-                    let mut got = HashMap::new();
-                    for t in [out_1s, out_1m] {
-                        let c = config.clone();
-                        got.extend(
-                            tokio::task::spawn_blocking(move || read_candles(&c, &t))
-                                .await
-                                .expect("read"),
-                        );
-                    }
-                    let (compared, differing, not_emitted, samples) =
-                        compare(&got, &want, &[Interval::S1, Interval::M1]);
-                    run.candles_compared = compared;
-                    run.candles_differing = differing;
-                    run.candles_not_emitted = not_emitted;
-                    errors.extend(samples);
-                    runs.push(run);
+        let Some(peer) = PEERS.iter().find(|p| p.name == peer.as_str()) else {
+            errors.push(format!("BENCH_PEERS: unknown peer {peer:?}"));
+            continue;
+        };
+        match run_peer(peer, &config, &dir, trades) {
+            Ok((mut run, out_1s, out_1m)) => {
+                let mut got = HashMap::new();
+                for t in [out_1s, out_1m] {
+                    let c = config.clone();
+                    got.extend(
+                        tokio::task::spawn_blocking(move || read_candles(&c, &t))
+                            .await
+                            .expect("read"),
+                    );
                 }
-                Err(e) => errors.push(format!("kafka-streams: {e}")),
-            },
-            other => errors.push(format!("BENCH_PEERS: unknown peer {other:?}")),
+                let (compared, differing, not_emitted, samples) =
+                    compare(&got, &want, &[Interval::S1, Interval::M1]);
+                run.candles_compared = compared;
+                run.candles_differing = differing;
+                run.candles_not_emitted = not_emitted;
+                errors.extend(samples);
+                runs.push(run);
+            }
+            Err(e) => errors.push(e),
         }
     }
     for run in &runs {
@@ -1654,9 +1719,11 @@ fn markdown(report: &Report) -> String {
     );
     for run in &report.runs {
         md.push_str(&format!(
-            "## {} trades/s offered: {:.0} trades/s read, {}\n\n| latency | samples | p50 | p99 | p99.9 | max |\n|---|---|---|---|---|---|\n",
+            "## {} trades/s offered: {:.0} trades/s read (load average {:.1} → {:.1}), {}\n\n| latency | samples | p50 | p99 | p99.9 | max |\n|---|---|---|---|---|---|\n",
             run.offered_trades_per_second,
             run.trades_per_second_read,
+            run.load_average.0,
+            run.load_average.1,
             if run.errors.is_empty() {
                 "result correct".to_string()
             } else {
@@ -1823,8 +1890,13 @@ fn svg(report: &Report) -> String {
 async fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
     let settings = Settings::from_env(quick);
-    if quick && std::env::var("KAFKA_BOOTSTRAP").is_err() {
-        panic!("the pipeline benchmark's quick run needs a stack: source its stack.env (scripts/test.sh does)");
+    if std::env::var("KAFKA_BOOTSTRAP").is_err() {
+        // As the tests do: the stack under target/test-stack, started or reused.
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-stack");
+        let stack = tickfetch::stack::up(&tickfetch::stack::StackOptions::new(dir))
+            .await
+            .expect("the local stack starts");
+        let _ = OWN_STACK.set(stack);
     }
     let work = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-pipeline");
     std::fs::create_dir_all(&work).expect("work dir");
@@ -1842,9 +1914,10 @@ async fn main() {
         );
         runs.push(result);
     }
-    // The peers on the first run's trades (the quick run has none).
+    // The 1s stage and the peers on the first run's trades (the quick run:
+    // the stage alone).
     let backlog = match runs.first() {
-        Some(first) if !settings.peers.is_empty() => {
+        Some(first) => {
             let backlog = backlog(
                 &first.trades_topic,
                 settings.symbols,
@@ -1857,7 +1930,7 @@ async fn main() {
             }
             Some(backlog)
         }
-        _ => None,
+        None => None,
     };
     let report = Report {
         machine: common::machine(),

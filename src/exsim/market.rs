@@ -36,8 +36,11 @@ use crate::ingest::venues::{binance, okx, venue, Feed, WireFrame};
 use crate::model::{Exchange, Trade};
 
 /// Events kept for slow connections before they lag and are closed (as a
-/// real exchange drops a consumer that does not keep up).
-pub const EVENT_CHANNEL_CAPACITY: usize = 16_384;
+/// real exchange drops a consumer that does not keep up): a few seconds at
+/// the pipeline benchmark's 25,000 trades/s per exchange, so that a
+/// connection closed there is one that fell behind, not one that lost the
+/// CPU for half a second on a 2-core machine.
+pub const EVENT_CHANNEL_CAPACITY: usize = 131_072;
 
 /// Which trades a feed carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
