@@ -3,12 +3,72 @@
 // Each benchmark includes this file and uses a part of it.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use tickfetch::config::Config;
+use tickfetch::exsim::{SimHandle, Simulator};
+use tickfetch::ingest::venues::Feed;
 use tickfetch::kafka::client_config;
+use tickfetch::model::{Exchange, Millis};
+
+/// The feeds the cluster benchmarks trade on: generated symbols of Binance
+/// `trade` and OKX `trades`.
+pub const FEEDS: [&str; 2] = ["binance:trade", "okx:trades"];
+
+/// A setting from the environment, else `default`.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+pub fn now_ms() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The feed a generated symbol is on: OKX's have a dash.
+pub fn feed_of(symbol: &str) -> Feed {
+    let name = if symbol.contains('-') {
+        FEEDS[1]
+    } else {
+        FEEDS[0]
+    };
+    name.parse().expect("known feed")
+}
+
+/// The exchange simulator trading `symbols` (on their feeds' exchanges),
+/// only when asked to (`SimHandle::generate`).
+pub async fn simulator(symbols: &[String]) -> SimHandle {
+    let mut by_exchange: BTreeMap<Exchange, Vec<String>> = BTreeMap::new();
+    for symbol in symbols {
+        by_exchange
+            .entry(feed_of(symbol).exchange())
+            .or_default()
+            .push(symbol.clone());
+    }
+    Simulator::generating(by_exchange, 0.0)
+        .await
+        .expect("simulator starts")
+}
+
+/// Leaves etcd as it was found: removes everything under the config's prefix.
+pub async fn remove_prefix(config: &Config) {
+    let root = format!("{}/", config.etcd.prefix.trim_end_matches('/'));
+    let deleted = match etcd_client::Client::connect(config.etcd.endpoints.clone(), None).await {
+        Ok(mut raw) => raw
+            .delete(root, Some(etcd_client::DeleteOptions::new().with_prefix()))
+            .await
+            .map(|_| ()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = deleted {
+        eprintln!("cleaning the etcd prefix: {e}");
+    }
+}
 
 /// `"<cores> cores, <cpu model>"`.
 pub fn machine() -> String {

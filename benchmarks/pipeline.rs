@@ -63,6 +63,8 @@
 #[path = "common.rs"]
 mod common;
 
+use common::{env_or, feed_of, now_ms, remove_prefix, simulator, FEEDS};
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -75,7 +77,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::Serialize;
 use tickfetch::config::Config;
-use tickfetch::exsim::{generated_symbols, SimHandle, Simulator};
+use tickfetch::exsim::generated_symbols;
 use tickfetch::ingest::venues::Feed;
 use tickfetch::model::{Candle, CandleStatus, Exchange, Interval, Millis, Trade};
 use tickfetch::rollup::engine::{CandlePipeline, PipelineConfig};
@@ -83,32 +85,9 @@ use tickfetch::rollup::level::level_config;
 use tickfetch::sink::query::{self, CandleQuery};
 use tickfetch::wire::codec::{Envelope, Received};
 
-const FEEDS: [&str; 2] = ["binance:trade", "okx:trades"];
-
 /// The stack this process started, when none was given in the environment.
 static OWN_STACK: std::sync::OnceLock<tickfetch::stack::StackEnv> = std::sync::OnceLock::new();
 const STAGES: [Interval; 4] = [Interval::S1, Interval::S5, Interval::M1, Interval::M5];
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn now_ms() -> Millis {
-    chrono::Utc::now().timestamp_millis()
-}
-
-/// The feed a generated symbol is on: OKX's have a dash.
-fn feed_of(symbol: &str) -> Feed {
-    let name = if symbol.contains('-') {
-        FEEDS[1]
-    } else {
-        FEEDS[0]
-    };
-    name.parse().expect("known feed")
-}
 
 /// What one invocation runs.
 #[derive(Debug, Clone, Serialize)]
@@ -595,19 +574,6 @@ struct Backlog {
 }
 
 // ---------------------------------------------------------------- one run
-
-async fn simulator(symbols: &[String]) -> SimHandle {
-    let mut by_exchange: BTreeMap<Exchange, Vec<String>> = BTreeMap::new();
-    for symbol in symbols {
-        by_exchange
-            .entry(feed_of(symbol).exchange())
-            .or_default()
-            .push(symbol.clone());
-    }
-    Simulator::generating(by_exchange, 0.0)
-        .await
-        .expect("simulator starts")
-}
 
 async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
@@ -1683,21 +1649,6 @@ async fn check_stored(
         checked.insert(interval.to_string(), equal);
     }
     (checked, errors)
-}
-
-/// Leaves etcd as it was found.
-async fn remove_prefix(config: &Config) {
-    let root = format!("{}/", config.etcd.prefix.trim_end_matches('/'));
-    let deleted = match etcd_client::Client::connect(config.etcd.endpoints.clone(), None).await {
-        Ok(mut raw) => raw
-            .delete(root, Some(etcd_client::DeleteOptions::new().with_prefix()))
-            .await
-            .map(|_| ()),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = deleted {
-        eprintln!("cleaning the etcd prefix: {e}");
-    }
 }
 
 // ---------------------------------------------------------------- output

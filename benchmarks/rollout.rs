@@ -26,6 +26,8 @@
 #[path = "common.rs"]
 mod common;
 
+use common::{env_or, feed_of, now_ms, remove_prefix, simulator, FEEDS};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,35 +43,12 @@ use tickfetch::coord::admin;
 use tickfetch::coord::keyspace::{AssignmentRecord, ProgressRecord, WorkerRecord};
 use tickfetch::coord::rollout::{self, RolloutOptions, RolloutRecord};
 use tickfetch::coord::store::Store;
-use tickfetch::exsim::{generated_symbols, SimHandle, Simulator};
-use tickfetch::ingest::venues::Feed;
+use tickfetch::exsim::generated_symbols;
 use tickfetch::model::{Exchange, Trade};
 use tickfetch::shutdown::CancellationToken;
 use tickfetch::wire::codec::{Envelope, Received};
 
-const FEEDS: [&str; 2] = ["binance:trade", "okx:trades"];
 const WORKERS: [&str; 3] = ["w1", "w2", "w3"];
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-/// The feed a generated symbol is on: OKX's have a dash.
-fn feed_of(symbol: &str) -> Feed {
-    let name = if symbol.contains('-') {
-        FEEDS[1]
-    } else {
-        FEEDS[0]
-    };
-    name.parse().expect("known feed")
-}
 
 /// A child process in a process group of its own, killed (whole) on drop.
 struct Child(std::process::Child);
@@ -202,19 +181,6 @@ struct BenchResult {
     duplicates: usize,
     missing: usize,
     gap_markers: usize,
-}
-
-async fn simulator(symbols: &[String]) -> SimHandle {
-    let mut by_exchange: BTreeMap<Exchange, Vec<String>> = BTreeMap::new();
-    for symbol in symbols {
-        by_exchange
-            .entry(feed_of(symbol).exchange())
-            .or_default()
-            .push(symbol.clone());
-    }
-    Simulator::generating(by_exchange, 0.0)
-        .await
-        .expect("simulator starts")
 }
 
 async fn wait_for<F, Fut>(what: &str, limit: Duration, mut done: F)
@@ -545,20 +511,5 @@ async fn main() {
     if result.duplicates + result.missing + result.gap_markers > 0 {
         eprintln!("rollout benchmark: the result is wrong (see above)");
         std::process::exit(1);
-    }
-}
-
-/// Leaves etcd as it was found.
-async fn remove_prefix(config: &Config) {
-    let root = format!("{}/", config.etcd.prefix.trim_end_matches('/'));
-    let deleted = match etcd_client::Client::connect(config.etcd.endpoints.clone(), None).await {
-        Ok(mut raw) => raw
-            .delete(root, Some(etcd_client::DeleteOptions::new().with_prefix()))
-            .await
-            .map(|_| ()),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = deleted {
-        eprintln!("cleaning the etcd prefix: {e}");
     }
 }

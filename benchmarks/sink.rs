@@ -150,15 +150,25 @@ async fn main() {
         SinkAssignment::AllPartitions,
         shutdown.clone(),
     ));
-    let collection = db.collection::<mongodb::bson::Document>(&candle_collection(Interval::M1));
+    // Done when the sink has committed every record: it commits a batch's
+    // offsets only once the batch is durable. (Counting documents instead
+    // would load the server: SecantusDB's count scans the collection.)
+    let end = common::end_offsets(&config, &topic);
     loop {
-        if collection.count_documents(doc! {}).await.unwrap_or(0) >= count {
+        let (c, g, t) = (config.clone(), config.sink.group_id.clone(), topic.clone());
+        let done = tokio::task::spawn_blocking(move || common::committed(&c, &g, &t))
+            .await
+            .expect("probe");
+        if done >= end {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
     shutdown.cancel();
+    let collection = db.collection::<mongodb::bson::Document>(&candle_collection(Interval::M1));
+    let stored = collection.count_documents(doc! {}).await.expect("count");
+    assert_eq!(stored, count, "the sink stored every candle once");
     task.await.expect("join").expect("sink");
     runs.push(RunResult {
         name: "tickfetch-sink (Kafka → epoch fence → guarded upsert → commit)",
