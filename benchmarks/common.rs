@@ -4,7 +4,10 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -124,4 +127,66 @@ pub fn committed(config: &Config, group: &str, topic: &str) -> i64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+/// A child process in a process group of its own (its output in `log`,
+/// `RUST_LOG=info`), killed whole on drop.
+pub struct Child(pub std::process::Child);
+
+impl Child {
+    pub fn start(mut command: std::process::Command, log: &Path) -> Child {
+        use std::os::unix::process::CommandExt;
+        let out = std::fs::File::create(log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = command
+            .env("RUST_LOG", "info")
+            .env_remove("TICKFETCH_CONFIG")
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {command:?}: {e}"));
+        Child(child)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.pid());
+        let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.0.wait();
+    }
+}
+
+/// Trades `rate` trades/s in all, round-robin over `symbols`, in 10 ms
+/// ticks, until `stop`.
+pub fn trade_round_robin(
+    sim: Arc<SimHandle>,
+    symbols: Vec<String>,
+    rate: f64,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let mut sent = 0u64;
+        let mut next = 0usize;
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        while !stop.load(Ordering::Relaxed) {
+            tick.tick().await;
+            let due = (started.elapsed().as_secs_f64() * rate) as u64;
+            while sent < due {
+                let symbol = &symbols[next % symbols.len()];
+                sim.generate(feed_of(symbol).exchange(), symbol, 1)
+                    .expect("generate");
+                next += 1;
+                sent += 1;
+            }
+        }
+    })
 }

@@ -159,51 +159,32 @@ impl Settings {
 
 // ---------------------------------------------------------------- processes
 
-/// A child process in a process group of its own, killed (whole) on drop,
-/// with the address of its `/metrics`.
+/// A tickfetch process of the run, with the address of its `/metrics`.
 struct Proc {
     name: String,
-    child: std::process::Child,
+    child: common::Child,
     metrics: String,
 }
 
 impl Proc {
     fn start(name: &str, binary: &str, args: &[&str], config: &Path, dir: &Path) -> Proc {
-        use std::os::unix::process::CommandExt;
         let metrics = free_addr();
-        let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
-        let err = log.try_clone().expect("log file");
-        let child = std::process::Command::new(binary)
+        let mut command = std::process::Command::new(binary);
+        command
             .arg("--config")
             .arg(config)
             .arg("--set")
             .arg(format!("telemetry.http_addr={metrics}"))
-            .args(args)
-            .env("RUST_LOG", "info")
-            .env_remove("TICKFETCH_CONFIG")
-            .stdin(std::process::Stdio::null())
-            .stdout(log)
-            .stderr(err)
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {binary}: {e}"));
+            .args(args);
         Proc {
             name: name.to_string(),
-            child,
+            child: common::Child::start(command, &dir.join(format!("{name}.log"))),
             metrics,
         }
     }
 
     fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.pid());
-        let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
-        let _ = self.child.wait();
+        self.child.pid()
     }
 }
 
@@ -709,27 +690,8 @@ async fn run(settings: &Settings, rate: f64, dir: &Path) -> RunResult {
 
     // The load: `rate` trades/s, round-robin over the symbols, in 10 ms ticks.
     let trading_stop = Arc::new(AtomicBool::new(false));
-    let trading = {
-        let (sim, symbols, stop) = (sim.clone(), symbols.clone(), trading_stop.clone());
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let mut sent = 0u64;
-            let mut next = 0usize;
-            let mut tick = tokio::time::interval(Duration::from_millis(10));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            while !stop.load(Ordering::Relaxed) {
-                tick.tick().await;
-                let due = (started.elapsed().as_secs_f64() * rate) as u64;
-                while sent < due {
-                    let symbol = &symbols[next % symbols.len()];
-                    sim.generate(feed_of(symbol).exchange(), symbol, 1)
-                        .expect("generate");
-                    next += 1;
-                    sent += 1;
-                }
-            }
-        })
-    };
+    let trading =
+        common::trade_round_robin(sim.clone(), symbols.clone(), rate, trading_stop.clone());
     tokio::time::sleep(Duration::from_secs(settings.warm_secs)).await;
 
     // The measured window.

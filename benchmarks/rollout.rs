@@ -26,7 +26,7 @@
 #[path = "common.rs"]
 mod common;
 
-use common::{env_or, feed_of, now_ms, remove_prefix, simulator, FEEDS};
+use common::{env_or, feed_of, now_ms, remove_prefix, simulator, Child, FEEDS};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -49,35 +49,6 @@ use tickfetch::shutdown::CancellationToken;
 use tickfetch::wire::codec::{Envelope, Received};
 
 const WORKERS: [&str; 3] = ["w1", "w2", "w3"];
-
-/// A child process in a process group of its own, killed (whole) on drop.
-struct Child(std::process::Child);
-
-impl Child {
-    fn start(mut command: std::process::Command, log: &Path) -> Child {
-        use std::os::unix::process::CommandExt;
-        let out = std::fs::File::create(log).expect("log file");
-        let err = out.try_clone().expect("log file");
-        let child = command
-            .env("RUST_LOG", "info")
-            .env_remove("TICKFETCH_CONFIG")
-            .stdin(std::process::Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {command:?}: {e}"));
-        Child(child)
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-        let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
-        let _ = self.0.wait();
-    }
-}
 
 /// What the reader saw: per feed key the trade ids in topic order, per
 /// trade (exchange time, latency in ms), and how many gap markers.
@@ -320,26 +291,8 @@ async fn main() {
 
     // Trading: `rate` trades/s, round-robin over the symbols, in 10 ms ticks.
     let trading_stop = Arc::new(AtomicBool::new(false));
-    let trading = {
-        let (sim, symbols, stop) = (sim.clone(), symbols.clone(), trading_stop.clone());
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let mut sent = 0u64;
-            let mut next = 0usize;
-            let mut tick = tokio::time::interval(Duration::from_millis(10));
-            while !stop.load(Ordering::Relaxed) {
-                tick.tick().await;
-                let due = (started.elapsed().as_secs_f64() * rate) as u64;
-                while sent < due {
-                    let symbol = &symbols[next % symbols.len()];
-                    sim.generate(feed_of(symbol).exchange(), symbol, 1)
-                        .expect("generate");
-                    next += 1;
-                    sent += 1;
-                }
-            }
-        })
-    };
+    let trading =
+        common::trade_round_robin(sim.clone(), symbols.clone(), rate, trading_stop.clone());
     let trading_from = now_ms();
     tokio::time::sleep(steady).await;
 
