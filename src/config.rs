@@ -788,6 +788,12 @@ pub struct ClusterConfig {
     /// Records read back per partition of the trades topic when a feed
     /// becomes primary, to find where its predecessor stopped.
     pub resume_lookback: i64,
+    /// On a planned handover, how long a primary whose feed moved keeps
+    /// publishing until it has published every trade the exchange made
+    /// before the move (one with a later exchange time has arrived), so
+    /// that its successor's buffer, filling since the replica went live,
+    /// covers the rest; a quiet symbol waits this long. 0: stop at once.
+    pub handover_catch_up_ms: u64,
     /// The version this worker registers with (`tickfetch rollout
     /// --to-version` waits for it); empty: the build's own.
     pub version: String,
@@ -801,6 +807,7 @@ impl Default for ClusterConfig {
             lease_ttl_ms: 5_000,
             progress_interval_ms: 1_000,
             resume_lookback: 10_000,
+            handover_catch_up_ms: 3_000,
             version: String::new(),
         }
     }

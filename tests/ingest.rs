@@ -709,6 +709,102 @@ async fn promoted_replica_publishes_from_just_after_the_primary() {
     );
 }
 
+/// A planned handover: the old primary goes on publishing until each symbol
+/// has published a trade made at or after the moment of the move, so that
+/// nothing made before it is left to the successor; a quiet symbol stops
+/// when its time is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_handing_over_publishes_until_it_has_caught_up_with_the_move() {
+    let feed = feed("binance:trade");
+    let names = symbols(Exchange::Binance, 3);
+    let sim = simulator(&[(Exchange::Binance, names.clone())], SimRules::default()).await;
+    let mut rig = Rig::new("ingest-handover", sim).await;
+    let busy = feed_config(&rig.sim, feed, &names[..2]);
+    let quiet = feed_config(&rig.sim, feed, &names[2..]);
+    let primary = rig
+        .worker
+        .start_feed(&busy, Role::Primary)
+        .expect("primary");
+    let replica = rig
+        .worker
+        .start_feed(&busy, Role::Replica)
+        .expect("replica");
+    let idle = rig
+        .worker
+        .start_feed(&quiet, Role::Primary)
+        .expect("quiet primary");
+    wait_live(&primary, 1).await;
+    wait_live(&replica, 1).await;
+    wait_live(&idle, 1).await;
+    trade(
+        &rig.sim,
+        Exchange::Binance,
+        &names,
+        5,
+        Duration::from_millis(10),
+    )
+    .await;
+    wait_published(&primary, &rig.sim, feed, &names[..2]).await;
+
+    // The move happens 300 ms from now; trading goes on for a second.
+    let until = now_ms() + 300;
+    let (positions, ()) = tokio::join!(
+        primary.hand_over(until, Duration::from_secs(30)),
+        trade(
+            &rig.sim,
+            Exchange::Binance,
+            &names[..2],
+            40,
+            Duration::from_millis(25)
+        ),
+    );
+    let positions = positions.expect("hand over");
+    assert_eq!(positions.len(), 2, "{positions:?}");
+    for (symbol, point) in &positions {
+        assert!(
+            point.last.exchange_time >= until,
+            "{symbol}: stopped at {} before the move at {until}",
+            point.last.exchange_time
+        );
+    }
+    wait_until("the old primary ended", || primary.has_ended()).await;
+    // The quiet symbol has nothing after the move: it stops when its time
+    // is up, at its last trade.
+    let quiet_positions = idle
+        .hand_over(now_ms(), Duration::from_millis(500))
+        .await
+        .expect("quiet hand over");
+    assert!(
+        quiet_positions
+            .values()
+            .all(|p| p.last.exchange_time < until),
+        "{quiet_positions:?}"
+    );
+
+    // The successor goes on from there: every trade once.
+    replica.promote(positions).await.expect("promote");
+    trade(
+        &rig.sim,
+        Exchange::Binance,
+        &names[..2],
+        10,
+        Duration::from_millis(10),
+    )
+    .await;
+    let want = total(&expected(&rig.sim, feed, &names[..2]));
+    wait_until("old and new primary publish everything", || {
+        primary.stats().trades_published + replica.stats().trades_published >= want
+    })
+    .await;
+    let expected = expected(&rig.sim, feed, &names[..2]);
+    let (contents, _, _) = rig.finish().await;
+    assert_exactly_once(&contents, Exchange::Binance, &expected);
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watermarks_advance_for_quiet_symbols_and_no_trade_follows_behind_one() {
     let feed = feed("binance:trade");

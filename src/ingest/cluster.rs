@@ -661,9 +661,14 @@ impl Member {
         if primaries.is_empty() {
             return;
         }
-        let fences = primaries
-            .iter()
-            .map(|(_, running)| tokio::time::timeout(FENCE_WAIT, running.handle.fence()));
+        // Each goes on publishing until it has caught up with now: what the
+        // exchange made before the move is ours to publish; the successor's
+        // buffer (live for the master's warm-up) holds what follows.
+        let until = chrono::Utc::now().timestamp_millis();
+        let within = Duration::from_millis(self.config.cluster.handover_catch_up_ms);
+        let fences = primaries.iter().map(|(_, running)| {
+            tokio::time::timeout(FENCE_WAIT + within, running.handle.hand_over(until, within))
+        });
         let fenced = futures::future::join_all(fences).await;
         let mut records = Vec::new();
         for ((id, running), fenced) in primaries.iter().zip(fenced) {

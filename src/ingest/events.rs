@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts};
 
+use crate::ingest::feed::Role;
 use crate::telemetry::register;
 
 /// The process-wide ingest metrics.
@@ -273,12 +274,13 @@ impl FeedEvents {
         metrics().duplicates.with_label_values(&[&self.feed]).inc();
     }
 
-    pub fn gap_found(&self, symbol: &str, first_missing: u64, last_missing: u64) {
+    pub fn gap_found(&self, symbol: &str, role: Role, first_missing: u64, last_missing: u64) {
         self.stats.gaps_found.fetch_add(1, Ordering::Relaxed);
         metrics().gaps_found.with_label_values(&[&self.feed]).inc();
         tracing::info!(
             feed = %self.feed,
             symbol,
+            ?role,
             first_missing,
             last_missing,
             "trade-id gap found"

@@ -115,8 +115,32 @@ impl FeedHandle {
     /// # Errors
     /// [`IngestError::FeedGone`] when the feed has already ended.
     pub async fn fence(&self) -> Result<HashMap<String, ResumePoint>, IngestError> {
+        self.fence_with(None).await
+    }
+
+    /// A planned handover: like [`fence`](Self::fence), but a primary first
+    /// goes on publishing until every symbol has published a trade the
+    /// exchange made at or after `until` (epoch ms), for at most `within`,
+    /// so that nothing made before the move is left to its successor's
+    /// buffer, which may have begun just before it.
+    ///
+    /// # Errors
+    /// [`IngestError::FeedGone`] when the feed has already ended.
+    pub async fn hand_over(
+        &self,
+        until: crate::model::Millis,
+        within: std::time::Duration,
+    ) -> Result<HashMap<String, ResumePoint>, IngestError> {
+        self.fence_with(Some(super::feed::CatchUp { until, within }))
+            .await
+    }
+
+    async fn fence_with(
+        &self,
+        catch_up: Option<super::feed::CatchUp>,
+    ) -> Result<HashMap<String, ResumePoint>, IngestError> {
         let (reply, done) = oneshot::channel();
-        self.command(FeedCommand::Fence { reply }).await?;
+        self.command(FeedCommand::Fence { catch_up, reply }).await?;
         done.await
             .map_err(|_| IngestError::FeedGone(self.name.clone()))
     }

@@ -28,6 +28,10 @@
 //!   enough) is a gap like any other and is backfilled.
 //! - [`Role::Fenced`]: a newer primary exists; the feed publishes nothing
 //!   more, drops its connections and ends.
+//!   On a planned handover a primary first goes on publishing until each
+//!   symbol has published a trade made at or after the moment of the move
+//!   (at most `cluster.handover_catch_up_ms`): its successor's buffer holds
+//!   what follows, so nothing falls between them.
 //!
 //! # Epochs
 //! A feed that starts as primary, or is promoted, first claims a fencing
@@ -154,6 +158,15 @@ impl FeedSpec {
     }
 }
 
+/// How far a primary handing its feed over publishes before it stops.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CatchUp {
+    /// Exchange time (ms) every symbol's published trades must reach.
+    pub(crate) until: Millis,
+    /// The longest it keeps publishing for.
+    pub(crate) within: Duration,
+}
+
 pub(crate) enum FeedCommand {
     Promote {
         resume: HashMap<String, ResumePoint>,
@@ -163,6 +176,10 @@ pub(crate) enum FeedCommand {
         reply: oneshot::Sender<()>,
     },
     Fence {
+        /// A planned handover: keep publishing until every symbol has
+        /// published a trade made at or after `until` (exchange time), or
+        /// `within` has passed; else stop at once.
+        catch_up: Option<CatchUp>,
         /// The positions the feed had published up to when it stopped.
         reply: oneshot::Sender<HashMap<String, ResumePoint>>,
     },

@@ -334,6 +334,16 @@ impl SymbolFeed {
         })
     }
 
+    /// The oldest trade in a replica's buffer.
+    pub fn first_buffered(&self) -> Option<&Trade> {
+        self.buffer.front()
+    }
+
+    /// How many trades a replica's buffer holds.
+    pub fn buffered(&self) -> usize {
+        self.buffer.len()
+    }
+
     /// A replica becomes primary: a fresh gap-holding sequencer continuing
     /// after `resume` (the predecessor's last published trade), and the
     /// buffer replayed through it. Returns how many trades were replayed.

@@ -14,7 +14,7 @@ use tracing::Instrument;
 use super::backfill::{self, BackfillError};
 use super::sequence::ResumePoint;
 use super::symbol::{RestCall, RestOutcome, SymbolEvent, SymbolFeed};
-use super::{FeedCommand, FeedSpec, Role, Tuning};
+use super::{CatchUp, FeedCommand, FeedSpec, Role, Tuning};
 use crate::coord::epoch::{Epoch, EpochClaimer};
 use crate::coord::store::HeldUntil;
 use crate::ingest::connection::{
@@ -52,6 +52,16 @@ pub(crate) struct FeedTask {
     /// In a cluster: the worker's lease. Nothing is published while it is
     /// not surely held.
     held: Option<HeldUntil>,
+    /// A planned handover under way: publishing goes on until every symbol
+    /// has caught up with the moment the feed moved.
+    handing_over: Option<HandingOver>,
+}
+
+/// A primary handing its feed over, publishing until it has caught up.
+struct HandingOver {
+    until: crate::model::Millis,
+    deadline: Instant,
+    replies: Vec<tokio::sync::oneshot::Sender<HashMap<String, ResumePoint>>>,
 }
 
 impl FeedTask {
@@ -89,6 +99,7 @@ impl FeedTask {
             epochs,
             epoch: Epoch::NONE,
             held: None,
+            handing_over: None,
         }
     }
 
@@ -166,14 +177,18 @@ impl FeedTask {
 
         let mut commands_open = true;
         let result = loop {
+            if self.caught_up(Instant::now()) {
+                self.fence_now();
+                break Ok(());
+            }
+            let handover_deadline = self.handing_over.as_ref().map(|h| h.deadline);
             tokio::select! {
                 _ = self.cancel.cancelled() => break Ok(()),
+                _ = tokio::time::sleep_until(handover_deadline.unwrap_or_else(Instant::now)),
+                    if handover_deadline.is_some() => {}
                 command = commands.recv(), if commands_open => match command {
-                    Some(FeedCommand::Fence { reply }) => {
-                        self.role = Role::Fenced;
-                        tracing::warn!("fenced: publishing stops, connections close");
-                        let _ = reply.send(self.positions());
-                        break Ok(());
+                    Some(FeedCommand::Fence { catch_up, reply }) => {
+                        self.fence(catch_up, reply);
                     }
                     Some(FeedCommand::Promote { resume, epoch, reply }) => {
                         if let Some(epoch) = epoch {
@@ -218,6 +233,82 @@ impl FeedTask {
             }
         }
         result
+    }
+
+    /// A fence: at once, or (a primary's planned handover) once it has
+    /// caught up. A second fence while catching up ends it at once.
+    fn fence(
+        &mut self,
+        catch_up: Option<CatchUp>,
+        reply: tokio::sync::oneshot::Sender<HashMap<String, ResumePoint>>,
+    ) {
+        let now = Instant::now();
+        match (&mut self.handing_over, catch_up) {
+            (Some(h), _) => {
+                h.replies.push(reply);
+                h.deadline = now;
+            }
+            (None, Some(c)) if self.role == Role::Primary => {
+                tracing::info!(until = c.until, "handing over: publishing until caught up");
+                self.handing_over = Some(HandingOver {
+                    until: c.until,
+                    deadline: now + c.within,
+                    replies: vec![reply],
+                });
+            }
+            (None, _) => {
+                self.handing_over = Some(HandingOver {
+                    until: 0,
+                    deadline: now,
+                    replies: vec![reply],
+                });
+            }
+        }
+    }
+
+    /// Whether a handover under way may stop: every symbol has published a
+    /// trade made at or after the handover's moment, or its time is up.
+    fn caught_up(&self, now: Instant) -> bool {
+        let Some(h) = &self.handing_over else {
+            return false;
+        };
+        now >= h.deadline
+            || self.symbols.values().all(|s| {
+                s.rejected()
+                    || s.position()
+                        .is_some_and(|p| p.last.exchange_time >= h.until)
+            })
+    }
+
+    /// Stops publishing and answers every fence with the positions reached.
+    fn fence_now(&mut self) {
+        self.role = Role::Fenced;
+        let Some(h) = self.handing_over.take() else {
+            return;
+        };
+        let positions = self.positions();
+        // Each symbol that had not caught up, with its last published
+        // trade's exchange time.
+        let behind: Vec<(&str, Option<crate::model::Millis>)> = self
+            .symbols
+            .iter()
+            .filter_map(|(symbol, s)| {
+                let last = s.position().map(|p| p.last.exchange_time);
+                (h.until > 0 && last.is_none_or(|t| t < h.until)).then_some((symbol.as_str(), last))
+            })
+            .collect();
+        if behind.is_empty() {
+            tracing::warn!("fenced: publishing stops, connections close");
+        } else {
+            tracing::warn!(
+                ?behind,
+                until = h.until,
+                "fenced before these symbols caught up (quiet, or behind): publishing stops"
+            );
+        }
+        for reply in h.replies {
+            let _ = reply.send(positions.clone());
+        }
     }
 
     async fn on_event(&mut self, event: ConnectionEvent) -> Result<(), IngestError> {
@@ -317,7 +408,9 @@ impl FeedTask {
                 SymbolEvent::GapOpened {
                     first_missing,
                     last_missing,
-                } => self.events.gap_found(symbol, first_missing, last_missing),
+                } => self
+                    .events
+                    .gap_found(symbol, self.role, first_missing, last_missing),
                 SymbolEvent::GapFilled {
                     first_missing,
                     last_missing,
@@ -489,7 +582,17 @@ impl FeedTask {
         for symbol in symbols {
             let mut out = std::mem::take(&mut self.scratch);
             if let Some(state) = self.symbols.get_mut(&symbol) {
-                replayed += state.promote(resume.get(&symbol), now, &mut out);
+                let point = resume.get(&symbol);
+                // Where the predecessor stopped and where our buffer begins:
+                // one apart on a planned handover.
+                tracing::info!(
+                    symbol,
+                    after = ?point.map(|p| &p.last.trade_id),
+                    buffered_from = ?state.first_buffered().map(|t| &t.trade_id),
+                    buffered = state.buffered(),
+                    "promoting"
+                );
+                replayed += state.promote(point, now, &mut out);
             }
             let result = self.apply(&symbol, &mut out).await;
             self.scratch = out;
