@@ -9,13 +9,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
-use tickfetch::config::Config;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tickfetch::config::{Config, Guarantee};
 use tickfetch::exsim::{SimHandle, Simulator};
 use tickfetch::ingest::venues::Feed;
 use tickfetch::kafka::client_config;
 use tickfetch::model::{Exchange, Millis};
+use tickfetch::rollup::stage;
 
 /// The feeds the cluster benchmarks trade on: generated symbols of Binance
 /// `trade` and OKX `trades`.
@@ -189,4 +191,125 @@ pub fn trade_round_robin(
             }
         }
     })
+}
+
+/// What the passthrough floor did.
+#[derive(Debug, Clone, Copy)]
+pub struct Floor {
+    pub records: u64,
+    /// Records written (one in `stride` read).
+    pub forwarded: u64,
+    /// From its start (producers, `init_transactions`) to its last commit.
+    pub seconds: f64,
+    pub commits: u64,
+    pub commit_p50_micros: u64,
+    pub commit_p99_micros: u64,
+    pub commit_max_micros: u64,
+}
+
+/// The floor: consume → produce with the stage's own client settings and
+/// commit cadence, without parsing or aggregating. Like the stage it has one
+/// producer per input partition (transactional for exactly-once, with the
+/// offsets in each transaction; idempotent with a flush and an offset commit
+/// for at-least-once) and commits every `rollup.commit_interval_ms`. It writes
+/// one record for every `stride` it reads, so that with the stage's own
+/// input/output ratio it writes as many records as the stage did.
+pub fn passthrough(
+    config: &Config,
+    input: &str,
+    output: &str,
+    guarantee: Guarantee,
+    records: u64,
+    stride: u64,
+) -> Floor {
+    let group = output.to_string();
+    let exactly_once = guarantee == Guarantee::ExactlyOnce;
+    // The stage's own client settings, for this guarantee.
+    let mut config = config.clone();
+    config.rollup.guarantee = guarantee;
+    let config = &config;
+    let consumer: BaseConsumer = stage::input_consumer_config(config, &group)
+        .expect("config")
+        .create()
+        .expect("consumer");
+    // Timed from here, like the stage (whose time includes its producers'
+    // init_transactions and its state restore).
+    let started = Instant::now();
+    let producers: Vec<stage::TxnProducer> = (0..config.topics.partitions)
+        .map(|p| stage::partition_producer(config, &format!("{group}.p{p}")).expect("producer"))
+        .collect();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..config.topics.partitions {
+        tpl.add_partition_offset(input, p, Offset::Beginning)
+            .expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let metadata = consumer.group_metadata().expect("group metadata");
+    let interval = Duration::from_millis(config.rollup.commit_interval_ms);
+    let mut seen = 0u64;
+    let mut next: Vec<Option<i64>> = vec![None; producers.len()];
+    let mut last_commit = Instant::now();
+    let mut commit_latency = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+    // A commit with nothing to commit (no record since the last) is not
+    // timed.
+    let mut commit = |next: &mut Vec<Option<i64>>| {
+        let begun = Instant::now();
+        let mut committed = false;
+        for (p, offset) in next.iter_mut().enumerate() {
+            let Some(o) = offset.take() else { continue };
+            committed = true;
+            let mut offsets = TopicPartitionList::new();
+            offsets
+                .add_partition_offset(input, p as i32, Offset::Offset(o))
+                .expect("offsets");
+            if exactly_once {
+                producers[p]
+                    .send_offsets_to_transaction(&offsets, &metadata, Duration::from_secs(30))
+                    .expect("send_offsets_to_transaction");
+                producers[p]
+                    .commit_transaction(Duration::from_secs(30))
+                    .expect("commit_transaction");
+            } else {
+                producers[p].flush(Duration::from_secs(30)).expect("flush");
+                consumer.commit(&offsets, CommitMode::Sync).expect("commit");
+            }
+        }
+        if committed {
+            let _ = commit_latency.record(begun.elapsed().as_micros() as u64);
+        }
+    };
+    while seen < records {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) {
+            let p = m.partition() as usize;
+            if next[p].is_none() && exactly_once {
+                producers[p].begin_transaction().expect("begin_transaction");
+            }
+            if seen % stride == 0 {
+                let mut record = BaseRecord::<[u8], [u8]>::to(output)
+                    .partition(m.partition())
+                    .payload(m.payload().unwrap_or_default());
+                if let Some(key) = m.key() {
+                    record = record.key(key);
+                }
+                tickfetch::kafka::send_waiting(&producers[p], record).expect("produce");
+            }
+            next[p] = Some(m.offset() + 1);
+            seen += 1;
+        }
+        if last_commit.elapsed() >= interval {
+            commit(&mut next);
+            last_commit = Instant::now();
+        }
+    }
+    commit(&mut next);
+    let seconds = started.elapsed().as_secs_f64();
+    Floor {
+        records,
+        forwarded: records.div_ceil(stride),
+        seconds,
+        commits: commit_latency.len(),
+        commit_p50_micros: commit_latency.value_at_quantile(0.5),
+        commit_p99_micros: commit_latency.value_at_quantile(0.99),
+        commit_max_micros: commit_latency.max(),
+    }
 }

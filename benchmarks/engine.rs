@@ -116,20 +116,15 @@ fn engine(config: &Config, trades: &[Trade]) -> (Vec<Candle>, f64) {
         candles: level_config(config, Interval::S5),
     };
     let started = Instant::now();
-    let mut pipelines: HashMap<(tickfetch::model::Exchange, &str), CandlePipeline> = HashMap::new();
+    // One pipeline for every instrument, as a rollup stage runs one per
+    // partition: it keeps each symbol's state itself.
+    let mut pipeline =
+        CandlePipeline::new(&[Interval::S1, Interval::M1], pipeline_config).expect("engine");
     let mut out = Vec::with_capacity(trades.len() / 4);
     for trade in trades {
-        pipelines
-            .entry((trade.exchange, trade.symbol.as_str()))
-            .or_insert_with(|| {
-                CandlePipeline::new(&[Interval::S1, Interval::M1], pipeline_config).expect("engine")
-            })
-            .on_trade(trade, &mut out)
-            .expect("in-order trade");
+        pipeline.on_trade(trade, &mut out).expect("in-order trade");
     }
-    for pipeline in pipelines.values_mut() {
-        pipeline.finish(&mut out).expect("finish");
-    }
+    pipeline.finish(&mut out).expect("finish");
     (out, started.elapsed().as_secs_f64())
 }
 

@@ -33,12 +33,15 @@
 //! trade excepted); no window is missing; and MongoDB holds every candle of
 //! the stored intervals that the topics hold, equal. A wrong run exits 1.
 //!
-//! **Peers on the same trades** (the peers in the full run only,
-//! `BENCH_PEERS`, default `kafka-streams,quix`; the quick run reads the
-//! backlog with the 1s stage alone): the first run's trades topic is copied, record for
-//! record and partition for partition, to a topic of its own; tickfetch's 1s
-//! stage and each peer then read that backlog from its start, on the same
-//! broker, one after the other. Each reports trades/s and its CPU seconds,
+//! **Baselines and peers on the same trades** (the peers in the full run
+//! only, `BENCH_PEERS`, default `kafka-streams,quix`; the quick run reads
+//! the backlog with the baselines alone): the first run's trades topic is
+//! copied, record for record and partition for partition, to a topic of its
+//! own; tickfetch's 1s stage exactly-once, the same stage at-least-once (on
+//! a second copy, from no state), the floor (`common::passthrough`: the
+//! stage's client settings and commit cadence, no parsing, as many records
+//! written as the stage) and each peer then read that backlog from its
+//! start, on the same broker, one after the other. Each reports trades/s and its CPU seconds,
 //! hence trades per CPU-second (per core), and the peer's candles are
 //! compared with the 1s stage's (and, for the 1m ones, with the offline
 //! engine's). Peers: Kafka Streams (`benchmarks/peers/kafka-streams`, built
@@ -77,7 +80,7 @@ use hdrhistogram::Histogram;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::Serialize;
-use tickfetch::config::Config;
+use tickfetch::config::{Config, Guarantee};
 use tickfetch::exsim::generated_symbols;
 use tickfetch::ingest::venues::Feed;
 use tickfetch::model::{Candle, CandleStatus, Exchange, Interval, Millis, Trade};
@@ -1134,8 +1137,12 @@ async fn our_stage(
 ) -> (BacklogRun, PathBuf) {
     let config_path = write_config(config, dir);
     let started = Instant::now();
+    let guarantee = match config.rollup.guarantee {
+        Guarantee::ExactlyOnce => "exactly-once",
+        Guarantee::AtLeastOnce => "at-least-once",
+    };
     let stage = Proc::start(
-        "backlog-rollup-1s",
+        &format!("backlog-rollup-1s-{guarantee}"),
         env!("CARGO_BIN_EXE_tickfetch-rollup"),
         &["--stage", "1s", "--partitions", "all"],
         &config_path,
@@ -1168,7 +1175,7 @@ async fn our_stage(
     drop(stage);
     (
         BacklogRun {
-            system: "tickfetch 1s stage (exactly-once)".into(),
+            system: format!("tickfetch 1s stage ({guarantee})"),
             trades,
             seconds_from_start,
             seconds_working,
@@ -1183,6 +1190,93 @@ async fn our_stage(
         },
         config_path,
     )
+}
+
+/// The 1s stage at-least-once on a copy of the backlog with topics, state
+/// and a group of its own; its candles are compared too.
+async fn at_least_once(
+    config: &Config,
+    source: &str,
+    dir: &Path,
+    want: &HashMap<(Interval, String, Millis), Candle>,
+    errors: &mut Vec<String>,
+) -> BacklogRun {
+    let mut alo = base_config(&format!("{}-alo", config.topics.prefix));
+    alo.rollup.guarantee = Guarantee::AtLeastOnce;
+    let (records, trades) = copy_backlog(&alo, source).await;
+    let (mut run, _) = our_stage(&alo, &dir.join("alo"), records, trades).await;
+    let got = {
+        let (c, t) = (alo.clone(), alo.topics.candles(Interval::S1));
+        tokio::task::spawn_blocking(move || read_candles(&c, &t))
+            .await
+            .expect("read")
+    };
+    let (compared, differing, _, samples) = compare(&got, want, &[Interval::S1]);
+    run.candles_compared = compared;
+    run.candles_differing = differing;
+    errors.extend(samples);
+    remove_prefix(&alo).await;
+    run
+}
+
+/// The floor on the backlog: a raw consume → produce passthrough with the
+/// exactly-once stage's client settings, producers per partition and
+/// commit cadence, no parsing, writing one record in `stride` (as many as
+/// the stage wrote), run in this process (its CPU is this process's over
+/// the run: the benchmark does nothing else meanwhile).
+async fn floor(config: &Config, records: i64, trades: u64, stride: u64) -> BacklogRun {
+    let output = format!("{}.passthrough", config.topics.prefix);
+    tickfetch::kafka::ensure_topics(
+        &config.kafka,
+        &[tickfetch::kafka::TopicSpec {
+            name: output.clone(),
+            partitions: config.topics.partitions,
+            compacted: false,
+        }],
+    )
+    .await
+    .expect("passthrough topic");
+    let me = std::process::id() as i32;
+    let before = proc_usage(me).map_or(0, |(ticks, _)| ticks);
+    let floor = {
+        let (c, out) = (config.clone(), output.clone());
+        tokio::task::spawn_blocking(move || {
+            common::passthrough(
+                &c,
+                &c.topics.trades(),
+                &out,
+                Guarantee::ExactlyOnce,
+                records as u64,
+                stride,
+            )
+        })
+        .await
+        .expect("passthrough")
+    };
+    let cpu_seconds = proc_usage(me)
+        .map_or(0, |(ticks, _)| ticks)
+        .saturating_sub(before) as f64
+        / clock_ticks();
+    BacklogRun {
+        system: format!("floor: passthrough, exactly-once, 1 record in {stride} forwarded"),
+        trades,
+        seconds_from_start: floor.seconds,
+        seconds_working: floor.seconds,
+        trades_per_second: trades as f64 / floor.seconds,
+        cpu_seconds,
+        trades_per_cpu_second: trades as f64 / cpu_seconds.max(1e-9),
+        peak_rss_mb: 0.0,
+        candles_compared: 0,
+        candles_differing: 0,
+        candles_not_emitted: 0,
+        note: format!(
+            "the stage's consumer and producer settings, a transactional producer per partition, commits every {} ms, no parsing; in the benchmark's process (its CPU over the run; no RSS of its own); {} commits, p50 {:.1} ms, p99 {:.1} ms",
+            config.rollup.commit_interval_ms,
+            floor.commits,
+            floor.commit_p50_micros as f64 / 1e3,
+            floor.commit_p99_micros as f64 / 1e3
+        ),
+    }
 }
 
 /// A peer that reads the backlog into 1s and 1m candle topics of its own.
@@ -1342,13 +1436,9 @@ fn run_peer(
     ))
 }
 
-/// tickfetch's 1s stage and the peers, one after the other, on a copy of
-/// the trades topic `source`.
-async fn backlog(source: &str, symbols: usize, dir: &Path, peers: &[String]) -> Backlog {
-    let prefix = format!("bench-pipeline-{}-backlog", std::process::id());
-    let config = base_config(&prefix);
-    let dir = dir.join(&prefix);
-    std::fs::create_dir_all(&dir).expect("work dir");
+/// Copies the trades topic `source` into `config`'s trades topic (made
+/// here); returns (records, trades) copied.
+async fn copy_backlog(config: &Config, source: &str) -> (i64, u64) {
     let topic = config.topics.trades();
     tickfetch::kafka::ensure_topics(
         &config.kafka,
@@ -1360,12 +1450,21 @@ async fn backlog(source: &str, symbols: usize, dir: &Path, peers: &[String]) -> 
     )
     .await
     .expect("backlog topic");
-    let (records, trades) = {
-        let (config, source, topic) = (config.clone(), source.to_string(), topic.clone());
-        tokio::task::spawn_blocking(move || copy_topic(&config, &source, &topic))
-            .await
-            .expect("copy")
-    };
+    let (config, source) = (config.clone(), source.to_string());
+    tokio::task::spawn_blocking(move || copy_topic(&config, &source, &topic))
+        .await
+        .expect("copy")
+}
+
+/// tickfetch's 1s stage and the peers, one after the other, on a copy of
+/// the trades topic `source`.
+async fn backlog(source: &str, symbols: usize, dir: &Path, peers: &[String]) -> Backlog {
+    let prefix = format!("bench-pipeline-{}-backlog", std::process::id());
+    let config = base_config(&prefix);
+    let dir = dir.join(&prefix);
+    std::fs::create_dir_all(&dir).expect("work dir");
+    let topic = config.topics.trades();
+    let (records, trades) = copy_backlog(&config, source).await;
     eprintln!("pipeline benchmark: backlog of {records} records ({trades} trades) in {topic}");
     let want = {
         let (config, topic) = (config.clone(), topic.clone());
@@ -1385,7 +1484,12 @@ async fn backlog(source: &str, symbols: usize, dir: &Path, peers: &[String]) -> 
     ours.candles_compared = compared;
     ours.candles_differing = differing;
     errors.extend(samples);
+    let stride = (records as u64 / (got.len() as u64).max(1)).max(1);
     let mut runs = vec![ours];
+    // The baselines on the same backlog: the stage at-least-once (on a copy
+    // of its own, so that it starts from no state), and the floor.
+    runs.push(at_least_once(&config, source, &dir, &want, &mut errors).await);
+    runs.push(floor(&config, records, trades, stride).await);
     for peer in peers {
         let Some(peer) = PEERS.iter().find(|p| p.name == peer.as_str()) else {
             errors.push(format!("BENCH_PEERS: unknown peer {peer:?}"));
@@ -1680,7 +1784,7 @@ fn markdown(report: &Report) -> String {
     }
     if let Some(b) = &report.backlog {
         md.push_str(&format!(
-            "## Peers on the same trades: a backlog of {} trades ({} records with watermarks) over {} symbols, read from its start\n\n| system | trades/s | seconds (from start / working) | CPU s | trades per CPU-second | peak RSS | candles compared / differing / not emitted |\n|---|---|---|---|---|---|---|\n",
+            "## Baselines and peers on the same trades: a backlog of {} trades ({} records with watermarks) over {} symbols, read from its start\n\n| system | trades/s | seconds (from start / working) | CPU s | trades per CPU-second | peak RSS | candles compared / differing / not emitted |\n|---|---|---|---|---|---|---|\n",
             b.trades, b.records, b.symbols
         ));
         for r in &b.runs {
@@ -1696,6 +1800,23 @@ fn markdown(report: &Report) -> String {
                 r.candles_compared,
                 r.candles_differing,
                 r.candles_not_emitted
+            ));
+        }
+        let rate = |prefix: &str| {
+            b.runs
+                .iter()
+                .find(|r| r.system.starts_with(prefix))
+                .map(|r| r.trades_per_second)
+        };
+        if let (Some(eos), Some(alo), Some(floor)) = (
+            rate("tickfetch 1s stage (exactly-once)"),
+            rate("tickfetch 1s stage (at-least-once)"),
+            rate("floor:"),
+        ) {
+            md.push_str(&format!(
+                "\nThe exactly-once stage at {:.2}× the floor (target ≥ 0.9×); at-least-once at {:.2}× exactly-once.\n",
+                eos / floor.max(1e-9),
+                alo / eos.max(1e-9)
             ));
         }
         for r in &b.runs {

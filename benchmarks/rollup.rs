@@ -17,9 +17,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::producer::{BaseRecord, Producer};
-use rdkafka::{Message, Offset, TopicPartitionList};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use tickfetch::config::{Config, Guarantee};
@@ -155,13 +152,7 @@ fn passthrough_topic(config: &Config, guarantee: Guarantee, stride: u64) -> Stri
     )
 }
 
-/// The floor: consume → produce with the stage's own client settings and
-/// commit cadence, without parsing or aggregating. Like the stage it has one
-/// producer per input partition (transactional for exactly-once, with the
-/// offsets in each transaction; idempotent with a flush and an offset commit
-/// for at-least-once) and commits every `rollup.commit_interval_ms`. It writes
-/// one record for every `stride` it reads, so that with the stage's own
-/// input/output ratio it writes as many records as the stage did.
+/// The floor (`common::passthrough`) on the trades topic, as a run.
 fn passthrough(
     name: &'static str,
     config: &Config,
@@ -169,96 +160,28 @@ fn passthrough(
     records: u64,
     stride: u64,
 ) -> RunResult {
-    let input = config.topics.trades();
     let output = passthrough_topic(config, guarantee, stride);
-    let group = output.clone();
-    let exactly_once = guarantee == Guarantee::ExactlyOnce;
-    // The stage's own client settings, for this guarantee.
-    let mut config = config.clone();
-    config.rollup.guarantee = guarantee;
-    let config = &config;
-    let consumer: BaseConsumer = stage::input_consumer_config(config, &group)
-        .expect("config")
-        .create()
-        .expect("consumer");
-    // Timed from here, like the stage (whose time includes its producers'
-    // init_transactions and its state restore).
-    let started = Instant::now();
-    let producers: Vec<stage::TxnProducer> = (0..config.topics.partitions)
-        .map(|p| stage::partition_producer(config, &format!("{group}.p{p}")).expect("producer"))
-        .collect();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..config.topics.partitions {
-        tpl.add_partition_offset(&input, p, Offset::Beginning)
-            .expect("tpl");
-    }
-    consumer.assign(&tpl).expect("assign");
-    let metadata = consumer.group_metadata().expect("group metadata");
-    let interval = Duration::from_millis(config.rollup.commit_interval_ms);
-    let mut seen = 0u64;
-    let mut next: Vec<Option<i64>> = vec![None; producers.len()];
-    let mut last_commit = Instant::now();
-    let mut commit_latency = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
-    let mut commit = |next: &mut Vec<Option<i64>>| {
-        let begun = Instant::now();
-        for (p, offset) in next.iter_mut().enumerate() {
-            let Some(o) = offset.take() else { continue };
-            let mut offsets = TopicPartitionList::new();
-            offsets
-                .add_partition_offset(&input, p as i32, Offset::Offset(o))
-                .expect("offsets");
-            if exactly_once {
-                producers[p]
-                    .send_offsets_to_transaction(&offsets, &metadata, Duration::from_secs(30))
-                    .expect("send_offsets_to_transaction");
-                producers[p]
-                    .commit_transaction(Duration::from_secs(30))
-                    .expect("commit_transaction");
-            } else {
-                producers[p].flush(Duration::from_secs(30)).expect("flush");
-                consumer.commit(&offsets, CommitMode::Sync).expect("commit");
-            }
-        }
-        let _ = commit_latency.record(begun.elapsed().as_micros() as u64);
-    };
-    while seen < records {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) {
-            let p = m.partition() as usize;
-            if next[p].is_none() && exactly_once {
-                producers[p].begin_transaction().expect("begin_transaction");
-            }
-            if seen % stride == 0 {
-                let mut record = BaseRecord::<[u8], [u8]>::to(&output)
-                    .partition(m.partition())
-                    .payload(m.payload().unwrap_or_default());
-                if let Some(key) = m.key() {
-                    record = record.key(key);
-                }
-                tickfetch::kafka::send_waiting(&producers[p], record).expect("produce");
-            }
-            next[p] = Some(m.offset() + 1);
-            seen += 1;
-        }
-        if last_commit.elapsed() >= interval {
-            commit(&mut next);
-            last_commit = Instant::now();
-        }
-    }
-    commit(&mut next);
-    let seconds = started.elapsed().as_secs_f64();
+    let floor = common::passthrough(
+        config,
+        &config.topics.trades(),
+        &output,
+        guarantee,
+        records,
+        stride,
+    );
     RunResult {
         name,
         records,
-        seconds,
-        records_per_second: records as f64 / seconds,
+        seconds: floor.seconds,
+        records_per_second: records as f64 / floor.seconds,
         report: Some(StageReport {
             records,
-            candles: records.div_ceil(stride),
-            commits: commit_latency.len(),
+            candles: floor.forwarded,
+            commits: floor.commits,
             aborts: 0,
-            commit_p50_micros: commit_latency.value_at_quantile(0.5),
-            commit_p99_micros: commit_latency.value_at_quantile(0.99),
-            commit_max_micros: commit_latency.max(),
+            commit_p50_micros: floor.commit_p50_micros,
+            commit_p99_micros: floor.commit_p99_micros,
+            commit_max_micros: floor.commit_max_micros,
         }),
     }
 }

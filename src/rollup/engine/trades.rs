@@ -75,12 +75,17 @@ impl From<TradeWindowRepr> for TradeWindow {
 }
 
 impl TradeWindow {
-    pub(super) fn add(&mut self, trade: &Trade, id: IdRef<'_>) {
+    /// Adds `trade` (its id `id`, its `quote` = price × quantity, checked
+    /// by [`checked_quote`]).
+    pub(super) fn add(&mut self, trade: &Trade, id: IdRef<'_>, quote: Decimal) {
         let key = OrderKey {
             time: trade.exchange_time,
-            seq: trade.sequence(),
+            // `Trade::sequence`, without parsing the id a second time.
+            seq: match id {
+                IdRef::Num(n) => Some(n),
+                IdRef::Text(text) => text.parse().ok(),
+            },
         };
-        let quote = trade.price * trade.quantity;
         let buy = trade.side == Side::Buy;
         let first_id = match trade.first_trade_id {
             Some(n) => IdRef::Num(n),
@@ -283,13 +288,16 @@ impl TradeRollup {
         trade: &Trade,
         out: &mut Vec<Candle>,
     ) -> Result<TradeOutcome, EngineError> {
-        if let Some(reason) = trade_problem(trade) {
-            return Err(EngineError::InvalidTrade {
-                key: trade.key(),
-                trade_id: trade.trade_id.clone(),
-                reason,
-            });
-        }
+        let quote = match checked_quote(trade) {
+            Ok(quote) => quote,
+            Err(reason) => {
+                return Err(EngineError::InvalidTrade {
+                    key: trade.key(),
+                    trade_id: trade.trade_id.clone(),
+                    reason,
+                })
+            }
+        };
         let p = self.symbols.params;
         let new = || TradeState::new(trade.exchange, &trade.symbol);
         Ok(self
@@ -304,13 +312,13 @@ impl TradeRollup {
                 let outcome = match state.core.placement(&p, start) {
                     Placement::TooLate => return Outcome::TooLate,
                     Placement::Open => {
-                        state.core.open_window(start).add(trade, id);
+                        state.core.open_window(start).add(trade, id, quote);
                         Outcome::Accepted
                     }
                     Placement::Closed => {
                         state
                             .core
-                            .apply_closed(&p, start, |w| w.add(trade, id), out);
+                            .apply_closed(&p, start, |w| w.add(trade, id, quote), out);
                         Outcome::Corrected
                     }
                 };
@@ -325,17 +333,19 @@ impl TradeRollup {
     shared_level_methods!(TradeState);
 }
 
-pub(super) fn trade_problem(trade: &Trade) -> Option<&'static str> {
+/// The trade's quote volume (price × quantity), or what makes it invalid.
+pub(super) fn checked_quote(trade: &Trade) -> Result<Decimal, &'static str> {
     if trade.price < Decimal::ZERO {
-        Some("negative price")
+        Err("negative price")
     } else if trade.quantity < Decimal::ZERO {
-        Some("negative quantity")
+        Err("negative quantity")
     } else if !check_time(trade.exchange_time) {
-        Some("exchange_time out of range")
-    } else if trade.price.checked_mul(trade.quantity).is_none() {
-        Some("price × quantity overflows")
+        Err("exchange_time out of range")
     } else {
-        None
+        trade
+            .price
+            .checked_mul(trade.quantity)
+            .ok_or("price × quantity overflows")
     }
 }
 
