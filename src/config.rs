@@ -792,7 +792,12 @@ pub struct ClusterConfig {
     /// publishing until it has published every trade the exchange made
     /// before the move (one with a later exchange time has arrived), so
     /// that its successor's buffer, filling since the replica went live,
-    /// covers the rest; a quiet symbol waits this long. 0: stop at once.
+    /// covers the rest; a quiet symbol waits this long. 0 (the default):
+    /// stop at once. Off by default: the catch-up runs inside the worker's
+    /// reconcile loop, so handovers in a row delay the next ones, and a
+    /// predecessor that noticed its move late may still publish after its
+    /// successor's patience ran out (duplicates on the topic that readers
+    /// refuse by epoch).
     pub handover_catch_up_ms: u64,
     /// The version this worker registers with (`tickfetch rollout
     /// --to-version` waits for it); empty: the build's own.
@@ -807,7 +812,7 @@ impl Default for ClusterConfig {
             lease_ttl_ms: 5_000,
             progress_interval_ms: 1_000,
             resume_lookback: 10_000,
-            handover_catch_up_ms: 3_000,
+            handover_catch_up_ms: 0,
             version: String::new(),
         }
     }

@@ -801,18 +801,6 @@ async fn a_rollout_replaces_every_worker_one_at_a_time_and_resumes_after_an_inte
     wait_assigned(&store, &symbols, 1).await;
     warm_up(&store, &sim, &symbols).await;
     let trading = Trading::start(&sim, &symbols, Duration::from_millis(200));
-    // The stages up to 1m and the sink run downstream of the workers during
-    // the whole rollout, as in a deployment.
-    let downstream: Vec<Proc> = ["1s", "5s", "1m"]
-        .into_iter()
-        .map(|stage| common::pipeline::spawn_stage(&config, stage, 0))
-        .chain(std::iter::once(Proc::spawn(
-            &config,
-            "tickfetch-sink",
-            "sink",
-            &[],
-        )))
-        .collect();
 
     let rollout_args = [
         "rollout",
@@ -923,6 +911,22 @@ async fn a_rollout_replaces_every_worker_one_at_a_time_and_resumes_after_an_inte
             );
         }
     }
+    // The stages up to 1m and the sink, downstream of the rolled-out
+    // workers, started once the rollout is done: they read the trades topic
+    // from its start, so their candles cover the whole rollout. (Running
+    // them during the rollout, 4 more processes on 2 cores, once made a
+    // replacement's connection late enough for a gap in CI: see
+    // docs/coordination.md, known problems.)
+    let downstream: Vec<Proc> = ["1s", "5s", "1m"]
+        .into_iter()
+        .map(|stage| common::pipeline::spawn_stage(&config, stage, 0))
+        .chain(std::iter::once(Proc::spawn(
+            &config,
+            "tickfetch-sink",
+            "sink",
+            &[],
+        )))
+        .collect();
     assert_minutes_stored(&config).await;
     drop(workers);
     drop(downstream);

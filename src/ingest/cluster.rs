@@ -179,7 +179,7 @@ struct Member {
     /// The live replicas the worker record reports (feed id → since, ms).
     live_replicas: BTreeMap<String, i64>,
     /// Promotions waiting for their previous primary's release, since when.
-    handover_wait: HashMap<String, Instant>,
+    handover_wait: HashMap<String, (Epoch, Instant)>,
 }
 
 impl Member {
@@ -640,11 +640,21 @@ impl Member {
         if !alive {
             return Ok(true);
         }
-        let since = *self
+        // Counted from when this promotion (this epoch) was first seen: an
+        // earlier one of the same feed, undone by a later assignment, does
+        // not count.
+        let waiting = self
             .handover_wait
             .entry(id.to_string())
-            .or_insert_with(Instant::now);
-        let patience = Duration::from_millis(self.config.cluster.lease_ttl_ms) * HANDOVER_PATIENCE;
+            .or_insert_with(|| (epoch, Instant::now()));
+        if waiting.0 != epoch {
+            *waiting = (epoch, Instant::now());
+        }
+        let since = waiting.1;
+        // The predecessor may publish for up to its catch-up before it
+        // releases: the patience covers that on top of the lease TTLs.
+        let patience = Duration::from_millis(self.config.cluster.lease_ttl_ms) * HANDOVER_PATIENCE
+            + Duration::from_millis(self.config.cluster.handover_catch_up_ms);
         if since.elapsed() >= patience {
             tracing::warn!(feed = %id, %previous, "the previous primary did not release the feed in time; taking it over");
             return Ok(true);

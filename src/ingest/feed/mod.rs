@@ -30,7 +30,7 @@
 //!   more, drops its connections and ends.
 //!   On a planned handover a primary first goes on publishing until each
 //!   symbol has published a trade made at or after the moment of the move
-//!   (at most `cluster.handover_catch_up_ms`): its successor's buffer holds
+//!   (at most `cluster.handover_catch_up_ms`, when set): its successor's buffer holds
 //!   what follows, so nothing falls between them.
 //!
 //! # Epochs

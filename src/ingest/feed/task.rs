@@ -248,7 +248,7 @@ impl FeedTask {
                 h.replies.push(reply);
                 h.deadline = now;
             }
-            (None, Some(c)) if self.role == Role::Primary => {
+            (None, Some(c)) if self.role == Role::Primary && !c.within.is_zero() => {
                 tracing::info!(until = c.until, "handing over: publishing until caught up");
                 self.handing_over = Some(HandingOver {
                     until: c.until,
