@@ -671,7 +671,8 @@ impl Member {
         if primaries.is_empty() {
             return;
         }
-        // Each goes on publishing until it has caught up with now: what the
+        // With a catch-up set, each goes on publishing until it has caught
+        // up with now (else it stops at once): what the
         // exchange made before the move is ours to publish; the successor's
         // buffer (live for the master's warm-up) holds what follows.
         let until = chrono::Utc::now().timestamp_millis();

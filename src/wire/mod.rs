@@ -45,6 +45,13 @@ pub use send::send_waiting;
 /// How many bytes of an outside value an error message quotes (see [`clip`]).
 pub const MAX_QUOTED_BYTES: usize = 256;
 
+/// `text` quoted as Rust's `{:?}` would, then clipped to `max` bytes: the
+/// escapes count (a backslash doubles, a control character becomes
+/// `\u{..}`), so quoting after clipping could pass the limit.
+pub fn quoted(text: &str, max: usize) -> String {
+    clip(&format!("{text:?}"), max).into_owned()
+}
+
 /// `text` cut to at most `max` bytes for an error message: its start and its
 /// end joined by `…`, on character boundaries (unchanged when it fits).
 ///
@@ -90,7 +97,7 @@ pub enum WireError {
     #[error("empty payload (expected a {what})")]
     MissingPayload { what: &'static str },
     /// An epoch header that is not a decimal number.
-    #[error("header {EPOCH_HEADER} is not a decimal epoch: {:?}", clip(.value, MAX_QUOTED_BYTES))]
+    #[error("header {EPOCH_HEADER} is not a decimal epoch: {}", quoted(.value, MAX_QUOTED_BYTES))]
     BadEpoch { value: String },
 }
 

@@ -62,7 +62,7 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 
 use crate::model::{Exchange, Millis, Trade, TRADE_TIMES};
-use crate::wire::{clip, MAX_QUOTED_BYTES};
+use crate::wire::{clip, quoted, MAX_QUOTED_BYTES};
 use instruments::{Instrument, InstrumentPage};
 
 /// How many bytes of a bad input an error message quotes.
@@ -244,8 +244,8 @@ pub enum ExchangeError {
     Unrecognised { exchange: Exchange, excerpt: String },
     /// The exchange's symbol does not split into base and quote.
     #[error(
-        "{exchange}: cannot map symbol {:?} to BASE-QUOTE: {}",
-        clip(.symbol, MAX_QUOTED_BYTES),
+        "{exchange}: cannot map symbol {} to BASE-QUOTE: {}",
+        quoted(.symbol, MAX_QUOTED_BYTES),
         clip(.problem, MAX_PROBLEM_BYTES)
     )]
     UnknownSymbol {
@@ -255,8 +255,8 @@ pub enum ExchangeError {
     },
     /// A REST endpoint answered with an error body.
     #[error(
-        "{exchange}: REST error {:?}: {}",
-        .code.as_deref().map(|c| clip(c, MAX_QUOTED_BYTES)),
+        "{exchange}: REST error {}: {}",
+        .code.as_deref().map_or_else(|| "None".to_string(), |c| format!("Some({})", quoted(c, MAX_QUOTED_BYTES))),
         clip(.message, MAX_PROBLEM_BYTES)
     )]
     Rejected {
@@ -266,8 +266,8 @@ pub enum ExchangeError {
     },
     /// A trade cannot be written in this exchange's wire form.
     #[error(
-        "{exchange}: cannot encode trade {:?}: {}",
-        clip(.trade_id, MAX_QUOTED_BYTES),
+        "{exchange}: cannot encode trade {}: {}",
+        quoted(.trade_id, MAX_QUOTED_BYTES),
         clip(.problem, MAX_PROBLEM_BYTES)
     )]
     Encode {
