@@ -792,12 +792,11 @@ pub struct ClusterConfig {
     /// publishing until it has published every trade the exchange made
     /// before the move (one with a later exchange time has arrived), so
     /// that its successor's buffer, filling since the replica went live,
-    /// covers the rest; a quiet symbol waits this long. 0 (the default):
-    /// stop at once. Off by default: the catch-up runs inside the worker's
-    /// reconcile loop, so handovers in a row delay the next ones, and a
-    /// predecessor that noticed its move late may still publish after its
-    /// successor's patience ran out (duplicates on the topic that readers
-    /// refuse by epoch).
+    /// covers the rest; a quiet symbol waits this long. The catch-up runs
+    /// beside the worker's loop, which goes on noticing moves; the
+    /// successor's patience adds this limit. 0: stop at once (a primary
+    /// whose connection lags then leaves a gap its successor's buffer may
+    /// not reach).
     pub handover_catch_up_ms: u64,
     /// The version this worker registers with (`tickfetch rollout
     /// --to-version` waits for it); empty: the build's own.
@@ -812,7 +811,7 @@ impl Default for ClusterConfig {
             lease_ttl_ms: 5_000,
             progress_interval_ms: 1_000,
             resume_lookback: 10_000,
-            handover_catch_up_ms: 0,
+            handover_catch_up_ms: 3_000,
             version: String::new(),
         }
     }

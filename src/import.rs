@@ -42,7 +42,7 @@ use crate::ingest::venues::instruments::{self, Instruments};
 use crate::ingest::venues::ExchangeError;
 use crate::model::{Candle, Exchange, Interval, Millis, Side, Trade, TRADE_TIMES};
 use crate::rollup::engine::{CandlePipeline, EngineError, Outcome, PipelineConfig};
-use crate::wire::{clip, MAX_QUOTED_BYTES};
+use crate::wire::{clip, quoted, MAX_QUOTED_BYTES};
 
 /// Timestamps above this are microseconds (10^14 ms is the year 5138; 10^14 µs
 /// is 1973).
@@ -103,26 +103,26 @@ pub enum RowError {
         min: usize,
         max: usize,
     },
-    #[error("{name} {:?} is not a non-negative integer", clip(.text, MAX_QUOTED_BYTES))]
+    #[error("{name} {} is not a non-negative integer", quoted(.text, MAX_QUOTED_BYTES))]
     NotAnId { name: &'static str, text: String },
-    #[error("{name} {:?} is not a decimal: {source}", clip(.text, MAX_QUOTED_BYTES))]
+    #[error("{name} {} is not a decimal: {source}", quoted(.text, MAX_QUOTED_BYTES))]
     NotADecimal {
         name: &'static str,
         text: String,
         source: rust_decimal::Error,
     },
-    #[error("{name} {:?} is negative", clip(.text, MAX_QUOTED_BYTES))]
+    #[error("{name} {} is negative", quoted(.text, MAX_QUOTED_BYTES))]
     Negative { name: &'static str, text: String },
     /// A price or quantity of zero: no trade has one.
-    #[error("{name} {:?} is zero (a trade's price and quantity are positive)", clip(.text, MAX_QUOTED_BYTES))]
+    #[error("{name} {} is zero (a trade's price and quantity are positive)", quoted(.text, MAX_QUOTED_BYTES))]
     Zero { name: &'static str, text: String },
-    #[error("{name} {:?} is not an integer timestamp", clip(.text, MAX_QUOTED_BYTES))]
+    #[error("{name} {} is not an integer timestamp", quoted(.text, MAX_QUOTED_BYTES))]
     NotATimestamp { name: &'static str, text: String },
     /// A timestamp outside [`TRADE_TIMES`] (after the µs → ms step): a zero,
     /// seconds, nanoseconds or a corrupt field.
-    #[error("{name} {:?} is not between 2009-01-01 and 2100-01-01 (in ms or µs)", clip(.text, MAX_QUOTED_BYTES))]
+    #[error("{name} {} is not between 2009-01-01 and 2100-01-01 (in ms or µs)", quoted(.text, MAX_QUOTED_BYTES))]
     TimeOutOfRange { name: &'static str, text: String },
-    #[error("{name} {:?} is not true or false", clip(.text, MAX_QUOTED_BYTES))]
+    #[error("{name} {} is not true or false", quoted(.text, MAX_QUOTED_BYTES))]
     NotABool { name: &'static str, text: String },
     #[error("last_trade_id {last} is below first_trade_id {first}")]
     IdsOutOfOrder { first: u64, last: u64 },

@@ -13,6 +13,12 @@
 //! those that died (a broker restart keeps its log). `down` stops exactly the
 //! processes listed in `stack.json` (checking each pid still runs the program it
 //! started), first with SIGTERM, then SIGKILL.
+//!
+//! etcd's data lives in memory (`/dev/shm`, linked from `DIR/etcd`) unless
+//! asked otherwise: on one machine its disk is shared with the broker and
+//! MongoDB, and an fsync stuck behind their writes for seconds holds up
+//! every lease refresh past its patience (etcd's hardware guide wants a disk
+//! of its own for the same reason).
 
 pub mod kafka;
 
@@ -74,6 +80,9 @@ pub struct StackOptions {
     pub kafka_port: Option<u16>,
     pub etcd_port: Option<u16>,
     pub mongodb_port: Option<u16>,
+    /// etcd's data in `/dev/shm` (when there is one) rather than under
+    /// `DIR/etcd` on the disk the other services share.
+    pub etcd_in_memory: bool,
 }
 
 impl StackOptions {
@@ -84,6 +93,7 @@ impl StackOptions {
             kafka_port: None,
             etcd_port: None,
             mongodb_port: None,
+            etcd_in_memory: true,
         }
     }
 }
@@ -215,7 +225,8 @@ pub async fn up(options: &StackOptions) -> Result<StackEnv, StackError> {
         ))
     })?;
     let etcd_port = ensure_service(&dir, &mut state, ETCD, options.etcd_port, |port, dir| {
-        let cmd = etcd_command(&etcd, &dir.join("etcd"), port, free_port()?);
+        let data = etcd_data_dir(dir, options.etcd_in_memory)?;
+        let cmd = etcd_command(&etcd, &data, port, free_port()?);
         Ok((cmd, "etcd".to_string(), program_version(&etcd)))
     })?;
     let mongo_port = ensure_service(
@@ -250,6 +261,41 @@ pub async fn up(options: &StackOptions) -> Result<StackEnv, StackError> {
     fs::write(&env_path, env.to_env_lines())
         .map_err(StackError::io(format!("writing {}", env_path.display())))?;
     Ok(env)
+}
+
+/// Where the stack's etcd keeps its data: `DIR/etcd` as it is when it exists
+/// (a directory, or the link to memory made before, whose target is made
+/// again after a reboot); else, `in_memory` and with a `/dev/shm`, a fresh
+/// directory there linked from `DIR/etcd`; else `DIR/etcd` on disk.
+fn etcd_data_dir(dir: &Path, in_memory: bool) -> Result<PathBuf, StackError> {
+    let link = dir.join("etcd");
+    if let Ok(target) = fs::read_link(&link) {
+        fs::create_dir_all(&target)
+            .map_err(StackError::io(format!("creating {}", target.display())))?;
+        return Ok(link);
+    }
+    let shm = Path::new("/dev/shm");
+    if link.exists() || !in_memory || !shm.is_dir() {
+        return Ok(link);
+    }
+    // Named after the stack directory, so that two stacks never share one.
+    let hash = dir
+        .to_string_lossy()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    let target = shm.join(format!("tickfetch-etcd-{hash:016x}"));
+    // A new stack: whatever an earlier one under the same name left goes.
+    let _ = fs::remove_dir_all(&target);
+    fs::create_dir_all(&target)
+        .map_err(StackError::io(format!("creating {}", target.display())))?;
+    std::os::unix::fs::symlink(&target, &link).map_err(StackError::io(format!(
+        "linking {} to {}",
+        link.display(),
+        target.display()
+    )))?;
+    Ok(link)
 }
 
 /// A one-member etcd on loopback: data in `data`, clients on `client_port`,

@@ -382,6 +382,11 @@ enum StackAction {
         etcd_port: Option<u16>,
         #[arg(long)]
         mongodb_port: Option<u16>,
+        /// Keep etcd's data under DIR/etcd on disk (default: in /dev/shm,
+        /// linked from DIR/etcd, clear of the disk the broker and MongoDB
+        /// share).
+        #[arg(long)]
+        etcd_on_disk: bool,
     },
     /// Show the recorded services, whether they run and answer.
     Status {
@@ -831,11 +836,13 @@ async fn stack(action: StackAction) -> anyhow::Result<ExitCode> {
             kafka_port,
             etcd_port,
             mongodb_port,
+            etcd_on_disk,
         } => {
             let mut options = stack::StackOptions::new(dir);
             options.kafka_port = kafka_port;
             options.etcd_port = etcd_port;
             options.mongodb_port = mongodb_port;
+            options.etcd_in_memory = !etcd_on_disk;
             let env = stack::up(&options).await.context("stack up")?;
             print!("{}", env.to_env_lines());
             Ok(ExitCode::SUCCESS)

@@ -32,12 +32,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::feed::resume::last_published;
 use super::feed::ResumePoint;
 use super::venues::Feed;
-use super::worker::{FeedHandle, Role, Worker};
+use super::worker::{FeedHandle, Flusher, Role, Worker};
 use super::IngestError;
 use crate::config::{Config, FeedConfig};
 use crate::coord::epoch::Epoch;
@@ -150,6 +152,8 @@ pub async fn run(
         registered: 0,
         live_replicas: BTreeMap::new(),
         handover_wait: HashMap::new(),
+        handovers: JoinSet::new(),
+        handing_over: HashMap::new(),
     };
     let result = member.serve(&shutdown).await;
     let worker = member.worker;
@@ -180,6 +184,13 @@ struct Member {
     live_replicas: BTreeMap<String, i64>,
     /// Promotions waiting for their previous primary's release, since when.
     handover_wait: HashMap<String, (Epoch, Instant)>,
+    /// Planned handovers under way beside the loop (see [`hand_over`]), so
+    /// that a primary catching up does not keep the member from noticing
+    /// its next move.
+    handovers: JoinSet<()>,
+    /// The feeds of those handovers (feed id → its task): not started here
+    /// again until it has ended.
+    handing_over: HashMap<String, tokio::task::Id>,
 }
 
 impl Member {
@@ -221,8 +232,9 @@ impl Member {
                 }
             };
             if shutdown.is_cancelled() {
-                // Hand over first, so that nothing is published after the
-                // lease ends and successors go on from our last trades.
+                // Hand over first (and wait for the handovers under way),
+                // so that nothing is published after the lease ends and
+                // successors go on from our last trades.
                 self.hand_over_primaries("shutdown").await;
                 let _ = self.store.revoke(lease).await;
                 tracing::info!(worker = %self.id, "deregistered");
@@ -333,6 +345,18 @@ impl Member {
                     }
                     self.reconcile(lease).await?;
                 }
+                Some(joined) = self.handovers.join_next_with_id() => {
+                    let task = match joined {
+                        Ok((task, ())) => task,
+                        Err(e) => {
+                            tracing::error!(error = %e, "a handover task failed");
+                            e.id()
+                        }
+                    };
+                    self.handing_over.retain(|_, t| *t != task);
+                    // What waited for it (the same feed assigned here again).
+                    self.reconcile(lease).await?;
+                }
                 _ = progress.tick() => {
                     tracing::debug!("recording progress");
                     if let Err(e) = self.record_progress(lease).await {
@@ -433,10 +457,15 @@ impl Member {
                 }
             }
         }
-        self.hand_over(handovers).await;
-        // Start replicas (and future primaries, to warm up); collect promotions.
+        self.hand_over(handovers);
+        // Start replicas (and future primaries, to warm up); collect
+        // promotions. A feed still being handed over from here waits for
+        // its handover to end.
         let mut promotions: Vec<(String, Epoch)> = Vec::new();
         for (id, (assignment, want)) in &wanted {
+            if self.handing_over.contains_key(id) {
+                continue;
+            }
             if !self.running.contains_key(id) {
                 match self.start(assignment) {
                     Ok(running) => {
@@ -507,8 +536,9 @@ impl Member {
     /// publishing from just after the last trade on the trades topic.
     async fn promote(&mut self, promotions: Vec<(String, Epoch)>) -> Result<(), IngestError> {
         let mut ready = Vec::with_capacity(promotions.len());
+        let mut seen = None;
         for (id, epoch) in promotions {
-            match self.predecessor_done(&id, epoch).await {
+            match self.predecessor_done(&id, epoch, &mut seen).await {
                 Ok(true) => {
                     self.handover_wait.remove(&id);
                     ready.push((id, epoch));
@@ -604,7 +634,14 @@ impl Member {
     /// last trade is in the log: it released the feed (a planned handover),
     /// or it is no longer registered (dead, or cut off past its lease), or
     /// it has not answered within a lease TTL (its late writes are fenced).
-    async fn predecessor_done(&mut self, id: &str, epoch: Epoch) -> Result<bool, IngestError> {
+    /// `seen` holds the progress and worker records, read from etcd once
+    /// for all the promotions of one reconcile (not two reads per feed).
+    async fn predecessor_done(
+        &mut self,
+        id: &str,
+        epoch: Epoch,
+        seen: &mut Option<Predecessors>,
+    ) -> Result<bool, IngestError> {
         let Some(running) = self.running.get(id) else {
             return Ok(false);
         };
@@ -619,12 +656,13 @@ impl Member {
         if previous == self.id {
             return Ok(true); // ours: fenced, and flushed before the tail is read
         }
-        let exchange = running.exchange.to_string();
-        let released = self
-            .store
-            .get::<ProgressRecord, _>(&[exchange.as_str(), running.symbol.as_str()])
-            .await?
-            .map(|p| p.value)
+        let seen = match seen {
+            Some(seen) => seen,
+            None => seen.insert(Predecessors::read(&self.store).await?),
+        };
+        let released = seen
+            .progress
+            .get(&(running.exchange, running.symbol.clone()))
             .is_some_and(|p| {
                 (p.worker == previous && p.epoch == previous_epoch && p.released)
                     || p.epoch >= epoch.0
@@ -632,12 +670,7 @@ impl Member {
         if released {
             return Ok(true);
         }
-        let alive = self
-            .store
-            .get::<WorkerRecord, _>(&[previous.as_str()])
-            .await?
-            .is_some();
-        if !alive {
+        if !seen.workers.contains(&previous) {
             return Ok(true);
         }
         // Counted from when this promotion (this epoch) was first seen: an
@@ -663,79 +696,42 @@ impl Member {
         Ok(false)
     }
 
-    /// Planned handover of primaries whose feeds moved: fence them all (they
-    /// publish nothing more), flush what they published once, and record
-    /// each one's last trade as released, so that each new primary goes on
-    /// from just after it.
-    async fn hand_over(&mut self, primaries: Vec<(String, Running)>) {
+    /// Starts the planned handover of primaries whose feeds moved, beside
+    /// the loop (see [`hand_over`]).
+    fn hand_over(&mut self, primaries: Vec<(String, Running)>) {
         if primaries.is_empty() {
             return;
         }
-        // With a catch-up set, each goes on publishing until it has caught
-        // up with now (else it stops at once): what the
-        // exchange made before the move is ours to publish; the successor's
-        // buffer (live for the master's warm-up) holds what follows.
-        let until = chrono::Utc::now().timestamp_millis();
-        let within = Duration::from_millis(self.config.cluster.handover_catch_up_ms);
-        let fences = primaries.iter().map(|(_, running)| {
-            tokio::time::timeout(FENCE_WAIT + within, running.handle.hand_over(until, within))
-        });
-        let fenced = futures::future::join_all(fences).await;
-        let mut records = Vec::new();
-        for ((id, running), fenced) in primaries.iter().zip(fenced) {
-            running.handle.stop();
-            let Ok(Ok(positions)) = fenced else {
-                tracing::warn!(feed = %id, "primary stopped without a handover");
-                continue;
-            };
-            let point = positions.into_values().next();
-            records.push(ProgressRecord {
-                exchange: running.exchange,
-                symbol: running.symbol.clone(),
-                last_trade_id: point
-                    .as_ref()
-                    .map(|p| p.last.trade_id.clone())
-                    .unwrap_or_default(),
-                last_trade_time: point.as_ref().map_or(0, |p| p.last.exchange_time),
-                epoch: running.epoch.0,
-                worker: self.id.clone(),
-                recent_trades: 0,
-                recent_ms: 0,
-                updated: chrono::Utc::now().timestamp_millis(),
-                released: true,
-            });
-        }
-        if !matches!(self.flushed().await, Ok(true)) {
-            tracing::warn!(
-                feeds = records.len(),
-                "handover: the publisher cannot flush; the successors wait for our lease"
-            );
-            return;
-        }
-        for chunk in records.chunks(MAX_TXN_OPS) {
-            let batch = chunk
-                .iter()
-                .fold(self.store.batch(), |batch, record| batch.put(record));
-            match self.store.commit(batch).await {
-                Ok(_) => {
-                    for r in chunk {
-                        tracing::info!(feed = %feed_id(r.exchange, &r.symbol), epoch = r.epoch, last = %r.last_trade_id, "handed over");
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(feeds = chunk.len(), error = %e, "handover not recorded; the successors wait for our lease")
-                }
-            }
-        }
+        let ids: Vec<String> = primaries.iter().map(|(id, _)| id.clone()).collect();
+        let handover = Handover {
+            store: self.store.clone(),
+            flusher: self.worker.flusher(),
+            worker: self.id.clone(),
+            // The moment of the move: what the exchange made before it is
+            // ours to publish; the successor's buffer (live for the
+            // master's warm-up) holds what follows.
+            until: chrono::Utc::now().timestamp_millis(),
+            within: Duration::from_millis(self.config.cluster.handover_catch_up_ms),
+        };
+        let span = tracing::info_span!("handover", feeds = ids.len());
+        let task = self
+            .handovers
+            .spawn(hand_over(Handing(primaries), handover).instrument(span))
+            .id();
+        self.handing_over
+            .extend(ids.into_iter().map(|id| (id, task)));
     }
 
-    /// Hands over every primary (on shutdown, while the lease is held).
+    /// Hands over every primary (on shutdown, while the lease is held) and
+    /// waits until every handover under way has ended.
     async fn hand_over_primaries(&mut self, why: &str) {
         let primaries = self.take_primaries();
         if !primaries.is_empty() {
             tracing::info!(feeds = primaries.len(), why, "handing over primaries");
         }
-        self.hand_over(primaries).await;
+        self.hand_over(primaries);
+        while self.handovers.join_next().await.is_some() {}
+        self.handing_over.clear();
     }
 
     /// Removes every primary from the running set.
@@ -813,9 +809,13 @@ impl Member {
         }
     }
 
-    /// Draining, and no assignment names this worker any more.
+    /// Draining, no assignment names this worker any more, and its last
+    /// handovers have ended.
     fn drained(&self) -> bool {
-        self.draining && self.running.is_empty() && self.wanted().is_empty()
+        self.draining
+            && self.running.is_empty()
+            && self.handovers.is_empty()
+            && self.wanted().is_empty()
     }
 
     /// Records each primary's last published trade (after a flush, so that
@@ -906,6 +906,10 @@ impl Member {
     /// Fences every primary (they publish nothing more) and drops them from
     /// the running set: a later assignment starts them again.
     async fn fence_primaries(&mut self, why: &str) {
+        // Handovers under way end here too: their feeds stop, and their
+        // successors wait for our lease.
+        self.handovers.shutdown().await;
+        self.handing_over.clear();
         let primaries = self.take_primaries();
         if !primaries.is_empty() {
             tracing::warn!(feeds = primaries.len(), why, "fencing primaries");
@@ -921,6 +925,120 @@ impl Member {
     fn stop_all(&mut self) {
         for (_, running) in std::mem::take(&mut self.running) {
             running.handle.stop();
+        }
+    }
+}
+
+/// What promotions look at to know whether their predecessors are done:
+/// every feed's progress record and the registered workers.
+struct Predecessors {
+    progress: HashMap<(Exchange, String), ProgressRecord>,
+    workers: std::collections::BTreeSet<String>,
+}
+
+impl Predecessors {
+    async fn read(store: &Store) -> Result<Self, IngestError> {
+        let progress = store.list::<ProgressRecord, &str>(&[]).await?;
+        let workers = store.list::<WorkerRecord, &str>(&[]).await?;
+        Ok(Self {
+            progress: progress
+                .records
+                .into_iter()
+                .map(|r| ((r.value.exchange, r.value.symbol.clone()), r.value))
+                .collect(),
+            workers: workers.records.into_iter().map(|r| r.value.id).collect(),
+        })
+    }
+}
+
+/// What a planned handover needs, beside the member's loop.
+struct Handover {
+    store: Store,
+    flusher: Flusher,
+    /// This worker's id, in the progress records.
+    worker: String,
+    /// The moment of the move (epoch ms).
+    until: crate::model::Millis,
+    /// How long each primary may go on publishing to catch up with it.
+    within: Duration,
+}
+
+/// Primaries being handed over; stopped when dropped, so that a handover
+/// cut short (lease lost, shutdown) leaves none running.
+struct Handing(Vec<(String, Running)>);
+
+impl Drop for Handing {
+    fn drop(&mut self) {
+        for (_, running) in &self.0 {
+            running.handle.stop();
+        }
+    }
+}
+
+/// Planned handover of primaries whose feeds moved: each goes on publishing
+/// until it has caught up with the move (at most `cluster.handover_catch_up_ms`;
+/// at once when 0), then is fenced; what they published is flushed once,
+/// and each one's last trade is recorded as released, so that each new
+/// primary goes on from just after it.
+async fn hand_over(primaries: Handing, handover: Handover) {
+    let Handover {
+        store,
+        flusher,
+        worker,
+        until,
+        within,
+    } = handover;
+    let fences = primaries.0.iter().map(|(_, running)| {
+        tokio::time::timeout(FENCE_WAIT + within, running.handle.hand_over(until, within))
+    });
+    let fenced = futures::future::join_all(fences).await;
+    let mut records = Vec::new();
+    for ((id, running), fenced) in primaries.0.iter().zip(fenced) {
+        running.handle.stop();
+        let Ok(Ok(positions)) = fenced else {
+            tracing::warn!(feed = %id, "primary stopped without a handover");
+            continue;
+        };
+        let point = positions.into_values().next();
+        records.push(ProgressRecord {
+            exchange: running.exchange,
+            symbol: running.symbol.clone(),
+            last_trade_id: point
+                .as_ref()
+                .map(|p| p.last.trade_id.clone())
+                .unwrap_or_default(),
+            last_trade_time: point.as_ref().map_or(0, |p| p.last.exchange_time),
+            epoch: running.epoch.0,
+            worker: worker.clone(),
+            recent_trades: 0,
+            recent_ms: 0,
+            updated: chrono::Utc::now().timestamp_millis(),
+            released: true,
+        });
+    }
+    if !matches!(
+        tokio::time::timeout(FLUSH_WAIT, flusher.flush()).await,
+        Ok(Ok(()))
+    ) {
+        tracing::warn!(
+            feeds = records.len(),
+            "handover: the publisher cannot flush; the successors wait for our lease"
+        );
+        return;
+    }
+    for chunk in records.chunks(MAX_TXN_OPS) {
+        let batch = chunk
+            .iter()
+            .fold(store.batch(), |batch, record| batch.put(record));
+        match store.commit(batch).await {
+            Ok(_) => {
+                for r in chunk {
+                    tracing::info!(feed = %feed_id(r.exchange, &r.symbol), epoch = r.epoch, last = %r.last_trade_id, "handed over");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(feeds = chunk.len(), error = %e, "handover not recorded; the successors wait for our lease")
+            }
         }
     }
 }

@@ -122,7 +122,8 @@ impl FeedHandle {
     /// goes on publishing until every symbol has published a trade the
     /// exchange made at or after `until` (epoch ms), for at most `within`,
     /// so that nothing made before the move is left to its successor's
-    /// buffer, which may have begun just before it.
+    /// buffer, which may have begun just before it. With `within` zero it
+    /// is a fence.
     ///
     /// # Errors
     /// [`IngestError::FeedGone`] when the feed has already ended.
@@ -131,6 +132,9 @@ impl FeedHandle {
         until: crate::model::Millis,
         within: std::time::Duration,
     ) -> Result<HashMap<String, ResumePoint>, IngestError> {
+        if within.is_zero() {
+            return self.fence().await;
+        }
         self.fence_with(Some(super::feed::CatchUp { until, within }))
             .await
     }
@@ -169,6 +173,28 @@ impl FeedHandle {
             .send(command)
             .await
             .map_err(|_| IngestError::FeedGone(self.name.clone()))
+    }
+}
+
+/// Flushes a worker's publisher: see [`Worker::flush`].
+#[derive(Clone)]
+pub struct Flusher {
+    output: mpsc::Sender<Output>,
+}
+
+impl Flusher {
+    /// Waits until everything handed to the publisher so far is acknowledged.
+    ///
+    /// # Errors
+    /// A delivery failure, or the publisher is gone.
+    pub async fn flush(&self) -> Result<(), IngestError> {
+        let (reply, done) = oneshot::channel();
+        self.output
+            .send(Output::Flush(reply))
+            .await
+            .map_err(|_| IngestError::PublisherGone)?;
+        done.await.map_err(|_| IngestError::PublisherGone)??;
+        Ok(())
     }
 }
 
@@ -306,13 +332,14 @@ impl Worker {
     /// # Errors
     /// A delivery failure, or the publisher is gone.
     pub async fn flush(&self) -> Result<(), IngestError> {
-        let (reply, done) = oneshot::channel();
-        self.output
-            .send(Output::Flush(reply))
-            .await
-            .map_err(|_| IngestError::PublisherGone)?;
-        done.await.map_err(|_| IngestError::PublisherGone)??;
-        Ok(())
+        self.flusher().flush().await
+    }
+
+    /// A handle that flushes the publisher from another task.
+    pub fn flusher(&self) -> Flusher {
+        Flusher {
+            output: self.output.clone(),
+        }
     }
 
     /// Collects feeds that have ended, returning the first failure.

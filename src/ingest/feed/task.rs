@@ -178,7 +178,9 @@ impl FeedTask {
         let mut commands_open = true;
         let result = loop {
             if self.caught_up(Instant::now()) {
-                self.fence_now();
+                self.end_handover();
+            }
+            if self.role == Role::Fenced {
                 break Ok(());
             }
             let handover_deadline = self.handing_over.as_ref().map(|h| h.deadline);
@@ -242,26 +244,23 @@ impl FeedTask {
         catch_up: Option<CatchUp>,
         reply: tokio::sync::oneshot::Sender<HashMap<String, ResumePoint>>,
     ) {
-        let now = Instant::now();
         match (&mut self.handing_over, catch_up) {
             (Some(h), _) => {
                 h.replies.push(reply);
-                h.deadline = now;
+                h.deadline = Instant::now();
             }
             (None, Some(c)) if self.role == Role::Primary && !c.within.is_zero() => {
                 tracing::info!(until = c.until, "handing over: publishing until caught up");
                 self.handing_over = Some(HandingOver {
                     until: c.until,
-                    deadline: now + c.within,
+                    deadline: Instant::now() + c.within,
                     replies: vec![reply],
                 });
             }
             (None, _) => {
-                self.handing_over = Some(HandingOver {
-                    until: 0,
-                    deadline: now,
-                    replies: vec![reply],
-                });
+                self.role = Role::Fenced;
+                tracing::warn!("fenced: publishing stops, connections close");
+                let _ = reply.send(self.positions());
             }
         }
     }
@@ -280,12 +279,13 @@ impl FeedTask {
             })
     }
 
-    /// Stops publishing and answers every fence with the positions reached.
-    fn fence_now(&mut self) {
-        self.role = Role::Fenced;
+    /// Ends a handover under way: publishing stops, and every fence is
+    /// answered with the positions reached.
+    fn end_handover(&mut self) {
         let Some(h) = self.handing_over.take() else {
             return;
         };
+        self.role = Role::Fenced;
         let positions = self.positions();
         // Each symbol that had not caught up, with its last published
         // trade's exchange time.
@@ -294,11 +294,12 @@ impl FeedTask {
             .iter()
             .filter_map(|(symbol, s)| {
                 let last = s.position().map(|p| p.last.exchange_time);
-                (h.until > 0 && last.is_none_or(|t| t < h.until)).then_some((symbol.as_str(), last))
+                last.is_none_or(|t| t < h.until)
+                    .then_some((symbol.as_str(), last))
             })
             .collect();
         if behind.is_empty() {
-            tracing::warn!("fenced: publishing stops, connections close");
+            tracing::info!(until = h.until, "caught up with the move: publishing stops");
         } else {
             tracing::warn!(
                 ?behind,
