@@ -1205,18 +1205,38 @@ async fn at_least_once(
     alo.rollup.guarantee = Guarantee::AtLeastOnce;
     let (records, trades) = copy_backlog(&alo, source).await;
     let (mut run, _) = our_stage(&alo, &dir.join("alo"), records, trades).await;
-    let got = {
-        let (c, t) = (alo.clone(), alo.topics.candles(Interval::S1));
-        tokio::task::spawn_blocking(move || read_candles(&c, &t))
-            .await
-            .expect("read")
-    };
-    let (compared, differing, _, samples) = compare(&got, want, &[Interval::S1]);
-    run.candles_compared = compared;
-    run.candles_differing = differing;
-    errors.extend(samples);
+    let topics = vec![alo.topics.candles(Interval::S1)];
+    check_backlog_candles(&alo, topics, want, &[Interval::S1], &mut run, errors).await;
     remove_prefix(&alo).await;
     run
+}
+
+/// Reads the candles of `topics`, compares them with `want` over
+/// `intervals` and writes the counts into `run` (the first differences into
+/// `errors`); returns how many candles were read.
+async fn check_backlog_candles(
+    config: &Config,
+    topics: Vec<String>,
+    want: &HashMap<(Interval, String, Millis), Candle>,
+    intervals: &[Interval],
+    run: &mut BacklogRun,
+    errors: &mut Vec<String>,
+) -> usize {
+    let mut got = HashMap::new();
+    for topic in topics {
+        let c = config.clone();
+        got.extend(
+            tokio::task::spawn_blocking(move || read_candles(&c, &topic))
+                .await
+                .expect("read"),
+        );
+    }
+    let (compared, differing, not_emitted, samples) = compare(&got, want, intervals);
+    run.candles_compared = compared;
+    run.candles_differing = differing;
+    run.candles_not_emitted = not_emitted;
+    errors.extend(samples);
+    got.len()
 }
 
 /// The floor on the backlog: a raw consume → produce passthrough with the
@@ -1474,17 +1494,17 @@ async fn backlog(source: &str, symbols: usize, dir: &Path, peers: &[String]) -> 
     };
     let mut errors = Vec::new();
     let (mut ours, _) = our_stage(&config, &dir, records, trades).await;
-    let got = {
-        let (c, t) = (config.clone(), config.topics.candles(Interval::S1));
-        tokio::task::spawn_blocking(move || read_candles(&c, &t))
-            .await
-            .expect("read")
-    };
-    let (compared, differing, _, samples) = compare(&got, &want, &[Interval::S1]);
-    ours.candles_compared = compared;
-    ours.candles_differing = differing;
-    errors.extend(samples);
-    let stride = (records as u64 / (got.len() as u64).max(1)).max(1);
+    let topics = vec![config.topics.candles(Interval::S1)];
+    let written = check_backlog_candles(
+        &config,
+        topics,
+        &want,
+        &[Interval::S1],
+        &mut ours,
+        &mut errors,
+    )
+    .await;
+    let stride = (records as u64 / (written as u64).max(1)).max(1);
     let mut runs = vec![ours];
     // The baselines on the same backlog: the stage at-least-once (on a copy
     // of its own, so that it starts from no state), and the floor.
@@ -1497,21 +1517,10 @@ async fn backlog(source: &str, symbols: usize, dir: &Path, peers: &[String]) -> 
         };
         match run_peer(peer, &config, &dir, trades) {
             Ok((mut run, out_1s, out_1m)) => {
-                let mut got = HashMap::new();
-                for t in [out_1s, out_1m] {
-                    let c = config.clone();
-                    got.extend(
-                        tokio::task::spawn_blocking(move || read_candles(&c, &t))
-                            .await
-                            .expect("read"),
-                    );
-                }
-                let (compared, differing, not_emitted, samples) =
-                    compare(&got, &want, &[Interval::S1, Interval::M1]);
-                run.candles_compared = compared;
-                run.candles_differing = differing;
-                run.candles_not_emitted = not_emitted;
-                errors.extend(samples);
+                let intervals = [Interval::S1, Interval::M1];
+                let topics = vec![out_1s, out_1m];
+                check_backlog_candles(&config, topics, &want, &intervals, &mut run, &mut errors)
+                    .await;
                 runs.push(run);
             }
             Err(e) => errors.push(e),

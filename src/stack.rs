@@ -62,6 +62,10 @@ pub enum StackError {
     PortTaken { service: &'static str, port: u16 },
     #[error("stack state file {path} is unreadable: {message}")]
     State { path: PathBuf, message: String },
+    /// etcd's data was in memory and is gone (a reboot), while the broker's
+    /// log, whose records carry epochs from it, is still there.
+    #[error("etcd's data in {target} (linked from {link}) is gone, a reboot clears /dev/shm; the trades topic's records carry epochs from that etcd, so a new one would fence every new record: remove the stack directory to start afresh")]
+    EtcdDataLost { link: PathBuf, target: PathBuf },
 }
 
 impl StackError {
@@ -264,14 +268,16 @@ pub async fn up(options: &StackOptions) -> Result<StackEnv, StackError> {
 }
 
 /// Where the stack's etcd keeps its data: `DIR/etcd` as it is when it exists
-/// (a directory, or the link to memory made before, whose target is made
-/// again after a reboot); else, `in_memory` and with a `/dev/shm`, a fresh
-/// directory there linked from `DIR/etcd`; else `DIR/etcd` on disk.
+/// (a directory, or the link to memory made before; an error when its target
+/// is gone: see [`StackError::EtcdDataLost`]); else, `in_memory` and with a
+/// `/dev/shm`, a fresh directory there linked from `DIR/etcd`; else
+/// `DIR/etcd` on disk.
 fn etcd_data_dir(dir: &Path, in_memory: bool) -> Result<PathBuf, StackError> {
     let link = dir.join("etcd");
     if let Ok(target) = fs::read_link(&link) {
-        fs::create_dir_all(&target)
-            .map_err(StackError::io(format!("creating {}", target.display())))?;
+        if !target.is_dir() {
+            return Err(StackError::EtcdDataLost { link, target });
+        }
         return Ok(link);
     }
     let shm = Path::new("/dev/shm");
@@ -746,6 +752,45 @@ pub fn ensure_secantus() -> Result<PathBuf, StackError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn etcd_data_lives_in_memory_and_its_loss_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("tickfetch-etcd-data-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("dir");
+        // On disk when asked.
+        assert_eq!(
+            etcd_data_dir(&dir, false).expect("on disk"),
+            dir.join("etcd")
+        );
+        assert!(!dir.join("etcd").exists());
+        if !Path::new("/dev/shm").is_dir() {
+            return; // nothing to link to
+        }
+        let data = etcd_data_dir(&dir, true).expect("in memory");
+        let target = fs::read_link(&data).expect("a link");
+        assert!(
+            target.starts_with("/dev/shm") && target.is_dir(),
+            "{target:?}"
+        );
+        fs::write(target.join("member"), b"x").expect("write");
+        // The same stack again: the same data.
+        assert_eq!(etcd_data_dir(&dir, true).expect("again"), data);
+        assert!(target.join("member").exists());
+        // A reboot clears /dev/shm: refused, with what to do.
+        fs::remove_dir_all(&target).expect("clear");
+        let err = etcd_data_dir(&dir, true).expect_err("lost");
+        assert!(
+            err.to_string().contains("remove the stack directory"),
+            "{err}"
+        );
+        // A plain DIR/etcd (made on disk before) is used as it is.
+        fs::remove_file(&data).expect("unlink");
+        fs::create_dir_all(&data).expect("plain dir");
+        assert_eq!(etcd_data_dir(&dir, true).expect("plain"), data);
+        assert!(fs::read_link(&data).is_err(), "not linked");
+        let _ = fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn env_lines_round_trip() {
