@@ -6,7 +6,8 @@
 //! list + watch assignments/ ─▶ wanted role per feed ─▶ reconcile ─▶ Worker feeds
 //!        primary, epoch set   ─▶ start or promote: flush, read the trades topic's tail, publish from after it
 //!        replica              ─▶ start buffering
-//!        primary elsewhere / gone / other epoch ─▶ fence (stop publishing at once)
+//!        primary elsewhere / gone / other epoch ─▶ handover task beside the loop: publish
+//!               until caught up with the move, fence, flush, progress/ released
 //! every progress interval: positions ─▶ flush ─▶ progress/{exchange}/{symbol}
 //! lease lost (etcd unreachable past ⅔ TTL, process paused) ─▶ fence every primary, register again
 //! ```
