@@ -894,14 +894,9 @@ impl Member {
         Ok(())
     }
 
-    /// Flushes the publisher: false when that takes longer than
-    /// [`FLUSH_WAIT`] (the broker is away), so that the member keeps
-    /// following etcd meanwhile.
+    /// Flushes the publisher: see [`flushed`].
     async fn flushed(&self) -> Result<bool, IngestError> {
-        match tokio::time::timeout(FLUSH_WAIT, self.worker.flush()).await {
-            Ok(flushed) => flushed.map(|()| true),
-            Err(_) => Ok(false),
-        }
+        flushed(&self.worker.flusher()).await
     }
 
     /// Fences every primary (they publish nothing more) and drops them from
@@ -964,6 +959,15 @@ struct Handover {
     within: Duration,
 }
 
+/// Flushes a publisher: false when that takes longer than [`FLUSH_WAIT`]
+/// (the broker is away), so that the member keeps following etcd meanwhile.
+async fn flushed(flusher: &Flusher) -> Result<bool, IngestError> {
+    match tokio::time::timeout(FLUSH_WAIT, flusher.flush()).await {
+        Ok(flushed) => flushed.map(|()| true),
+        Err(_) => Ok(false),
+    }
+}
+
 /// Primaries being handed over; stopped when dropped, so that a handover
 /// cut short (lease lost, shutdown) leaves none running.
 struct Handing(Vec<(String, Running)>);
@@ -1017,10 +1021,7 @@ async fn hand_over(primaries: Handing, handover: Handover) {
             released: true,
         });
     }
-    if !matches!(
-        tokio::time::timeout(FLUSH_WAIT, flusher.flush()).await,
-        Ok(Ok(()))
-    ) {
+    if !matches!(flushed(&flusher).await, Ok(true)) {
         tracing::warn!(
             feeds = records.len(),
             "handover: the publisher cannot flush; the successors wait for our lease"
