@@ -860,6 +860,85 @@ async fn watermarks_advance_for_quiet_symbols_and_no_trade_follows_behind_one() 
     }
 }
 
+/// A feed that reads behind the exchange (its socket backed up) must not
+/// let the clock term of its watermarks pass the trades still coming in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_reading_behind_holds_its_watermarks_back_by_its_lag() {
+    let feed = feed("binance:trade");
+    let names = symbols(Exchange::Binance, 2);
+    let sim = simulator(&[(Exchange::Binance, names.clone())], SimRules::default()).await;
+    // Made before the feed connects, so it never goes out live: a template
+    // for the trades below.
+    let template = sim
+        .generate(Exchange::Binance, &names[0], 1)
+        .expect("generate")
+        .into_iter()
+        .next()
+        .expect("one trade");
+    let mut id: u64 = template.trade_id.parse().expect("a numeric trade id");
+    let mut rig = Rig::new("ingest-read-lag", sim).await;
+    let lateness = rig.config.ingest.allowed_lateness_ms as i64;
+    let lag = 6 * lateness;
+    let handle = rig
+        .worker
+        .start_feed(&feed_config(&rig.sim, feed, &names), Role::Primary)
+        .expect("feed starts");
+    wait_live(&handle, 1).await;
+    // Every trade reaches the worker `lag` after the exchange made it, as
+    // a backlog on the socket would deliver it; the second symbol is quiet.
+    let sent = 100;
+    for _ in 0..sent {
+        id += 1;
+        let time = now_ms() - lag;
+        let trade = Trade {
+            trade_id: id.to_string(),
+            exchange_time: time,
+            receive_time: time,
+            ..template.clone()
+        };
+        rig.sim.publish(vec![trade]).expect("publish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_until("every trade published", || {
+        handle.stats().trades_published >= sent
+    })
+    .await;
+    let ended = now_ms();
+    let (contents, _, _) = rig.finish().await;
+    let mut trades = 0;
+    for symbol in &names {
+        let key = format!("binance:{symbol}");
+        let sequence = contents.sequence.get(&key).cloned().unwrap_or_default();
+        let mut watermark = i64::MIN;
+        let mut marks = 0;
+        for entry in &sequence {
+            match entry {
+                Err(w) => {
+                    watermark = watermark.max(w.time);
+                    marks += 1;
+                }
+                Ok(t) => {
+                    trades += 1;
+                    assert!(
+                        t.exchange_time >= watermark,
+                        "{key}: trade {} made at {} came after watermark {watermark}: \
+                         the watermark ran ahead of the feed's backlog",
+                        t.trade_id,
+                        t.exchange_time
+                    );
+                }
+            }
+        }
+        assert!(marks >= 3, "{key}: {marks} watermarks in 2 s");
+        // The quiet symbol's watermark trailed the clock by the lag too.
+        assert!(
+            watermark <= ended - lag + lateness,
+            "{key}: watermark {watermark} does not trail the clock ({ended}) by the read lag {lag}"
+        );
+    }
+    assert_eq!(trades, sent, "every trade once");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_resumes_from_the_topic_after_the_primary_stops() {
     let feed = feed("binance:trade");

@@ -48,8 +48,13 @@
 //!
 //! ```text
 //! w = max(previous w, exchange_time of the last published trade,
-//!         now − allowed_lateness      if the symbol is caught up)
+//!         now − read lag − allowed_lateness   if the symbol is caught up)
 //! ```
+//!
+//! where the read lag is how far behind the exchange the feed reads: the
+//! time it took its newest trades less their exchange time. A feed that
+//! falls behind (its sockets backed up) holds the clock term back by as
+//! much, so the trades still on their way in do not arrive late.
 //!
 //! A symbol is caught up when it is live on a connection, no trade-id gap is
 //! pending, and, after a reconnect, a trade, heartbeat or REST resync has

@@ -29,7 +29,8 @@
 //! is pending, and, after a reconnect, a trade, heartbeat or REST resync has
 //! shown that nothing was missed meanwhile. Trades are released in exchange
 //! order, so the last one's time bounds everything after it; the wall-clock
-//! term lets quiet symbols close their windows, and `allowed_lateness` is
+//! term lets quiet symbols close their windows (the feed task passes as
+//! `wall` the clock less how far behind it reads), and `allowed_lateness` is
 //! the bound it assumes on exchange → worker latency and clock skew. What the
 //! worker cannot know (a trade lost in flight and found only with the next
 //! one) may still come behind a watermark: it is published anyway, and the

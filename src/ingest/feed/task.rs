@@ -45,6 +45,10 @@ pub(crate) struct FeedTask {
     cancel: CancellationToken,
     backfills: JoinSet<BackfillResult>,
     scratch: Vec<SymbolEvent>,
+    /// How far behind the exchange this feed reads: the wall time when it
+    /// took its newest batch of trades less the newest trade's exchange
+    /// time. The watermarks' clock term trails by it (`publish_watermarks`).
+    read_lag: crate::model::Millis,
     epochs: Option<EpochClaimer>,
     /// The epoch this feed publishes under as primary: claimed when it
     /// became primary, or assigned by the master.
@@ -96,6 +100,7 @@ impl FeedTask {
             cancel,
             backfills: JoinSet::new(),
             scratch: Vec::new(),
+            read_lag: 0,
             epochs,
             epoch: Epoch::NONE,
             held: None,
@@ -332,6 +337,10 @@ impl FeedTask {
                 }
             }
             ConnectionEvent::Trades { trades, .. } => {
+                if let Some(newest) = trades.iter().map(|t| t.exchange_time).max() {
+                    let wall = crate::ingest::venues::receive_time_now();
+                    self.read_lag = wall.saturating_sub(newest).max(0);
+                }
                 for trade in trades {
                     let mut out = std::mem::take(&mut self.scratch);
                     let symbol = trade.symbol.clone();
@@ -534,6 +543,10 @@ impl FeedTask {
             return Ok(());
         }
         let wall = crate::ingest::venues::receive_time_now();
+        // Trades still on their way in (a socket backlog when the feed falls
+        // behind) are as old as the ones it read last: the clock term must
+        // not pass them, or every one of them would revise a closed candle.
+        let reading = wall.saturating_sub(self.read_lag);
         let mut due = Vec::new();
         for (symbol, state) in &mut self.symbols {
             if state.rejected() {
@@ -543,7 +556,7 @@ impl FeedTask {
                 self.events
                     .last_trade_age(symbol, (wall - received).max(0) as f64 / 1000.0);
             }
-            if let Some(time) = state.watermark(wall, self.tuning.allowed_lateness) {
+            if let Some(time) = state.watermark(reading, self.tuning.allowed_lateness) {
                 due.push((symbol.clone(), time));
             }
         }
