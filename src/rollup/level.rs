@@ -88,7 +88,7 @@ impl From<Outcome> for ApplyOutcome {
 /// which gives both the [`Level`] implementation below.
 trait EngineLevel: Send {
     /// The record the level reads (a trade, or a child candle).
-    type Input: DataRecord;
+    type Input: DataRecord + Send;
     type State: serde::Serialize + serde::de::DeserializeOwned;
     fn on_input(
         &mut self,
@@ -162,34 +162,59 @@ impl EngineLevel for CandleRollup {
     }
 }
 
-impl<E: EngineLevel> Level for E {
+/// An engine level with the input record it last decoded, which lends its
+/// buffers to the next one (`Envelope::decode_into`).
+struct Decoding<E: EngineLevel> {
+    engine: E,
+    input: Option<E::Input>,
+}
+
+impl<E: EngineLevel + 'static> Decoding<E> {
+    fn boxed(engine: E) -> Box<dyn Level> {
+        Box::new(Self {
+            engine,
+            input: None,
+        })
+    }
+}
+
+impl<E: EngineLevel> Level for Decoding<E> {
     fn apply(
         &mut self,
         record: &Envelope<'_>,
         out: &mut Vec<Candle>,
     ) -> Result<ApplyOutcome, RecordError> {
-        match record.decode::<E::Input>()? {
+        let engine = &mut self.engine;
+        match record.decode_into::<E::Input>(&mut self.input)? {
             Received::Watermark(watermark) => {
-                self.on_watermark(&watermark, out)?;
+                engine.on_watermark(&watermark, out)?;
                 // Every window of this level ending by `time − grace` is closed now.
-                let time = watermark.time - self.grace_ms();
+                let time = watermark.time - engine.grace_ms();
                 Ok(ApplyOutcome::Progress(Watermark { time, ..watermark }))
             }
             Received::Gap(gap) => {
-                self.on_gap(&gap, out)?;
+                engine.on_gap(&gap, out)?;
                 Ok(ApplyOutcome::Gap)
             }
-            Received::Data(input) => Ok(self.on_input(&input, out)?.into()),
+            Received::Data(()) => match &self.input {
+                Some(input) => Ok(engine.on_input(input, out)?.into()),
+                None => Err(WireError::MissingPayload {
+                    what: E::Input::NAME,
+                }
+                .into()),
+            },
         }
     }
 
     fn snapshot(&self, key: &str) -> Option<serde_json::Value> {
-        self.state(key).and_then(|s| serde_json::to_value(s).ok())
+        self.engine
+            .state(key)
+            .and_then(|s| serde_json::to_value(s).ok())
     }
 
     fn restore(&mut self, key: &str, state: serde_json::Value) -> Result<(), RestoreError> {
         let state = serde_json::from_value(state)?;
-        Ok(EngineLevel::restore(self, key, state)?)
+        Ok(self.engine.restore(key, state)?)
     }
 }
 
@@ -214,7 +239,7 @@ pub fn level_config(config: &Config, interval: Interval) -> LevelConfig {
 pub fn make_level(config: &Config, interval: Interval) -> Result<Box<dyn Level>, EngineError> {
     let timing = level_config(config, interval);
     Ok(match interval {
-        Interval::S1 => Box::new(TradeRollup::new(timing)?),
-        parent => Box::new(CandleRollup::new(parent, timing)?),
+        Interval::S1 => Decoding::boxed(TradeRollup::new(timing)?),
+        parent => Decoding::boxed(CandleRollup::new(parent, timing)?),
     })
 }

@@ -33,7 +33,7 @@
 //!
 //! The loop runs on a dedicated thread: librdkafka's transaction calls block.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -151,6 +151,8 @@ impl ConsumerContext for StageContext {
 }
 
 type StageConsumer = BaseConsumer<StageContext>;
+/// The hasher of the maps looked up per record (keyed by `exchange:symbol`).
+type FastHash = foldhash::fast::RandomState;
 /// A stage's per-partition producer.
 pub type TxnProducer = ThreadedProducer<DefaultProducerContext>;
 
@@ -176,17 +178,17 @@ struct PartitionTask {
     txn_window_ends: Vec<i64>,
     commits: u32,
     /// Symbols changed since the last snapshot.
-    touched: BTreeSet<String>,
+    touched: HashSet<String, FastHash>,
     /// During the silent replay: the input offset each restored symbol's
     /// snapshot already covers (its earlier records are skipped).
-    restored_through: HashMap<String, i64>,
+    restored_through: HashMap<String, i64, FastHash>,
     /// Per symbol, the parent window the last forwarded watermark reached.
-    forwarded: HashMap<String, i64>,
+    forwarded: HashMap<String, i64, FastHash>,
     /// Watches etcd for a newer claim of this partition's epoch.
     _superseded: Option<SupersededWatch>,
     /// Per input key, the highest writer epoch seen: a record below it is
     /// a fenced writer's late write and is dropped.
-    input_epochs: HashMap<String, Epoch>,
+    input_epochs: HashMap<String, Epoch, FastHash>,
 }
 
 /// A task watching etcd for a newer owner of one partition; it reports on
@@ -426,12 +428,14 @@ impl StageLoop {
                 }
                 None => {}
             }
+            // One clock read per record, not one per partition.
+            let now = Instant::now();
             let due: Vec<i32> = self
                 .tasks
                 .values()
                 .filter(|t| {
                     t.in_txn
-                        && (t.txn_started.elapsed() >= commit_interval
+                        && (now.duration_since(t.txn_started) >= commit_interval
                             || t.txn_records >= self.config.rollup.max_batch)
                 })
                 .map(|t| t.partition)
@@ -676,9 +680,9 @@ impl StageLoop {
                 txn_records: 0,
                 txn_window_ends: Vec::new(),
                 commits: 0,
-                touched: BTreeSet::new(),
+                touched: HashSet::default(),
                 restored_through: restored.through,
-                forwarded: HashMap::new(),
+                forwarded: HashMap::default(),
                 _superseded: superseded,
                 input_epochs: restored.epochs,
             },
@@ -1146,9 +1150,9 @@ struct Restored {
     /// committed input.
     replay_from: i64,
     /// Per symbol, the input offset its restored state covers.
-    through: HashMap<String, i64>,
+    through: HashMap<String, i64, FastHash>,
     /// Per symbol, the highest writer epoch its restored state had seen.
-    epochs: HashMap<String, Epoch>,
+    epochs: HashMap<String, Epoch, FastHash>,
 }
 
 /// Reads partition `p` of the changelog and restores into `level`, per symbol,
@@ -1167,8 +1171,8 @@ fn restore_state(
 ) -> Result<Restored, RollupError> {
     let mut restored = Restored {
         replay_from: 0,
-        through: HashMap::new(),
-        epochs: HashMap::new(),
+        through: HashMap::default(),
+        epochs: HashMap::default(),
     };
     let consumer = end_reader(&config.kafka, "tickfetch.restore", "read_committed")?;
     // Nothing committed in the changelog yet (a first start): nothing to read.
