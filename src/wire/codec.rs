@@ -357,6 +357,37 @@ mod tests {
     }
 
     #[test]
+    fn decoding_into_the_last_record_leaves_nothing_of_it_behind() {
+        let aggregated = r#"{"exchange":"binance","symbol":"ETHUSDT","instrument":"ETH-USDT","trade_id":"70","price":"2.5","quantity":"3","side":"sell","exchange_time":2000,"receive_time":2001,"first_trade_id":5,"last_trade_id":9}"#;
+        let plain = serde_json::to_vec(&trade()).expect("encodes");
+        fn envelope(payload: &[u8]) -> Envelope<'_> {
+            Envelope::from_parts(None, None, None, Some(payload))
+        }
+        let mut place = None;
+        assert_eq!(
+            envelope(aggregated.as_bytes())
+                .decode_into::<Trade>(&mut place)
+                .ok(),
+            Some(Received::Data(()))
+        );
+        let first: Trade = serde_json::from_str(aggregated).expect("a trade");
+        assert_eq!(place.as_ref(), Some(&first));
+        // Shorter strings, and the optional fields absent: all replaced.
+        assert!(envelope(&plain).decode_into::<Trade>(&mut place).is_ok());
+        assert_eq!(place.as_ref(), Some(&trade()));
+        // A bad record is an error naming what was expected, and empties the place.
+        let error = envelope(b"{\"exchange\":\"binance\"}")
+            .decode_into::<Trade>(&mut place)
+            .expect_err("incomplete");
+        assert!(error.to_string().contains("not a trade"), "{error}");
+        assert_eq!(place, None);
+        let error = envelope(b"\xff")
+            .decode_into::<Trade>(&mut place)
+            .expect_err("not UTF-8");
+        assert!(error.to_string().contains("not a trade"), "{error}");
+    }
+
+    #[test]
     fn a_missing_or_wrong_payload_is_an_error_naming_what_was_expected() {
         for (name, kind, payload, expected) in [
             ("no payload", None, None, "empty payload"),
