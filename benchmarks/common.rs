@@ -165,8 +165,13 @@ impl Drop for Child {
     }
 }
 
-/// Trades `rate` trades/s in all, round-robin over `symbols`, in 10 ms
-/// ticks, until `stop`.
+/// How often [`trade_round_robin`] trades: each tick makes what is due, a
+/// symbol's share in one call (at 50,000/s over 500 symbols, 5 orders a
+/// symbol a tick), as an exchange's match engine emits a burst.
+pub const TRADING_TICK: Duration = Duration::from_millis(50);
+
+/// Trades `rate` orders/s in all, round-robin over `symbols`, every
+/// [`TRADING_TICK`], until `stop`.
 pub fn trade_round_robin(
     sim: Arc<SimHandle>,
     symbols: Vec<String>,
@@ -177,18 +182,26 @@ pub fn trade_round_robin(
         let started = Instant::now();
         let mut sent = 0u64;
         let mut next = 0usize;
-        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let n = symbols.len();
+        let mut tick = tokio::time::interval(TRADING_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        while !stop.load(Ordering::Relaxed) {
+        while !stop.load(Ordering::Relaxed) && n > 0 {
             tick.tick().await;
             let due = (started.elapsed().as_secs_f64() * rate) as u64;
-            while sent < due {
-                let symbol = &symbols[next % symbols.len()];
-                sim.generate(feed_of(symbol).exchange(), symbol, 1)
-                    .expect("generate");
-                next += 1;
-                sent += 1;
+            // The next `due - sent` of the round robin, as counts per symbol.
+            let k = (due - sent.min(due)) as usize;
+            let (each, extra) = (k / n, k % n);
+            for i in 0..n {
+                // Symbols next, next + 1, … (mod n) get one more than the rest.
+                let count = each + usize::from((i + n - next % n) % n < extra);
+                if count > 0 {
+                    let symbol = &symbols[i];
+                    sim.generate(feed_of(symbol).exchange(), symbol, count)
+                        .expect("generate");
+                }
             }
+            next = (next + extra) % n;
+            sent += k as u64;
         }
     })
 }

@@ -691,7 +691,7 @@ async fn run(settings: &Settings, rate: f64, dir: &Path) -> RunResult {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    // The load: `rate` trades/s, round-robin over the symbols, in 10 ms ticks.
+    // The load: `rate` trades/s, round-robin over the symbols, in 50 ms ticks.
     let trading_stop = Arc::new(AtomicBool::new(false));
     let trading =
         common::trade_round_robin(sim.clone(), symbols.clone(), rate, trading_stop.clone());

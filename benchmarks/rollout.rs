@@ -289,7 +289,7 @@ async fn main() {
     )
     .await;
 
-    // Trading: `rate` trades/s, round-robin over the symbols, in 10 ms ticks.
+    // Trading: `rate` trades/s, round-robin over the symbols, in 50 ms ticks.
     let trading_stop = Arc::new(AtomicBool::new(false));
     let trading =
         common::trade_round_robin(sim.clone(), symbols.clone(), rate, trading_stop.clone());

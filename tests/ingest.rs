@@ -23,7 +23,7 @@ use tickfetch::exsim::{
 use tickfetch::ingest::events::FeedStatsSnapshot;
 use tickfetch::ingest::venues::Feed;
 use tickfetch::ingest::worker::{FeedHandle, Role, Worker};
-use tickfetch::model::{Exchange, Trade};
+use tickfetch::model::{Exchange, Trade, Watermark};
 use tickfetch::shutdown::CancellationToken;
 use tickfetch::wire::{
     DEAD_LETTER_REASON, DEAD_LETTER_SOURCE, EPOCH_HEADER, KIND_HEADER, KIND_TRADE,
@@ -805,6 +805,33 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// Walks one key's records in topic order: its watermarks only go forward
+/// and no trade comes after a watermark past its exchange time. Returns the
+/// last watermark, how many there were and how many trades.
+fn walk_watermarks(key: &str, sequence: &[Result<Trade, Watermark>]) -> (i64, usize, usize) {
+    let mut watermark = i64::MIN;
+    let (mut marks, mut trades) = (0, 0);
+    for entry in sequence {
+        match entry {
+            Err(w) => {
+                assert!(w.time > watermark, "{key}: watermarks only go forward");
+                watermark = w.time;
+                marks += 1;
+            }
+            Ok(t) => {
+                trades += 1;
+                assert!(
+                    t.exchange_time >= watermark,
+                    "{key}: trade {} made at {} came after watermark {watermark}",
+                    t.trade_id,
+                    t.exchange_time
+                );
+            }
+        }
+    }
+    (watermark, marks, trades)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watermarks_advance_for_quiet_symbols_and_no_trade_follows_behind_one() {
     let feed = feed("binance:trade");
@@ -833,23 +860,7 @@ async fn watermarks_advance_for_quiet_symbols_and_no_trade_follows_behind_one() 
     for symbol in &names {
         let key = format!("binance:{symbol}");
         let sequence = contents.sequence.get(&key).cloned().unwrap_or_default();
-        let mut watermark = i64::MIN;
-        let mut marks = 0;
-        for entry in &sequence {
-            match entry {
-                Err(w) => {
-                    assert!(w.time > watermark, "{key}: watermarks only go forward");
-                    watermark = w.time;
-                    marks += 1;
-                }
-                Ok(t) => assert!(
-                    t.exchange_time >= watermark,
-                    "{key}: trade {} at {} after watermark {watermark}",
-                    t.trade_id,
-                    t.exchange_time
-                ),
-            }
-        }
+        let (watermark, marks, _) = walk_watermarks(&key, &sequence);
         assert!(marks >= 3, "{key}: {marks} watermarks in 1.5 s");
         // Quiet or not, the watermark followed the clock, minus the lateness.
         assert!(
@@ -909,26 +920,8 @@ async fn a_feed_reading_behind_holds_its_watermarks_back_by_its_lag() {
     for symbol in &names {
         let key = format!("binance:{symbol}");
         let sequence = contents.sequence.get(&key).cloned().unwrap_or_default();
-        let mut watermark = i64::MIN;
-        let mut marks = 0;
-        for entry in &sequence {
-            match entry {
-                Err(w) => {
-                    watermark = watermark.max(w.time);
-                    marks += 1;
-                }
-                Ok(t) => {
-                    trades += 1;
-                    assert!(
-                        t.exchange_time >= watermark,
-                        "{key}: trade {} made at {} came after watermark {watermark}: \
-                         the watermark ran ahead of the feed's backlog",
-                        t.trade_id,
-                        t.exchange_time
-                    );
-                }
-            }
-        }
+        let (watermark, marks, published) = walk_watermarks(&key, &sequence);
+        trades += published;
         assert!(marks >= 3, "{key}: {marks} watermarks in 2 s");
         // The quiet symbol's watermark trailed the clock by the lag too.
         assert!(
@@ -936,7 +929,7 @@ async fn a_feed_reading_behind_holds_its_watermarks_back_by_its_lag() {
             "{key}: watermark {watermark} does not trail the clock ({ended}) by the read lag {lag}"
         );
     }
-    assert_eq!(trades, sent, "every trade once");
+    assert_eq!(trades as u64, sent, "every trade once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -788,6 +788,54 @@ async fn close_fault_closes_connections_politely_or_abruptly() {
     sim.shutdown().await.expect("clean shutdown");
 }
 
+/// A connection that stops reading while the trades pile up is closed as a
+/// slow consumer (1008) once it is more than the event channel behind, as an
+/// exchange drops a client that does not keep up; what was written before
+/// still arrives first, in order.
+#[tokio::test]
+async fn a_connection_that_stops_reading_is_closed_as_a_slow_consumer() {
+    let sim = manual_sim(calm_rules()).await;
+    let symbol = symbols(&sim, Exchange::Okx)[0].clone();
+    let feed = feed("okx:trades");
+    let mut ws = connect(&sim.feed_ws_url(feed)).await;
+    subscribe(&mut ws, feed, std::slice::from_ref(&symbol)).await;
+    // One event per call, more than the channel holds, while nothing is read.
+    let events = tickfetch::exsim::market::EVENT_CHANNEL_CAPACITY + 1_000;
+    for _ in 0..events {
+        sim.generate(Exchange::Okx, &symbol, 1).expect("generate");
+    }
+    let history = normalised(sim.feed_history(feed, &symbol).expect("history"));
+    let mut received = Vec::new();
+    let code = loop {
+        match next_payload(&mut ws, WAIT).await {
+            Some(Ok(payload)) => match venues::parse_frame(Exchange::Okx, &payload, 1) {
+                Ok(Frame::Trades(batch)) => received.extend(batch),
+                Ok(_) => {}
+                Err(e) => panic!("unparseable frame: {e}"),
+            },
+            Some(Err(Message::Close(frame))) => break frame.map(|f| f.code),
+            Some(Err(other)) => panic!("unexpected {other:?}"),
+            None => break None,
+        }
+    };
+    assert_eq!(code, Some(CloseCode::Policy), "closed as a slow consumer");
+    assert!(
+        received.len() < history.len(),
+        "{} of {} trades arrived: the connection kept up",
+        received.len(),
+        history.len()
+    );
+    assert_eq!(
+        normalised(received.clone()),
+        history[..received.len()],
+        "what arrived is the history's start, in order"
+    );
+    let stats = sim.stats();
+    let okx = stats.exchange(Exchange::Okx).expect("okx");
+    assert_eq!(okx.slow_consumer_closes, 1);
+    sim.shutdown().await.expect("clean shutdown");
+}
+
 #[tokio::test]
 async fn down_refuses_new_connections_for_a_while() {
     let sim = manual_sim(calm_rules()).await;

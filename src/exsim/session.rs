@@ -7,6 +7,7 @@
 //!                   pongs ─▶ clears the server ping's deadline (unless ignore-pongs)
 //! book events   ──▶ Trades: the batch's frames in each subscribed feed's dialect
 //!                   Malformed / Close: the fault, if it concerns this connection
+//!                   (every event already waiting goes out in the same write)
 //! timers        ──▶ server pings (Binance), pong deadline, max age,
 //!                   idle timeout (OKX, Upbit), Coinbase heartbeats
 //! ```
@@ -23,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
@@ -40,6 +42,8 @@ use crate::shutdown::CancellationToken;
 pub const HOUSEKEEPING_TICK: Duration = Duration::from_millis(50);
 /// Coinbase heartbeat period.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// The most book events a session turns into one write.
+pub const EVENTS_PER_WRITE: usize = 256;
 /// A send that cannot complete in this long means the client stopped reading.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -144,13 +148,18 @@ impl Session {
 
     /// Queue every frame, then flush once (one write for a batch).
     async fn send_frames(&mut self, frames: &[WireFrame]) -> Result<(), Ending> {
-        if frames.is_empty() {
+        self.send_messages(frames.iter().map(to_message).collect())
+            .await
+    }
+
+    async fn send_messages(&mut self, messages: Vec<Message>) -> Result<(), Ending> {
+        if messages.is_empty() {
             return Ok(());
         }
         let sink = &mut self.sink;
         let write = async {
-            for frame in frames {
-                sink.feed(to_message(frame)).await?;
+            for message in messages {
+                sink.feed(message).await?;
             }
             sink.flush().await
         };
@@ -222,53 +231,85 @@ impl Session {
         }
     }
 
-    async fn on_trades(&mut self, batch: &TradeBatch) -> Result<(), Ending> {
+    /// Queues the frames of `batch` for each subscribed feed's dialect
+    /// (sent with the next flush); returns how many trades and frames.
+    fn queue_trades(&self, batch: &TradeBatch, out: &mut Vec<Message>) -> (u64, u64) {
         let Some(feeds) = self.protocol.subscriptions().get(&batch.symbol) else {
-            return Ok(());
+            return (0, 0);
         };
-        let feeds: Vec<_> = feeds
-            .iter()
-            .copied()
-            .filter(|f| Series::of(*f) == batch.series)
-            .collect();
-        for feed in feeds {
-            let encoded = batch.encoded(feed);
+        let (mut trades, mut frames) = (0, 0);
+        for feed in feeds.iter().filter(|f| Series::of(**f) == batch.series) {
+            let encoded = batch.encoded(*feed);
             if encoded.failed > 0 {
                 ExchangeStats::add(&self.book.stats.encode_errors, encoded.failed as u64);
             }
-            let sent = (batch.trades.len() - encoded.failed) as u64;
+            trades += (batch.trades.len() - encoded.failed) as u64;
+            frames += encoded.frames.len() as u64;
             if self.protocol.binance_raw() {
-                let frames: Vec<WireFrame> = encoded.frames.iter().map(unwrap_binance).collect();
-                self.send_frames(&frames).await?;
+                out.extend(
+                    encoded
+                        .frames
+                        .iter()
+                        .map(|f| to_message(&unwrap_binance(f))),
+                );
             } else {
-                self.send_frames(&encoded.frames).await?;
+                out.extend(encoded.frames.iter().map(to_message));
             }
-            ExchangeStats::add(&self.book.stats.trades_sent, sent);
-            ExchangeStats::add(&self.book.stats.frames_sent, encoded.frames.len() as u64);
         }
-        Ok(())
+        (trades, frames)
     }
 
-    async fn on_event(&mut self, event: Event) -> Result<(), Ending> {
-        match event {
-            Event::Trades(batch) => self.on_trades(&batch).await,
-            Event::Malformed { symbol } => {
-                let concerned = symbol.as_deref().is_none_or(|s| self.protocol.carries(s));
-                if concerned && !self.protocol.subscriptions().is_empty() {
-                    let frame = corrupt_frame(&self.book, &self.protocol, symbol.as_deref());
-                    ExchangeStats::add(&self.book.stats.malformed_sent, 1);
-                    self.send(to_message(&frame)).await?;
+    /// Handles `first` and every event already waiting behind it (up to
+    /// [`EVENTS_PER_WRITE`]), writing their frames with one flush: a
+    /// connection carrying hundreds of symbols gets an event per symbol
+    /// per tick, and one write each would cost the server a syscall per
+    /// trade. A close fault sends what came before it, then ends.
+    async fn on_events(
+        &mut self,
+        first: Event,
+        events: &mut broadcast::Receiver<Event>,
+    ) -> Result<(), Ending> {
+        let mut out = Vec::new();
+        let (mut trades, mut frames) = (0, 0);
+        let mut ending = None;
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(event) = next.take() {
+            taken += 1;
+            match event {
+                Event::Trades(batch) => {
+                    let (t, f) = self.queue_trades(&batch, &mut out);
+                    trades += t;
+                    frames += f;
                 }
-                Ok(())
+                Event::Malformed { symbol } => {
+                    let concerned = symbol.as_deref().is_none_or(|s| self.protocol.carries(s));
+                    if concerned && !self.protocol.subscriptions().is_empty() {
+                        let frame = corrupt_frame(&self.book, &self.protocol, symbol.as_deref());
+                        ExchangeStats::add(&self.book.stats.malformed_sent, 1);
+                        out.push(to_message(&frame));
+                    }
+                }
+                Event::Close { symbol, abrupt } => {
+                    if symbol.as_deref().is_none_or(|s| self.protocol.carries(s)) {
+                        ending = Some(Ending::Forced { abrupt });
+                        break;
+                    }
+                }
             }
-            Event::Close { symbol, abrupt } => {
-                if symbol.as_deref().is_none_or(|s| self.protocol.carries(s)) {
-                    Err(Ending::Forced { abrupt })
-                } else {
-                    Ok(())
-                }
+            if taken < EVENTS_PER_WRITE {
+                next = match events.try_recv() {
+                    Ok(event) => Some(event),
+                    Err(TryRecvError::Lagged(_)) => return Err(Ending::SlowConsumer),
+                    // Closed: the next `recv` says so.
+                    Err(TryRecvError::Empty | TryRecvError::Closed) => None,
+                };
             }
         }
+        self.send_messages(out).await?;
+        ExchangeStats::add(&self.book.stats.trades_sent, trades);
+        ExchangeStats::add(&self.book.stats.frames_sent, frames);
+        ending.map_or(Ok(()), Err)
     }
 
     /// Deadlines: max age, pong deadline, idle timeout.
@@ -389,7 +430,7 @@ pub(crate) async fn run(ws: WebSocketStream<TcpStream>, ctx: SessionContext) {
                 Some(Err(_)) | None => Err(Ending::ClientClosed),
             },
             event = events.recv() => match event {
-                Ok(event) => session.on_event(event).await,
+                Ok(event) => session.on_events(event, &mut events).await,
                 Err(RecvError::Lagged(_)) => Err(Ending::SlowConsumer),
                 Err(RecvError::Closed) => Err(Ending::Shutdown),
             },
