@@ -191,11 +191,10 @@ pub fn trade_round_robin(
             // The next `due - sent` of the round robin, as counts per symbol.
             let k = (due - sent.min(due)) as usize;
             let (each, extra) = (k / n, k % n);
-            for i in 0..n {
+            for (i, symbol) in symbols.iter().enumerate() {
                 // Symbols next, next + 1, … (mod n) get one more than the rest.
-                let count = each + usize::from((i + n - next % n) % n < extra);
+                let count = each + usize::from((i + n - next) % n < extra);
                 if count > 0 {
-                    let symbol = &symbols[i];
                     sim.generate(feed_of(symbol).exchange(), symbol, count)
                         .expect("generate");
                 }
