@@ -183,13 +183,16 @@ pub fn trade_round_robin(
         let mut sent = 0u64;
         let mut next = 0usize;
         let n = symbols.len();
+        if n == 0 {
+            return;
+        }
         let mut tick = tokio::time::interval(TRADING_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        while !stop.load(Ordering::Relaxed) && n > 0 {
+        while !stop.load(Ordering::Relaxed) {
             tick.tick().await;
             let due = (started.elapsed().as_secs_f64() * rate) as u64;
             // The next `due - sent` of the round robin, as counts per symbol.
-            let k = (due - sent.min(due)) as usize;
+            let k = due.saturating_sub(sent) as usize;
             let (each, extra) = (k / n, k % n);
             for (i, symbol) in symbols.iter().enumerate() {
                 // Symbols next, next + 1, … (mod n) get one more than the rest.
