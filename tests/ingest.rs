@@ -997,6 +997,153 @@ async fn replica_resumes_from_the_topic_after_the_primary_stops() {
     assert_exactly_once(&contents, Exchange::Binance, &expected);
 }
 
+/// What one read of the last `lookback` records of every partition gives
+/// for `keys`: per key its newest trade and, where ids are not contiguous,
+/// the ids up to it, as many as de-duplication keeps.
+fn tail_by_brute_force(
+    records: &[common::Record],
+    keys: &[(Exchange, String)],
+    lookback: i64,
+) -> HashMap<(Exchange, String), tickfetch::ingest::feed::ResumePoint> {
+    use tickfetch::ingest::feed::RECENT_IDS_PER_SYMBOL;
+    let mut high: HashMap<i32, i64> = HashMap::new();
+    for r in records {
+        let end = high.entry(r.partition).or_insert(0);
+        *end = (*end).max(r.offset + 1);
+    }
+    let mut sorted: Vec<&common::Record> = records.iter().collect();
+    sorted.sort_by_key(|r| (r.partition, r.offset));
+    let mut points: HashMap<(Exchange, String), (Trade, Vec<String>)> = HashMap::new();
+    for r in sorted {
+        if r.offset < high[&r.partition] - lookback {
+            continue;
+        }
+        let is_trade = r
+            .headers
+            .iter()
+            .any(|(k, v)| k == KIND_HEADER && v == KIND_TRADE);
+        if !is_trade {
+            continue;
+        }
+        let trade: Trade = serde_json::from_slice(&r.payload).expect("a trade");
+        let key = (trade.exchange, trade.symbol.clone());
+        if !keys.contains(&key) {
+            continue;
+        }
+        let point = points
+            .entry(key)
+            .or_insert_with(|| (trade.clone(), Vec::new()));
+        if !tickfetch::ingest::venues::ids_are_sequential(trade.exchange) {
+            point.1.push(trade.trade_id.clone());
+            if point.1.len() > RECENT_IDS_PER_SYMBOL {
+                point.1.remove(0);
+            }
+        }
+        point.0 = trade;
+    }
+    points
+        .into_iter()
+        .map(|(key, (last, recent_ids))| {
+            (
+                key,
+                tickfetch::ingest::feed::ResumePoint { last, recent_ids },
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tail_read_back_at_a_promotion_equals_one_read_of_the_whole_lookback() {
+    const BUSY: [&str; 8] = [
+        "BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "LINKUSDT", "DOTUSDT",
+    ];
+    use tickfetch::ingest::feed::resume::last_published_of;
+    use tickfetch::ingest::output::TradePublisher;
+    tickfetch::telemetry::init_logging(tickfetch::config::LogFormat::Text);
+    let config = config("ingest-tail");
+    let mut publisher = TradePublisher::connect(&config).await.expect("publisher");
+    let base = now_ms() - 60_000;
+    let mut time = base;
+    let mut ids: HashMap<String, u64> = HashMap::new();
+    let mut send = |exchange: Exchange, symbol: &str, n: usize| {
+        for _ in 0..n {
+            let id = ids.entry(symbol.to_string()).or_insert(1_000);
+            // Upbit's ids are not contiguous: leave holes.
+            *id += if exchange == Exchange::Upbit { 7 } else { 1 };
+            time += 1;
+            let mut trade = common::pipeline::test_trade(symbol, time, *id, 0, 100);
+            trade.exchange = exchange;
+            publisher
+                .send_trade(&trade, tickfetch::coord::epoch::Epoch(1))
+                .expect("send");
+        }
+    };
+    // Upbit first and at the very end (fewer ids than de-duplication
+    // keeps: the read goes back the whole lookback for it); a quiet Binance
+    // symbol far behind the busy ones (found only further back); two busy
+    // ones (found in the first window).
+    send(Exchange::Upbit, "KRW-BTC", 50);
+    send(Exchange::Binance, "QUIETUSDT", 5);
+    for _ in 0..20 {
+        for busy in BUSY {
+            send(Exchange::Binance, busy, 10);
+        }
+    }
+    send(Exchange::Upbit, "KRW-BTC", 10);
+    tokio::task::spawn_blocking(move || publisher.flush(Duration::from_secs(30)))
+        .await
+        .expect("flush thread")
+        .expect("flush");
+    let records = read_topic(&config, &config.topics.trades(), config.topics.partitions).await;
+    assert_eq!(records.len(), 1_665);
+    let lookback = 4_000;
+    let keys: Vec<(Exchange, String)> = [
+        (Exchange::Upbit, "KRW-BTC"),
+        (Exchange::Binance, "QUIETUSDT"),
+        (Exchange::Binance, BUSY[0]),
+        (Exchange::Binance, BUSY[5]),
+        (Exchange::Binance, "NEVERUSDT"),
+    ]
+    .into_iter()
+    .map(|(e, s)| (e, s.to_string()))
+    .collect();
+    // The quiet symbol's last trade lies behind the first window read.
+    let quiet = records
+        .iter()
+        .filter(|r| r.key.as_deref() == Some(b"binance:QUIETUSDT".as_slice()))
+        .max_by_key(|r| r.offset)
+        .expect("the quiet symbol's trade");
+    let behind = records
+        .iter()
+        .filter(|r| r.partition == quiet.partition && r.offset > quiet.offset)
+        .count() as i64;
+    assert!(
+        behind > lookback / 16,
+        "{behind} records after the quiet symbol's last"
+    );
+    let want = tail_by_brute_force(&records, &keys, lookback);
+    assert_eq!(want.len(), 4, "every traded symbol within the lookback");
+    assert_eq!(want[&keys[0]].recent_ids.len(), 60);
+    for subset in [&keys[..], &keys[2..3], &keys[1..2], &keys[..1]] {
+        let got = last_published_of(&config, subset, lookback)
+            .await
+            .expect("tail of the trades topic");
+        let want: HashMap<_, _> = want
+            .iter()
+            .filter(|(key, _)| subset.contains(key))
+            .map(|(key, point)| (key.clone(), point.clone()))
+            .collect();
+        assert_eq!(got, want, "for {subset:?}");
+    }
+    // With a lookback that does not reach the quiet symbol, neither finds it.
+    let short = behind;
+    let got = last_published_of(&config, &keys, short)
+        .await
+        .expect("tail");
+    assert_eq!(got, tail_by_brute_force(&records, &keys, short));
+    assert!(!got.contains_key(&keys[1]), "{got:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binance_symbols_beyond_1024_streams_shard_over_connections() {
     let feed = feed("binance:trade");

@@ -8,6 +8,8 @@
 //!        replica              ─▶ start buffering
 //!        primary elsewhere / gone / other epoch ─▶ handover task beside the loop: publish
 //!               until caught up with the move, fence, flush, progress/ released
+//! watch progress/ and workers/ ─▶ a promotion waiting for its predecessor goes on
+//!        once that one released the feed (or its worker is gone)
 //! every progress interval: positions ─▶ flush ─▶ progress/{exchange}/{symbol}
 //! lease lost (etcd unreachable past ⅔ TTL, process paused) ─▶ fence every primary, register again
 //! ```
@@ -23,7 +25,7 @@
 //! master after the previous primary's lease ended (or after it was
 //! reassigned). Becoming primary, the worker first flushes its own publisher,
 //! then reads the last trades of the feed back from the trades topic
-//! ([`last_published`]) and promotes its replica to publish from just after
+//! ([`last_published_of`]) and promotes its replica to publish from just after
 //! them: the buffer covers what came since, REST backfill what the buffer
 //! does not reach. A worker that loses its lease fences its primaries before
 //! etcd could expire the lease, so before the master could promote anyone;
@@ -37,7 +39,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::feed::resume::last_published;
+use super::feed::resume::last_published_of;
 use super::feed::ResumePoint;
 use super::venues::Feed;
 use super::worker::{FeedHandle, Flusher, Role, Worker};
@@ -47,7 +49,7 @@ use crate::coord::epoch::Epoch;
 use crate::coord::keyspace::{
     feed_id, AssignmentRecord, DrainRequest, ProgressRecord, WorkerRecord,
 };
-use crate::coord::store::{HeldUntil, Lease, Store, Versioned, WatchEvent};
+use crate::coord::store::{HeldUntil, Lease, Record, Store, StoreError, Versioned, WatchEvent};
 use crate::model::Exchange;
 use crate::shutdown::{retry_until_cancelled, CancellationToken};
 
@@ -307,6 +309,18 @@ impl Member {
             .watch::<DrainRequest, _>(&[id.as_str()], listing.revision + 1)
             .await
             .map_err(IngestError::Coordination)?;
+        // A promotion here waiting for its predecessor goes on as soon as
+        // that one has released the feed or is gone, not at the next check.
+        let mut releases = self
+            .store
+            .watch::<ProgressRecord, &str>(&[], listing.revision + 1)
+            .await
+            .map_err(IngestError::Coordination)?;
+        let mut departures = self
+            .store
+            .watch::<WorkerRecord, &str>(&[], listing.revision + 1)
+            .await
+            .map_err(IngestError::Coordination)?;
         if self
             .store
             .get::<DrainRequest, _>(&[id.as_str()])
@@ -345,6 +359,28 @@ impl Member {
                         event = watch.next_ready();
                     }
                     self.reconcile(lease).await?;
+                }
+                event = releases.next() => {
+                    let mut event = Some(event.map_err(IngestError::Coordination)?);
+                    let mut awaited = false;
+                    while let Some(e) = event {
+                        awaited |= self.ends_a_wait(&e);
+                        event = releases.next_ready();
+                    }
+                    if awaited {
+                        self.reconcile(lease).await?;
+                    }
+                }
+                event = departures.next() => {
+                    let mut event = Some(event.map_err(IngestError::Coordination)?);
+                    let mut gone = false;
+                    while let Some(e) = event {
+                        gone |= matches!(e, WatchEvent::Deleted { .. } | WatchEvent::Relisted(_));
+                        event = departures.next_ready();
+                    }
+                    if gone && !self.handover_wait.is_empty() {
+                        self.reconcile(lease).await?;
+                    }
                 }
                 Some(joined) = self.handovers.join_next_with_id() => {
                     let task = match joined {
@@ -398,6 +434,24 @@ impl Member {
         }
     }
 
+    /// Whether a progress event may end the wait of a promotion here: the
+    /// release of a feed whose promotion waits for it.
+    fn ends_a_wait(&self, event: &WatchEvent<ProgressRecord>) -> bool {
+        if self.handover_wait.is_empty() {
+            return false;
+        }
+        match event {
+            WatchEvent::Put(record) => {
+                record.value.released
+                    && self
+                        .handover_wait
+                        .contains_key(&feed_id(record.value.exchange, &record.value.symbol))
+            }
+            WatchEvent::Relisted(_) => true,
+            WatchEvent::Deleted { .. } | WatchEvent::Undecodable { .. } => false,
+        }
+    }
+
     fn relist(&mut self, records: Vec<Versioned<AssignmentRecord>>) {
         self.assignments = records.into_iter().map(|r| (r.key, r.value)).collect();
     }
@@ -435,6 +489,9 @@ impl Member {
             .into_iter()
             .map(|(id, (a, w))| (id, (a.clone(), w)))
             .collect();
+        // A wait for a predecessor ends with its promotion's assignment.
+        self.handover_wait
+            .retain(|id, _| matches!(wanted.get(id), Some((_, Wanted::Primary(_)))));
         // Stop what is no longer ours, or ours differently; moved primaries
         // are handed over together (one flush, one write per 100).
         let ids: Vec<String> = self.running.keys().cloned().collect();
@@ -558,6 +615,7 @@ impl Member {
         // What this worker queued before (a primary it had) is in the log
         // first; while the broker cannot take it, promotion waits (the next
         // reconcile tries again).
+        let began = Instant::now();
         if !self.flushed().await? {
             tracing::warn!(
                 feeds = promotions.len(),
@@ -565,30 +623,23 @@ impl Member {
             );
             return Ok(());
         }
-        let mut by_exchange: BTreeMap<Exchange, Vec<String>> = BTreeMap::new();
-        for (id, _) in &promotions {
-            if let Some(r) = self.running.get(id) {
-                by_exchange
-                    .entry(r.exchange)
-                    .or_default()
-                    .push(r.symbol.clone());
-            }
-        }
+        let feeds: Vec<(Exchange, String)> = promotions
+            .iter()
+            .filter_map(|(id, _)| self.running.get(id))
+            .map(|r| (r.exchange, r.symbol.clone()))
+            .collect();
+        let flushed = began.elapsed();
         let lookback = self.config.cluster.resume_lookback.max(1);
-        let mut resume: HashMap<(Exchange, String), ResumePoint> = HashMap::new();
-        for (exchange, symbols) in by_exchange {
-            let points = match last_published(&self.config, exchange, &symbols, lookback).await {
-                Ok(points) => points,
-                Err(e) => {
-                    // Nothing promoted yet: the next reconcile tries again.
-                    tracing::warn!(%exchange, error = %e, "promotion waits: the trades topic's tail cannot be read");
-                    return Ok(());
-                }
-            };
-            for (symbol, point) in points {
-                resume.insert((exchange, symbol), point);
+        let mut resume = match last_published_of(&self.config, &feeds, lookback).await {
+            Ok(points) => points,
+            Err(e) => {
+                // Nothing promoted yet: the next reconcile tries again.
+                tracing::warn!(feeds = feeds.len(), error = %e, "promotion waits: the trades topic's tail cannot be read");
+                return Ok(());
             }
-        }
+        };
+        let tail_read = began.elapsed() - flushed;
+        let count = promotions.len();
         let mut failed = Vec::new();
         for (id, epoch) in promotions {
             // A promoted feed publishes only while the lease is surely held;
@@ -625,6 +676,14 @@ impl Member {
                 }
             }
         }
+        tracing::info!(
+            feeds = count,
+            failed = failed.len(),
+            flush_ms = flushed.as_millis(),
+            tail_ms = tail_read.as_millis(),
+            total_ms = began.elapsed().as_millis(),
+            "promotions done"
+        );
         for id in failed {
             self.running.remove(&id);
         }
@@ -882,14 +941,8 @@ impl Member {
                 released: false,
             });
         }
-        for chunk in records.chunks(MAX_TXN_OPS) {
-            let batch = chunk
-                .iter()
-                .fold(self.store.batch(), |batch, record| batch.put(record));
-            self.store
-                .commit(batch)
-                .await
-                .map_err(IngestError::Coordination)?;
+        for (_, put) in put_in_chunks(&self.store, &records).await {
+            put.map_err(IngestError::Coordination)?;
         }
         Ok(())
     }
@@ -1028,12 +1081,9 @@ async fn hand_over(primaries: Handing, handover: Handover) {
         );
         return;
     }
-    for chunk in records.chunks(MAX_TXN_OPS) {
-        let batch = chunk
-            .iter()
-            .fold(store.batch(), |batch, record| batch.put(record));
-        match store.commit(batch).await {
-            Ok(_) => {
+    for (chunk, put) in put_in_chunks(&store, &records).await {
+        match put {
+            Ok(()) => {
                 for r in chunk {
                     tracing::info!(feed = %feed_id(r.exchange, &r.symbol), epoch = r.epoch, last = %r.last_trade_id, "handed over");
                 }
@@ -1043,6 +1093,22 @@ async fn hand_over(primaries: Handing, handover: Handover) {
             }
         }
     }
+}
+
+/// Puts `records` in transactions of at most [`MAX_TXN_OPS`] writes, and
+/// says how each one went (a failed one does not stop the next).
+async fn put_in_chunks<'r, T: Record>(
+    store: &Store,
+    records: &'r [T],
+) -> Vec<(&'r [T], Result<(), StoreError>)> {
+    let mut outcomes = Vec::new();
+    for chunk in records.chunks(MAX_TXN_OPS) {
+        let batch = chunk
+            .iter()
+            .fold(store.batch(), |batch, record| batch.put(record));
+        outcomes.push((chunk, store.commit(batch).await.map(drop)));
+    }
+    outcomes
 }
 
 /// Stops a feed; a primary is fenced first, so that it publishes nothing

@@ -86,7 +86,7 @@ use super::worker::normalised_symbols;
 use super::IngestError;
 use crate::config::{FeedConfig, IngestConfig};
 use crate::model::Millis;
-pub use sequence::ResumePoint;
+pub use sequence::{ResumePoint, RECENT_IDS_PER_SYMBOL};
 
 /// What a feed does with the trades it receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

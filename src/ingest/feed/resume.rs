@@ -3,10 +3,16 @@
 //!
 //! A primary that dies cannot be asked for its positions, but what it
 //! published is on the trades topic, keyed `exchange:symbol`. [`last_published`]
-//! reads the last `lookback` records of every partition (with assigned
-//! partitions: no consumer-group join) and returns, per symbol of the feed,
-//! the newest trade and the ids published just before it, as
+//! reads the tail of every partition (with assigned partitions: no
+//! consumer-group join) and returns, per symbol of the feed, the newest
+//! trade and, on exchanges whose ids are not contiguous, the ids published
+//! up to it, as
 //! [`ResumePoint`]s for [`FeedHandle::promote`](crate::ingest::worker::FeedHandle::promote).
+//! It reads the newest sixteenth of `lookback` records per partition first
+//! and goes further back (four times as far each time, up to `lookback`)
+//! only while a symbol is missing or, on exchanges whose ids are not
+//! contiguous, has fewer recent ids than de-duplication keeps: the answer
+//! is the one a read of all `lookback` records gives.
 //!
 //! A symbol whose last trade lies further back than the lookback gets no
 //! resume point, and the promoted replica publishes its whole buffer for it:
@@ -22,6 +28,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::sequence::{ResumePoint, RECENT_IDS_PER_SYMBOL};
 use crate::config::Config;
+use crate::ingest::venues::ids_are_sequential;
 use crate::kafka::{end_reader, KafkaError};
 use crate::model::{Exchange, Trade};
 use crate::wire::{feed_key, Envelope, Received};
@@ -29,8 +36,8 @@ use crate::wire::{feed_key, Envelope, Received};
 /// How long reading the tail may take.
 pub const RESUME_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The last published trade of each of `symbols` of `exchange`, from the last
-/// `lookback` records of each partition of the trades topic.
+/// The last published trade of each of `symbols` of `exchange`, from at
+/// most the last `lookback` records of each partition of the trades topic.
 ///
 /// # Errors
 /// Kafka unreachable, or the topic's offsets cannot be read.
@@ -40,16 +47,32 @@ pub async fn last_published(
     symbols: &[String],
     lookback: i64,
 ) -> Result<HashMap<String, ResumePoint>, KafkaError> {
+    let feeds: Vec<(Exchange, String)> = symbols.iter().map(|s| (exchange, s.clone())).collect();
+    Ok(last_published_of(config, &feeds, lookback)
+        .await?
+        .into_iter()
+        .map(|((_, symbol), point)| (symbol, point))
+        .collect())
+}
+
+/// [`last_published`] for symbols of several exchanges in one read of the
+/// topic (they share it); keyed by exchange and upper-case symbol.
+///
+/// # Errors
+/// Kafka unreachable, or the topic's offsets cannot be read.
+pub async fn last_published_of(
+    config: &Config,
+    feeds: &[(Exchange, String)],
+    lookback: i64,
+) -> Result<HashMap<(Exchange, String), ResumePoint>, KafkaError> {
     let kafka = config.kafka.clone();
     let topic = config.topics.trades();
     let partitions = config.topics.partitions;
-    let keys: HashMap<String, String> = symbols
+    let keys: HashMap<String, (Exchange, String)> = feeds
         .iter()
-        .map(|s| {
-            (
-                feed_key(exchange, &s.to_ascii_uppercase()),
-                s.to_ascii_uppercase(),
-            )
+        .map(|(exchange, symbol)| {
+            let symbol = symbol.to_ascii_uppercase();
+            (feed_key(*exchange, &symbol), (*exchange, symbol))
         })
         .collect();
     tokio::task::spawn_blocking(move || read_tail(&kafka, &topic, partitions, &keys, lookback))
@@ -60,16 +83,29 @@ pub async fn last_published(
         })?
 }
 
+/// The first share of `lookback` read; each further read goes back four
+/// times as far, up to `lookback`.
+const FIRST_WINDOW_SHARE: i64 = 16;
+
+/// The newest trade of a symbol, and (where ids are not contiguous) the ids
+/// up to it, oldest first.
+type Newest = HashMap<(Exchange, String), (Trade, VecDeque<String>)>;
+
+/// Reads the tail back in widening windows: the newest records first, and
+/// further back only while a symbol is missing (or, where ids are not
+/// contiguous, has fewer recent ids than the de-duplication keeps), so that
+/// a busy topic's promotion reads a few hundred records instead of
+/// `lookback` per partition. Each window is read to the end, so the result
+/// is what one read of the widest window gives.
 fn read_tail(
     kafka: &crate::config::KafkaConfig,
     topic: &str,
     partitions: i32,
-    keys: &HashMap<String, String>,
+    keys: &HashMap<String, (Exchange, String)>,
     lookback: i64,
-) -> Result<HashMap<String, ResumePoint>, KafkaError> {
+) -> Result<HashMap<(Exchange, String), ResumePoint>, KafkaError> {
     let consumer = end_reader(kafka, "tickfetch-ingest-resume", "read_uncommitted")?;
-    let mut assignment = TopicPartitionList::new();
-    let mut open = HashSet::new();
+    let mut ends = Vec::new();
     for partition in 0..partitions {
         let (low, high) = consumer
             .fetch_watermarks(topic, partition, Duration::from_secs(10))
@@ -77,20 +113,66 @@ fn read_tail(
                 "offsets of {topic}[{partition}]"
             )))?;
         if high > low {
-            open.insert(partition);
-            assignment
-                .add_partition_offset(topic, partition, Offset::Offset((high - lookback).max(low)))
-                .map_err(KafkaError::client("assigning the tail"))?;
+            ends.push((partition, low, high));
         }
     }
-    let mut newest: HashMap<String, (Trade, VecDeque<String>)> = HashMap::new();
-    if open.is_empty() {
-        return Ok(HashMap::new());
+    let lookback = lookback.max(1);
+    let mut window = (lookback / FIRST_WINDOW_SHARE).max(1);
+    let deadline = Instant::now() + RESUME_READ_TIMEOUT;
+    loop {
+        let (newest, whole) = read_window(&consumer, topic, &ends, keys, window, deadline)?;
+        let enough = keys.values().all(|key| {
+            newest.get(key).is_some_and(|(_, recent)| {
+                ids_are_sequential(key.0) || recent.len() >= RECENT_IDS_PER_SYMBOL
+            })
+        });
+        if enough || whole || window >= lookback {
+            return Ok(newest
+                .into_iter()
+                .map(|(key, (last, recent))| {
+                    (
+                        key,
+                        ResumePoint {
+                            last,
+                            recent_ids: recent.into_iter().collect(),
+                        },
+                    )
+                })
+                .collect());
+        }
+        window = window.saturating_mul(4).min(lookback);
+    }
+}
+
+/// Reads the last `window` records of each partition in `ends`
+/// (partition, low, high) to its end; also says whether that was all of
+/// every partition.
+fn read_window(
+    consumer: &rdkafka::consumer::BaseConsumer<crate::kafka::ReadToEnd>,
+    topic: &str,
+    ends: &[(i32, i64, i64)],
+    keys: &HashMap<String, (Exchange, String)>,
+    window: i64,
+    deadline: Instant,
+) -> Result<(Newest, bool), KafkaError> {
+    let mut newest = Newest::new();
+    if ends.is_empty() {
+        return Ok((newest, true));
+    }
+    let mut assignment = TopicPartitionList::new();
+    let mut open = HashSet::new();
+    let mut whole = true;
+    for &(partition, low, high) in ends {
+        let from = (high - window).max(low);
+        whole &= from == low;
+        open.insert(partition);
+        assignment
+            .add_partition_offset(topic, partition, Offset::Offset(from))
+            .map_err(KafkaError::client("assigning the tail"))?;
     }
     consumer
         .assign(&assignment)
         .map_err(KafkaError::client("assigning the tail"))?;
-    let deadline = Instant::now() + RESUME_READ_TIMEOUT;
     // To each partition's end (librdkafka's partition EOF).
     while !open.is_empty() {
         if Instant::now() >= deadline {
@@ -107,7 +189,7 @@ fn read_tail(
             }
             Some(message) => message.map_err(KafkaError::client(format!("reading {topic}")))?,
         };
-        let Some(symbol) = message
+        let Some(key) = message
             .key()
             .and_then(|k| std::str::from_utf8(k).ok())
             .and_then(|k| keys.get(k))
@@ -122,24 +204,16 @@ fn read_tail(
             continue;
         };
         let entry = newest
-            .entry(symbol.clone())
+            .entry(key.clone())
             .or_insert_with(|| (trade.clone(), VecDeque::new()));
-        entry.1.push_back(trade.trade_id.clone());
-        if entry.1.len() > RECENT_IDS_PER_SYMBOL {
-            entry.1.pop_front();
+        // Contiguous ids de-duplicate by the last one alone.
+        if !ids_are_sequential(key.0) {
+            entry.1.push_back(trade.trade_id.clone());
+            if entry.1.len() > RECENT_IDS_PER_SYMBOL {
+                entry.1.pop_front();
+            }
         }
         entry.0 = trade;
     }
-    Ok(newest
-        .into_iter()
-        .map(|(symbol, (last, recent))| {
-            (
-                symbol,
-                ResumePoint {
-                    last,
-                    recent_ids: recent.into_iter().collect(),
-                },
-            )
-        })
-        .collect())
+    Ok((newest, whole))
 }
