@@ -13,7 +13,7 @@
 #   scripts/bench.sh --quick    200 trades/s over 20 symbols, a few seconds
 #
 # Settings (BENCH_RATES, BENCH_SYMBOLS, BENCH_SECS, ...) are described in
-# benchmarks/pipeline.rs and docs/benchmarks.md.
+# benchmarks/pipeline/main.rs and docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh

@@ -309,22 +309,20 @@ async fn simulator(config: &Config, options: &UpOptions) -> Result<SimHandle, Up
         symbols.entry(*exchange).or_default().push(symbol.clone());
     }
     let mut first_ids: BTreeMap<Exchange, BTreeMap<String, u64>> = BTreeMap::new();
-    for (exchange, on) in &symbols {
-        let lookback = config.cluster.resume_lookback;
-        match resume::last_published(config, *exchange, on, lookback).await {
-            Ok(last) => {
-                for (symbol, point) in last {
-                    if let Ok(id) = point.last.trade_id.parse::<u64>() {
-                        first_ids
-                            .entry(*exchange)
-                            .or_default()
-                            .insert(symbol, id + 1);
-                    }
+    let lookback = config.cluster.resume_lookback;
+    match resume::last_published_of(config, &options.feeds, lookback).await {
+        Ok(last) => {
+            for ((exchange, symbol), point) in last {
+                if let Ok(id) = point.last.trade_id.parse::<u64>() {
+                    first_ids
+                        .entry(exchange)
+                        .or_default()
+                        .insert(symbol, id + 1);
                 }
             }
-            // A first run: no trades topic yet.
-            Err(e) => tracing::debug!(%exchange, error = %e, "no trades to go on from"),
         }
+        // A first run: no trades topic yet.
+        Err(e) => tracing::debug!(error = %e, "no trades to go on from"),
     }
     let orders = options.sim_rate * options.feeds.len() as f64 / symbols.len().max(1) as f64;
     Ok(Simulator::start(SimConfig {
