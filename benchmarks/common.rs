@@ -60,6 +60,60 @@ pub async fn simulator(symbols: &[String]) -> SimHandle {
         .expect("simulator starts")
 }
 
+/// The ids of the trades the simulator sent, in order, per
+/// `"<exchange>:<symbol>"`: what a reader of the trades topic must find.
+pub fn sent_ids(sim: &SimHandle, symbols: &[String]) -> BTreeMap<String, Vec<String>> {
+    symbols
+        .iter()
+        .map(|s| {
+            let feed = feed_of(s);
+            let ids = sim
+                .feed_history(feed, s)
+                .expect("history")
+                .into_iter()
+                .map(|t| t.trade_id)
+                .collect();
+            (format!("{}:{s}", feed.exchange()), ids)
+        })
+        .collect()
+}
+
+/// A latency reader's settings: fetches returned at once, so that a record's
+/// read time is when it became readable.
+pub const LATENCY_READER: [(&str, &str); 2] =
+    [("fetch.queue.backoff.ms", "1"), ("fetch.wait.max.ms", "10")];
+
+/// A `read_committed` reader of every partition of `topics` from their
+/// beginnings, committing nothing; `extra` adds settings (a latency
+/// reader's short fetch waits, a read to the end's EOF events).
+pub fn reader_from_start(
+    config: &Config,
+    group: &str,
+    topics: &[String],
+    extra: &[(&str, &str)],
+) -> BaseConsumer {
+    let mut settings = vec![
+        ("group.id", group),
+        ("enable.auto.commit", "false"),
+        ("isolation.level", "read_committed"),
+    ];
+    settings.extend_from_slice(extra);
+    let consumer: BaseConsumer = client_config(&config.kafka, &settings)
+        .expect("reader config")
+        .create()
+        .expect("reader");
+    let mut partitions = TopicPartitionList::new();
+    for topic in topics {
+        for p in 0..config.topics.partitions {
+            partitions
+                .add_partition_offset(topic, p, Offset::Beginning)
+                .expect("partition");
+        }
+    }
+    consumer.assign(&partitions).expect("assign");
+    consumer
+}
+
 /// Leaves etcd as it was found: removes everything under the config's prefix.
 pub async fn remove_prefix(config: &Config) {
     let root = format!("{}/", config.etcd.prefix.trim_end_matches('/'));

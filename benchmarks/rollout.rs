@@ -35,8 +35,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use tickfetch::config::Config;
 use tickfetch::coord::admin;
@@ -61,26 +59,12 @@ struct Seen {
 
 /// Reads the trades topic from the start until `stop`, noting every trade.
 fn read_trades(config: &Config, stop: &AtomicBool, seen: &Mutex<Seen>) {
-    let consumer: BaseConsumer = tickfetch::kafka::client_config(
-        &config.kafka,
-        &[
-            ("group.id", "bench-rollout-reader"),
-            ("enable.auto.commit", "false"),
-            ("isolation.level", "read_committed"),
-            ("fetch.queue.backoff.ms", "1"),
-            ("fetch.wait.max.ms", "10"),
-        ],
-    )
-    .expect("reader config")
-    .create()
-    .expect("reader");
-    let mut partitions = TopicPartitionList::new();
-    for p in 0..config.topics.partitions {
-        partitions
-            .add_partition_offset(&config.topics.trades(), p, Offset::Beginning)
-            .expect("partition");
-    }
-    consumer.assign(&partitions).expect("assign");
+    let consumer = common::reader_from_start(
+        config,
+        "bench-rollout-reader",
+        &[config.topics.trades()],
+        &common::LATENCY_READER,
+    );
     while !stop.load(Ordering::Relaxed) {
         let Some(message) = consumer.poll(Duration::from_millis(100)) else {
             continue;
@@ -345,19 +329,7 @@ async fn main() {
     let trading_to = now_ms();
 
     // Everything simulated, read?
-    let want: BTreeMap<String, Vec<String>> = symbols
-        .iter()
-        .map(|s| {
-            let feed = feed_of(s);
-            let ids = sim
-                .feed_history(feed, s)
-                .expect("history")
-                .into_iter()
-                .map(|t| t.trade_id)
-                .collect();
-            (format!("{}:{s}", feed.exchange()), ids)
-        })
-        .collect();
+    let want = common::sent_ids(&sim, &symbols);
     let complete = |seen: &Seen| {
         want.iter().all(|(key, ids)| {
             seen.ids

@@ -11,25 +11,12 @@ pub(crate) fn read_to_end(
     topic: &str,
     mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
 ) {
-    let consumer: BaseConsumer = tickfetch::kafka::client_config(
-        &config.kafka,
-        &[
-            ("group.id", "bench-pipeline-read"),
-            ("enable.auto.commit", "false"),
-            ("isolation.level", "read_committed"),
-            ("enable.partition.eof", "true"),
-        ],
-    )
-    .expect("reader config")
-    .create()
-    .expect("reader");
-    let mut partitions = TopicPartitionList::new();
-    for p in 0..config.topics.partitions {
-        partitions
-            .add_partition_offset(topic, p, Offset::Beginning)
-            .expect("partition");
-    }
-    consumer.assign(&partitions).expect("assign");
+    let consumer = common::reader_from_start(
+        config,
+        "bench-pipeline-read",
+        &[topic.to_string()],
+        &[("enable.partition.eof", "true")],
+    );
     let mut at_end = HashSet::new();
     while at_end.len() < config.topics.partitions as usize {
         let Some(message) = consumer.poll(Duration::from_secs(10)) else {

@@ -19,33 +19,20 @@ pub(crate) struct Seen {
 /// Reads the trades topic and the four candle topics from the start until
 /// `stop`.
 pub(crate) fn read_topics(config: &Config, stop: &AtomicBool, seen: &Mutex<Seen>) {
-    let consumer: BaseConsumer = tickfetch::kafka::client_config(
-        &config.kafka,
-        &[
-            ("group.id", "bench-pipeline-reader"),
-            ("enable.auto.commit", "false"),
-            ("isolation.level", "read_committed"),
-            ("fetch.queue.backoff.ms", "1"),
-            ("fetch.wait.max.ms", "10"),
-        ],
-    )
-    .expect("reader config")
-    .create()
-    .expect("reader");
     let trades_topic = config.topics.trades();
     let candle_topics: HashMap<String, Interval> = STAGES
         .iter()
         .map(|i| (config.topics.candles(*i), *i))
         .collect();
-    let mut partitions = TopicPartitionList::new();
-    for topic in std::iter::once(&trades_topic).chain(candle_topics.keys()) {
-        for p in 0..config.topics.partitions {
-            partitions
-                .add_partition_offset(topic, p, Offset::Beginning)
-                .expect("partition");
-        }
-    }
-    consumer.assign(&partitions).expect("assign");
+    let topics: Vec<String> = std::iter::once(trades_topic.clone())
+        .chain(candle_topics.keys().cloned())
+        .collect();
+    let consumer = common::reader_from_start(
+        config,
+        "bench-pipeline-reader",
+        &topics,
+        &common::LATENCY_READER,
+    );
     let grace = config.rollup.grace_ms;
     while !stop.load(Ordering::Relaxed) {
         let Some(message) = consumer.poll(Duration::from_millis(100)) else {

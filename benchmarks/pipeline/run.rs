@@ -226,19 +226,7 @@ pub(crate) async fn run(settings: &Settings, rate: f64, dir: &Path) -> RunResult
     }
 
     // Everything sent is read, and every window up to the last trade's closed.
-    let want: BTreeMap<String, Vec<String>> = symbols
-        .iter()
-        .map(|s| {
-            let feed = feed_of(s);
-            let ids = sim
-                .feed_history(feed, s)
-                .expect("history")
-                .into_iter()
-                .map(|t| t.trade_id)
-                .collect();
-            (format!("{}:{s}", feed.exchange()), ids)
-        })
-        .collect();
+    let want = common::sent_ids(&sim, &symbols);
     let trades_sent: usize = want.values().map(Vec::len).sum();
     let all_read = wait_for("every trade read", Duration::from_secs(120), || {
         let seen = seen.lock().expect("reader state");
