@@ -78,6 +78,21 @@ pub fn sent_ids(sim: &SimHandle, symbols: &[String]) -> BTreeMap<String, Vec<Str
         .collect()
 }
 
+/// Makes `name` on the broker unless it is there: `partitions` partitions,
+/// not compacted, as the trades topic is.
+pub async fn plain_topic(config: &Config, name: &str, partitions: i32) {
+    tickfetch::kafka::ensure_topics(
+        &config.kafka,
+        &[tickfetch::kafka::TopicSpec {
+            name: name.to_string(),
+            partitions,
+            compacted: false,
+        }],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("topic {name}: {e}"));
+}
+
 /// A latency reader's settings: fetches returned at once, so that a record's
 /// read time is when it became readable.
 pub const LATENCY_READER: [(&str, &str); 2] =

@@ -22,7 +22,6 @@ use serde::Serialize;
 use tickfetch::config::{Config, Guarantee};
 use tickfetch::coord::epoch::Epoch;
 use tickfetch::ingest::publisher::TradePublisher;
-use tickfetch::kafka::{ensure_topics, TopicSpec};
 use tickfetch::model::{Exchange, Interval, Side, Trade};
 use tickfetch::rollup::metrics::StageReport;
 use tickfetch::rollup::stage::{self, Assignment, StageOptions};
@@ -47,13 +46,6 @@ struct BenchResult {
     /// The floor forwards one input record in this many.
     passthrough_stride: u64,
     runs: Vec<RunResult>,
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn base_config(prefix: &str, partitions: i32) -> Config {
@@ -192,21 +184,12 @@ async fn main() {
         eprintln!("rollup benchmark: run it with `cargo bench --bench rollup`");
         return;
     }
-    let trades: u64 = env_or("BENCH_TRADES", 300_000);
-    let symbols: u64 = env_or("BENCH_SYMBOLS", 100);
-    let partitions: i32 = env_or("BENCH_PARTITIONS", 4);
+    let trades: u64 = common::env_or("BENCH_TRADES", 300_000);
+    let symbols: u64 = common::env_or("BENCH_SYMBOLS", 100);
+    let partitions: i32 = common::env_or("BENCH_PARTITIONS", 4);
     let prefix = format!("bench-rollup-{}", std::process::id());
     let config = base_config(&prefix, partitions);
-    ensure_topics(
-        &config.kafka,
-        &[TopicSpec {
-            name: config.topics.trades(),
-            partitions,
-            compacted: false,
-        }],
-    )
-    .await
-    .expect("topics");
+    common::plain_topic(&config, &config.topics.trades(), partitions).await;
     eprintln!("prefilling {trades} trades over {symbols} symbols...");
     prefill(&config, trades, symbols).await;
     let records = {
@@ -245,16 +228,12 @@ async fn main() {
         ("passthrough, at-least-once", Guarantee::AtLeastOnce, stride),
         ("passthrough, every record", Guarantee::ExactlyOnce, 1),
     ] {
-        ensure_topics(
-            &config.kafka,
-            &[TopicSpec {
-                name: passthrough_topic(&config, guarantee, stride),
-                partitions,
-                compacted: false,
-            }],
+        common::plain_topic(
+            &config,
+            &passthrough_topic(&config, guarantee, stride),
+            partitions,
         )
-        .await
-        .expect("passthrough topic");
+        .await;
         let config = config.clone();
         runs.push(
             tokio::task::spawn_blocking(move || {

@@ -23,7 +23,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rust_decimal::Decimal;
 use serde::Serialize;
 use tickfetch::config::Config;
-use tickfetch::kafka::{client_config, ensure_topics, TopicSpec};
+use tickfetch::kafka::client_config;
 use tickfetch::model::{Candle, CandleStatus, Exchange, Interval};
 use tickfetch::shutdown::CancellationToken;
 use tickfetch::sink::writer::{candle_collection, candle_document};
@@ -104,16 +104,7 @@ async fn main() {
 
     // Prefill the candle topic.
     let topic = config.topics.candles(Interval::M1);
-    ensure_topics(
-        &config.kafka,
-        &[TopicSpec {
-            name: topic.clone(),
-            partitions: 2,
-            compacted: false,
-        }],
-    )
-    .await
-    .expect("topics");
+    common::plain_topic(&config, &topic, 2).await;
     let producer: ThreadedProducer<DefaultProducerContext> = client_config(
         &config.kafka,
         &[("enable.idempotence", "true"), ("linger.ms", "5")],

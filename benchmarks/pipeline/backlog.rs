@@ -321,16 +321,7 @@ pub(crate) async fn check_backlog_candles(
 /// the run: the benchmark does nothing else meanwhile).
 pub(crate) async fn floor(config: &Config, records: i64, trades: u64, stride: u64) -> BacklogRun {
     let output = format!("{}.passthrough", config.topics.prefix);
-    tickfetch::kafka::ensure_topics(
-        &config.kafka,
-        &[tickfetch::kafka::TopicSpec {
-            name: output.clone(),
-            partitions: config.topics.partitions,
-            compacted: false,
-        }],
-    )
-    .await
-    .expect("passthrough topic");
+    common::plain_topic(config, &output, config.topics.partitions).await;
     let me = std::process::id() as i32;
     let before = proc_usage(me).map_or(0, |(ticks, _)| ticks);
     let floor = {
@@ -535,16 +526,7 @@ pub(crate) fn run_peer(
 /// here); returns (records, trades) copied.
 pub(crate) async fn copy_backlog(config: &Config, source: &str) -> (i64, u64) {
     let topic = config.topics.trades();
-    tickfetch::kafka::ensure_topics(
-        &config.kafka,
-        &[tickfetch::kafka::TopicSpec {
-            name: topic.clone(),
-            partitions: config.topics.partitions,
-            compacted: false,
-        }],
-    )
-    .await
-    .expect("backlog topic");
+    common::plain_topic(config, &topic, config.topics.partitions).await;
     let (config, source) = (config.clone(), source.to_string());
     tokio::task::spawn_blocking(move || copy_topic(&config, &source, &topic))
         .await
