@@ -1,5 +1,7 @@
-//! What the benchmarks share: the machine they report, and offsets read
-//! off the broker.
+//! What the benchmarks share: settings from the environment, the simulator
+//! and what it sent, topics, readers and offsets on the broker, child
+//! processes, the round-robin load, the passthrough floor, and the machine
+//! they report.
 // Each benchmark includes this file and uses a part of it.
 #![allow(dead_code)]
 
