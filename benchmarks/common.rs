@@ -80,6 +80,20 @@ pub fn sent_ids(sim: &SimHandle, symbols: &[String]) -> BTreeMap<String, Vec<Str
         .collect()
 }
 
+/// A histogram of millisecond `samples` from 1 ms (what is below counts as
+/// 1 ms) to `highest_ms` (what is above counts as that).
+pub fn millis_histogram(
+    samples: impl Iterator<Item = i64>,
+    highest_ms: u64,
+) -> hdrhistogram::Histogram<u64> {
+    let mut h =
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, highest_ms, 3).expect("histogram");
+    for ms in samples {
+        h.saturating_record(ms.max(1) as u64);
+    }
+    h
+}
+
 /// Makes `name` on the broker unless it is there: `partitions` partitions,
 /// not compacted, as the trades topic is.
 pub async fn plain_topic(config: &Config, name: &str, partitions: i32) {

@@ -34,7 +34,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use serde::Serialize;
 use tickfetch::config::Config;
 use tickfetch::coord::admin;
@@ -99,10 +98,7 @@ struct Latency {
 }
 
 fn latency(phase: &'static str, samples: impl Iterator<Item = i64>) -> Latency {
-    let mut h = Histogram::<u64>::new_with_bounds(1, 600_000, 3).expect("histogram");
-    for ms in samples {
-        h.saturating_record(ms.max(1) as u64);
-    }
+    let h = common::millis_histogram(samples, 600_000);
     Latency {
         phase,
         trades: h.len(),

@@ -21,6 +21,7 @@ use tickfetch::exsim::{
     SimHandle, Simulator, Source,
 };
 use tickfetch::ingest::events::FeedStatsSnapshot;
+use tickfetch::ingest::feed::ResumePoint;
 use tickfetch::ingest::venues::Feed;
 use tickfetch::ingest::worker::{FeedHandle, Role, Worker};
 use tickfetch::model::{Exchange, Trade, Watermark};
@@ -969,14 +970,17 @@ async fn replica_resumes_from_the_topic_after_the_primary_stops() {
     )
     .await;
     rig.worker.flush().await.expect("flush");
-    let resume = tickfetch::ingest::feed::resume::last_published(
-        &rig.config,
-        Exchange::Binance,
-        &names,
-        1_000,
-    )
-    .await
-    .expect("tail of the trades topic");
+    let feeds: Vec<(Exchange, String)> = names
+        .iter()
+        .map(|s| (Exchange::Binance, s.clone()))
+        .collect();
+    let resume: HashMap<String, ResumePoint> =
+        tickfetch::ingest::feed::resume::last_published_of(&rig.config, &feeds, 1_000)
+            .await
+            .expect("tail of the trades topic")
+            .into_iter()
+            .map(|((_, symbol), point)| (symbol, point))
+            .collect();
     assert_eq!(resume.len(), names.len(), "a resume point per symbol");
     replica.promote(resume).await.expect("promote");
     trade(
@@ -1004,7 +1008,7 @@ fn tail_by_brute_force(
     records: &[common::Record],
     keys: &[(Exchange, String)],
     lookback: i64,
-) -> HashMap<(Exchange, String), tickfetch::ingest::feed::ResumePoint> {
+) -> HashMap<(Exchange, String), ResumePoint> {
     use tickfetch::ingest::feed::RECENT_IDS_PER_SYMBOL;
     let mut high: HashMap<i32, i64> = HashMap::new();
     for r in records {
@@ -1043,12 +1047,7 @@ fn tail_by_brute_force(
     }
     points
         .into_iter()
-        .map(|(key, (last, recent_ids))| {
-            (
-                key,
-                tickfetch::ingest::feed::ResumePoint { last, recent_ids },
-            )
-        })
+        .map(|(key, (last, recent_ids))| (key, ResumePoint { last, recent_ids }))
         .collect()
 }
 

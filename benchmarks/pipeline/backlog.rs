@@ -258,10 +258,8 @@ pub(crate) async fn our_stage(
             cpu_seconds,
             trades_per_cpu_second: trades as f64 / cpu_seconds.max(1e-9),
             peak_rss_mb,
-            candles_compared: 0,
-            candles_differing: 0,
-            candles_not_emitted: 0,
             note: "time from process start (includes start-up and state restore); `seconds_working` from its first commit".into(),
+            ..BacklogRun::default()
         },
         config_path,
     )
@@ -352,9 +350,6 @@ pub(crate) async fn floor(config: &Config, records: i64, trades: u64, stride: u6
         cpu_seconds,
         trades_per_cpu_second: trades as f64 / cpu_seconds.max(1e-9),
         peak_rss_mb: 0.0,
-        candles_compared: 0,
-        candles_differing: 0,
-        candles_not_emitted: 0,
         note: format!(
             "the stage's consumer and producer settings, a transactional producer per partition, commits every {} ms, no parsing; in the benchmark's process (its CPU over the run; no RSS of its own); {} commits, p50 {:.1} ms, p99 {:.1} ms",
             config.rollup.commit_interval_ms,
@@ -362,6 +357,7 @@ pub(crate) async fn floor(config: &Config, records: i64, trades: u64, stride: u6
             floor.commit_p50_micros as f64 / 1e3,
             floor.commit_p99_micros as f64 / 1e3
         ),
+        ..BacklogRun::default()
     }
 }
 
@@ -512,10 +508,8 @@ pub(crate) fn run_peer(
             cpu_seconds,
             trades_per_cpu_second: trades as f64 / cpu_seconds.max(1e-9),
             peak_rss_mb,
-            candles_compared: 0,
-            candles_differing: 0,
-            candles_not_emitted: 0,
             note: peer.note.into(),
+            ..BacklogRun::default()
         },
         out_1s,
         out_1m,

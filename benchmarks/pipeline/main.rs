@@ -93,7 +93,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use rdkafka::Message;
 use serde::Serialize;
 use tickfetch::config::{Config, Guarantee};

@@ -13,10 +13,7 @@ pub(crate) struct Latency {
 }
 
 pub(crate) fn latency(measure: String, samples: impl Iterator<Item = Millis>) -> Latency {
-    let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000, 3).expect("histogram");
-    for ms in samples {
-        h.saturating_record(ms.max(1) as u64);
-    }
+    let h = common::millis_histogram(samples, 3_600_000);
     Latency {
         measure,
         samples: h.len(),
@@ -72,8 +69,9 @@ pub(crate) struct Report {
     pub(crate) backlog: Option<Backlog>,
 }
 
-/// One reader of the copied backlog.
-#[derive(Debug, Clone, Serialize)]
+/// One reader of the copied backlog; its candle counts are filled in when
+/// its candles have been compared.
+#[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct BacklogRun {
     pub(crate) system: String,
     pub(crate) trades: u64,

@@ -2,7 +2,7 @@
 //! published, read back from the tail of the trades topic.
 //!
 //! A primary that dies cannot be asked for its positions, but what it
-//! published is on the trades topic, keyed `exchange:symbol`. [`last_published`]
+//! published is on the trades topic, keyed `exchange:symbol`. [`last_published_of`]
 //! reads the tail of every partition (with assigned partitions: no
 //! consumer-group join) and returns, per symbol of the feed, the newest
 //! trade and, on exchanges whose ids are not contiguous, the ids published
@@ -36,27 +36,10 @@ use crate::wire::{feed_key, Envelope, Received};
 /// How long reading the tail may take.
 pub const RESUME_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The last published trade of each of `symbols` of `exchange`, from at
-/// most the last `lookback` records of each partition of the trades topic.
-///
-/// # Errors
-/// Kafka unreachable, or the topic's offsets cannot be read.
-pub async fn last_published(
-    config: &Config,
-    exchange: Exchange,
-    symbols: &[String],
-    lookback: i64,
-) -> Result<HashMap<String, ResumePoint>, KafkaError> {
-    let feeds: Vec<(Exchange, String)> = symbols.iter().map(|s| (exchange, s.clone())).collect();
-    Ok(last_published_of(config, &feeds, lookback)
-        .await?
-        .into_iter()
-        .map(|((_, symbol), point)| (symbol, point))
-        .collect())
-}
-
-/// [`last_published`] for symbols of several exchanges in one read of the
-/// topic (they share it); keyed by exchange and upper-case symbol.
+/// The last published trade of each of `feeds` (exchange and symbol; the
+/// exchanges share the topic, so one read serves them all), from at most the
+/// last `lookback` records of each partition of the trades topic; keyed by
+/// exchange and upper-case symbol.
 ///
 /// # Errors
 /// Kafka unreachable, or the topic's offsets cannot be read.
